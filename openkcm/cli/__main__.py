@@ -1,0 +1,5 @@
+import sys
+
+from openkcm.cli import main
+
+sys.exit(main())

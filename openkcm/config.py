@@ -1,0 +1,48 @@
+"""Typed settings read once from the environment (``OPENKCM_*`` plus the standard AWS variables).
+
+One model for every process — Lambda, KMIP worker, CLI — so that a deployment differs only in its
+environment. The AWS endpoint is deliberately *not* a setting of ours: botocore already honours
+``AWS_ENDPOINT_URL``, which is how the same code talks to moto locally and to AWS in production.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENKCM_", extra="ignore")
+
+    table_prefix: str = Field("openkcm", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+    data_dir: Path = Path(".openkcm")
+    # "local" keeps versioned root keys as 0600 files in data_dir (the embedded default);
+    # "aws-kms" uses the comma-separated KMS key ARNs in root_kms_key_ids (oldest first).
+    root_key_provider: Literal["local", "aws-kms"] = "local"
+    root_kms_key_ids: str = ""
+    trust_domain: str = "openkcm.local"
+    # DECISIONS 7: unwrapped L2 keys live in memory at most this long; epochs are polled this often.
+    l2_cache_ttl_seconds: float = Field(60.0, gt=0, le=300)
+    epoch_poll_seconds: float = Field(5.0, gt=0, le=60)
+    # Seed 002 REQ-030: how long a cached L2 stays usable after its L1 store became unreachable.
+    l1_grace_seconds: float = Field(300.0, ge=0)
+    event_bus_name: str = "openkcm-events"
+    writer_id: str = ""  # audit chain writer; defaults to host+pid when empty
+
+    @property
+    def root_kms_key_list(self) -> list[str]:
+        return [k.strip() for k in self.root_kms_key_ids.split(",") if k.strip()]
+
+    def table_name(self, logical: str) -> str:
+        return f"{self.table_prefix}-{logical}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once (cold start for a Lambda)."""
+    return Settings()

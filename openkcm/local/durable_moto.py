@@ -1,0 +1,286 @@
+"""moto's AWS emulation made durable (DECISIONS 15).
+
+Guarantee: a mutating call that moto acknowledged with a 2xx survives SIGKILL of every process.
+
+How: a WSGI middleware in front of moto's own application
+- serialises mutating calls (moto's backends are not written for concurrent mutation anyway);
+- appends each successful *deterministic* mutating call (every DynamoDB write) to a journal and fsyncs it
+  before the response leaves; replaying the journal on start rebuilds exactly that state;
+- for calls whose effect is not reproducible by replay (KMS CreateKey invents ids and key material, SQS
+  receives move messages ...), writes a full snapshot before answering instead;
+- compacts: a snapshot is a pickle of moto's backends written to a temporary file, fsync'd and renamed
+  over the previous one (a half-written snapshot never replaces a good one). Each snapshot names the
+  journal generation that follows it, so a crash between snapshot and journal switch never replays a
+  call twice.
+
+Why moto and not dynalite: the project needs KMS, SQS, SNS, EventBridge and DynamoDB transactions
+locally; dynalite has no TransactWriteItems and emulates DynamoDB only (see FACTS.md and the README).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from cryptography.hazmat.primitives import serialization
+
+SERVICES = ("dynamodb", "kms", "sqs", "sns", "events", "secretsmanager", "s3", "sts", "iam", "scheduler")
+
+_DYNAMODB_READS = frozenset(
+    {
+        "GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems", "DescribeTable", "ListTables",
+        "DescribeTimeToLive", "DescribeContinuousBackups", "ListTagsOfResource", "DescribeEndpoints",
+        "DescribeLimits", "ListBackups", "ListGlobalTables", "ListExports", "ListImports",
+    }
+)
+_READ_PREFIXES = ("Get", "List", "Describe", "Head")
+_PURE_CRYPTO = frozenset(
+    {"Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+     "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateRandom", "Sign", "Verify",
+     "GenerateMac", "VerifyMac", "AssumeRole", "GetCallerIdentity"}
+)
+
+
+def _load_private_key(der: bytes) -> Any:
+    return serialization.load_der_private_key(der, None)
+
+
+class _BackendPickler(pickle.Pickler):
+    """moto's KMS backend holds cryptography private keys, which do not pickle: store them as DER."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj).__module__.startswith("cryptography.hazmat.bindings") and hasattr(obj, "private_bytes"):
+            der = obj.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            return _load_private_key, (der,)
+        return NotImplemented
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def classify(environ: dict[str, Any], body: bytes) -> str:
+    """'read', 'journal' (deterministic write) or 'snapshot' (write that replay could not reproduce)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    service = ""
+    if "Credential=" in auth:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        service = scope[3] if len(scope) > 3 else ""
+    if target:
+        action = target.rsplit(".", 1)[-1]
+    else:
+        action = parse_qs(body.decode("latin-1")).get("Action", [""])[0] if body else ""
+        if not action:
+            action = parse_qs(environ.get("QUERY_STRING", "")).get("Action", [""])[0]
+    if service == "dynamodb" or target.startswith("DynamoDB_"):
+        return "read" if action in _DYNAMODB_READS else "journal"
+    if action:
+        return "read" if action in _PURE_CRYPTO or action.startswith(_READ_PREFIXES) else "snapshot"
+    return "read" if environ.get("REQUEST_METHOD") in ("GET", "HEAD", "OPTIONS") else "snapshot"
+
+
+class DurableStore:
+    """Snapshot + journal files of one data directory, and the lock that keeps them consistent."""
+
+    def __init__(self, directory: Path, compact_after: int = 5000) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock = threading.RLock()
+        self._compact_after = compact_after
+        self._journal: io.TextIOWrapper | None = None
+        self._entries = 0
+        self.generation = 0
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.dir / "moto-snapshot.pkl"
+
+    def journal_path(self, generation: int) -> Path:
+        return self.dir / f"moto-journal-{generation:08d}.log"
+
+    # ---- restore -------------------------------------------------------------------------------
+    def restore(self, app: Callable[..., Iterable[bytes]]) -> int:
+        """Load the snapshot into moto's backends and replay the journal that follows it."""
+        from moto.backends import get_backend
+
+        if self.snapshot_path.exists():
+            with open(self.snapshot_path, "rb") as handle:
+                state = pickle.load(handle)
+            self.generation = state["generation"]
+            for name, backends in state["backends"].items():
+                target = get_backend(name)
+                target.clear()
+                target.update(backends)
+        replayed = 0
+        path = self.journal_path(self.generation)
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break  # a torn last line: that call was never acknowledged
+                _replay(app, entry)
+                replayed += 1
+        self._entries = replayed
+        self._journal = _open_journal(path)
+        for stale in self.dir.glob("moto-journal-*.log"):
+            if stale != path:
+                stale.unlink()
+        return replayed
+
+    # ---- write path ----------------------------------------------------------------------------
+    def append(self, environ: dict[str, Any], body: bytes) -> None:
+        assert self._journal is not None
+        entry = {
+            "m": environ["REQUEST_METHOD"],
+            "p": environ.get("PATH_INFO", "/"),
+            "q": environ.get("QUERY_STRING", ""),
+            "h": {k: v for k, v in environ.items() if k.startswith("HTTP_") or k == "CONTENT_TYPE"},
+            "b": base64.b64encode(body).decode(),
+        }
+        self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self._entries += 1
+        if self._entries >= self._compact_after:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write-then-rename a snapshot of every backend, then start the next journal generation."""
+        from moto.backends import get_backend
+
+        with self.lock:
+            generation = self.generation + 1
+            state = {"generation": generation, "backends": {n: dict(get_backend(n)) for n in SERVICES}}
+            tmp = self.snapshot_path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds moto's KMS keys
+            with os.fdopen(fd, "wb") as handle:
+                _BackendPickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.snapshot_path)
+            _fsync_dir(self.dir)
+            old = self.journal_path(self.generation)
+            if self._journal is not None:
+                self._journal.close()
+            self.generation = generation
+            self._journal = _open_journal(self.journal_path(generation))
+            self._entries = 0
+            old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self.lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+
+def _open_journal(path: Path) -> io.TextIOWrapper:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def _replay(app: Callable[..., Iterable[bytes]], entry: dict[str, Any]) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    headers = {k[5:].replace("_", "-").title(): v for k, v in entry["h"].items() if k.startswith("HTTP_")}
+    builder = EnvironBuilder(
+        method=entry["m"],
+        path=entry["p"],
+        query_string=entry["q"],
+        headers=headers,
+        data=base64.b64decode(entry["b"]),
+        content_type=entry["h"].get("CONTENT_TYPE"),
+    )
+    environ = builder.get_environ()
+    for _ in app(environ, lambda status, headers, exc_info=None: None):
+        pass
+
+
+class DurableMiddleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]], store: DurableStore) -> None:
+        self.app = app
+        self.store = store
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        kind = classify(environ, body)
+        if kind == "read":
+            return self.app(environ, start_response)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        with self.store.lock:
+            replay_environ = dict(environ)
+            chunks = b"".join(self.app(environ, capture))
+            if captured.get("status", "500").startswith("2"):
+                if kind == "journal":
+                    self.store.append(replay_environ, body)
+                else:
+                    self.store.snapshot()
+        start_response(captured["status"], captured["headers"])
+        return [chunks]
+
+
+class DurableMotoServer:
+    """A moto server on ``host:port`` whose state lives in ``directory``."""
+
+    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.store = DurableStore(directory)
+        self._host, self._port = host, port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.replayed = 0
+
+    def start(self) -> str:
+        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: Any) -> None:
+                return None
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self.replayed = self.store.restore(app)
+        self._server = make_server(
+            self._host, self._port, DurableMiddleware(app, self.store), threaded=True,
+            request_handler=QuietHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
+        self._thread.start()
+        return self.endpoint
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.store.close()

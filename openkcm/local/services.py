@@ -1,0 +1,31 @@
+"""The services ``openkcm local up`` starts after AWS, tables, root key and CA are ready.
+
+Each feature adds its own factory to ``_FACTORIES`` (import inside the factory, so a missing optional
+dependency of one service never stops the others from being listed). A service's ``start`` returns the
+details to print (URLs, ports, certificate paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from openkcm.local.stack import LocalStack
+
+
+class LocalService(Protocol):
+    name: str
+
+    def start(self, stack: LocalStack) -> dict[str, Any]: ...
+
+    def healthy(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+_FACTORIES: list[Callable[[], LocalService]] = []
+
+
+def registered_services() -> list[LocalService]:
+    return [factory() for factory in _FACTORIES]

@@ -1,0 +1,76 @@
+"""Wiring of one process: settings -> tables, root key, keyring, tenants, audit sink, CA.
+
+Built once (a Lambda's cold start, a KMIP worker's start) and passed down; nothing here holds request
+state. Adapters call :func:`build_runtime`; tests build one against moto the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openkcm.clock import SYSTEM_CLOCK, Clock
+from openkcm.config import Settings, get_settings
+from openkcm.domain.audit import AuditSink, ChainedAuditSink
+from openkcm.domain.hierarchy import L1Resolver, TenantKeyring, no_l1_keystores
+from openkcm.domain.pki import CertificateAuthority
+from openkcm.domain.rootkey import AwsKmsRootKey, LocalRootKey, RootKeyProvider
+from openkcm.domain.tenants import Tenants
+from openkcm.storage import bind_tables, create_tables
+
+
+def build_root_key(settings: Settings) -> RootKeyProvider:
+    if settings.root_key_provider == "aws-kms":
+        import boto3
+
+        return AwsKmsRootKey(boto3.client("kms", region_name=settings.region), settings.root_kms_key_list)
+    return LocalRootKey(Path(settings.data_dir) / "keys")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    root: RootKeyProvider
+    tenants: Tenants
+    keyring: TenantKeyring
+    audit: AuditSink
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def certificate_authority(self) -> CertificateAuthority:
+        """The deployment's CA (embedded default: files in the data directory, key 0600)."""
+        if "ca" not in self.extras:
+            self.extras["ca"] = CertificateAuthority.load_or_create(
+                Path(self.settings.data_dir) / "pki", self.settings.trust_domain, self.clock
+            )
+        return self.extras["ca"]
+
+    def close(self) -> None:
+        self.audit.close()
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    audit: AuditSink | None = None,
+    audit_wal_dir: Path | None = None,
+    resolve_l1: L1Resolver = no_l1_keystores,
+    create: bool = False,
+) -> Runtime:
+    settings = settings or get_settings()
+    bind_tables(settings.table_prefix, settings.region)
+    if create:
+        create_tables()
+    root = build_root_key(settings)
+    keyring = TenantKeyring(
+        root,
+        resolve_l1=resolve_l1,
+        clock=clock,
+        cache_ttl=settings.l2_cache_ttl_seconds,
+        epoch_poll=settings.epoch_poll_seconds,
+        grace=settings.l1_grace_seconds,
+    )
+    sink = audit or ChainedAuditSink(writer_id=settings.writer_id or None, clock=clock, wal_dir=audit_wal_dir)
+    return Runtime(settings, clock, root, Tenants(clock), keyring, sink)

@@ -1,0 +1,315 @@
+"""pynamodb models. Table names are ``<prefix>-<logical name>``; ``bind_tables`` sets the prefix and
+region for the process (the endpoint comes from botocore's standard ``AWS_ENDPOINT_URL``).
+
+Several models share one table where their items belong to the same partition (a tenant's record, its
+L2 versions and its certificates all live under ``tenant_id``), distinguished by the sort key prefix.
+Lifecycle changes use ``VersionAttribute`` (optimistic locking) or explicit conditions; a failed
+condition surfaces as :class:`ConditionFailed` so callers above never see pynamodb's exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import DeleteError, PutError, TransactWriteError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+_DEFAULT_PREFIX = os.environ.get("OPENKCM_TABLE_PREFIX", "openkcm")
+_DEFAULT_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+class ConditionFailed(Exception):
+    """A conditional write found the item in another state than expected (lost-update guard)."""
+
+
+@contextmanager
+def condition_guard() -> Iterator[None]:
+    """Turn pynamodb's conditional-check failures into :class:`ConditionFailed`."""
+    try:
+        yield
+    except (PutError, UpdateError, DeleteError, TransactWriteError) as exc:
+        cause = getattr(exc, "cause_response_code", None)
+        if cause in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+            raise ConditionFailed(str(exc)) from exc
+        raise
+
+
+class AccountModel(Model):
+    """A marketplace customer (e.g. ``acme-corp-12345``); owns tenants and keystores."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-accounts"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    account_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(default="")
+    status = UnicodeAttribute(default="active")
+    created_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+
+class AccountTenantsIndex(GlobalSecondaryIndex["TenantModel"]):
+    class Meta:
+        index_name = "account-tenants"
+        projection = AllProjection()
+
+    account_id = UnicodeAttribute(hash_key=True)
+    tenant_id = UnicodeAttribute(range_key=True)
+
+
+class TenantModel(Model):
+    """The tenant record (sort key ``TENANT``). ``epoch`` moves whenever cached keys of this tenant must
+    be dropped everywhere (rotation, revocation, L1 change, disable): KMIP workers poll it."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    SORT_KEY = "TENANT"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=SORT_KEY)
+    account_id = UnicodeAttribute()
+    name = UnicodeAttribute(default="")
+    region = UnicodeAttribute(default="")
+    # Provisioning -> Ready | Failed; Ready <-> Disabled; -> Deleted (crypto-shredded later)
+    status = UnicodeAttribute(default="Provisioning")
+    status_reason = UnicodeAttribute(null=True)
+    key_mode = UnicodeAttribute(default="platform-managed")  # platform-managed | byok | hyok
+    l1_state = UnicodeAttribute(default="Inactive")  # Inactive | Active | Error
+    l1_reason = UnicodeAttribute(null=True)
+    l1_key_ref = UnicodeAttribute(null=True)
+    current_l2_version = NumberAttribute(default=0)
+    epoch = NumberAttribute(default=0)
+    rotation_period_days = NumberAttribute(default=90)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    disabled_at = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+    account_index = AccountTenantsIndex()
+
+
+class TenantKeyModel(Model):
+    """One version of a tenant's L2 key, always stored wrapped by its parent (root key or L1).
+    Sort key ``L2#<version:08d>`` so versions sort numerically inside the tenant's partition."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    l2_version = NumberAttribute()
+    wrapped = BinaryAttribute(legacy_encoding=False, null=True)
+    parent_kind = UnicodeAttribute()  # "root" | "l1"
+    parent_ref = UnicodeAttribute()
+    state = UnicodeAttribute(default="active")  # active | retired | destroyed
+    created_at = UTCDateTimeAttribute()
+    retired_at = UTCDateTimeAttribute(null=True)
+    destroyed_at = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+    @staticmethod
+    def sort_key(l2_version: int) -> str:
+        return f"L2#{l2_version:08d}"
+
+
+class CertificateModel(Model):
+    """A client certificate issued for one service of a tenant (``CERT#<serial hex>``)."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    serial = UnicodeAttribute()
+    service_id = UnicodeAttribute()
+    subject = UnicodeAttribute(default="")
+    issued_at = UTCDateTimeAttribute()
+    not_after = UTCDateTimeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_reason = UnicodeAttribute(null=True)
+
+    @staticmethod
+    def sort_key(serial_hex: str) -> str:
+        return f"CERT#{serial_hex}"
+
+
+class ManagedObjectModel(Model):
+    """A KMIP managed object of a tenant. Key material is only ever the ``wrapped`` blob (AES-GCM under
+    the tenant's L2 version ``l2_version``); KMIP attributes are kept as canonical JSON."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-objects"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    object_id = UnicodeAttribute(range_key=True)
+    object_type = UnicodeAttribute()
+    state = UnicodeAttribute(default="PRE_ACTIVE")
+    wrapped = BinaryAttribute(legacy_encoding=False, null=True)
+    l2_version = NumberAttribute(default=0)
+    attributes_json = UnicodeAttribute(default="{}")
+    names = ListAttribute(of=UnicodeAttribute, default=list)
+    created_by = UnicodeAttribute(default="")
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    last_used_at = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+
+class KeystoreModel(Model):
+    """An L1 keystore connection of an account. ``config_json`` never holds a secret: credentials are
+    in ``secret_wrapped``, encrypted by the root key."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-keystores"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    account_id = UnicodeAttribute(hash_key=True)
+    keystore_id = UnicodeAttribute(range_key=True)
+    provider = UnicodeAttribute()  # aws-kms | azure-key-vault | gcp-kms | pkcs11
+    name = UnicodeAttribute(default="")
+    config_json = UnicodeAttribute(default="{}")
+    secret_wrapped = BinaryAttribute(legacy_encoding=False, null=True)
+    status = UnicodeAttribute(default="Untested")
+    status_reason = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+
+class AuditTimeIndex(GlobalSecondaryIndex["AuditBatchModel"]):
+    class Meta:
+        index_name = "tenant-time"
+        projection = AllProjection()
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    first_time = UnicodeAttribute(range_key=True)
+
+
+class AuditBatchModel(Model):
+    """A batch of audit events of one tenant from one writer: a link of that writer's hash chain.
+
+    Sort key ``W#<writer>#<seq:012d>`` (chain links) or ``C#<time>#<writer>`` (signed checkpoints).
+    Packing events per item and chaining per writer is what lets many writers append concurrently
+    without a per-tenant counter (see ``openkcm.domain.audit``)."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-audit"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    writer = UnicodeAttribute()
+    seq = NumberAttribute()
+    prev_hash = UnicodeAttribute()
+    hash = UnicodeAttribute()
+    events_json = UnicodeAttribute()
+    event_count = NumberAttribute()
+    first_time = UnicodeAttribute()
+    last_time = UnicodeAttribute()
+    kinds = ListAttribute(of=UnicodeAttribute, default=list)
+    expire_at = TTLAttribute(null=True)
+
+    time_index = AuditTimeIndex()
+
+
+class UsageModel(Model):
+    """Usage counter: operations per tenant, day, operation and service (``U#<day>#<op>#<service>``),
+    updated with atomic ADD so concurrent writers never lose a count."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-usage"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    day = UnicodeAttribute()
+    operation = UnicodeAttribute()
+    service = UnicodeAttribute()
+    count = NumberAttribute(default=0)
+    last_seen = UnicodeAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    AccountModel,
+    TenantModel,
+    TenantKeyModel,
+    CertificateModel,
+    ManagedObjectModel,
+    KeystoreModel,
+    AuditBatchModel,
+    UsageModel,
+)
+
+# One model per physical table decides its key schema and indexes when it is created.
+_TABLE_OWNERS: tuple[type[Model], ...] = (
+    AccountModel,
+    TenantModel,
+    ManagedObjectModel,
+    KeystoreModel,
+    AuditBatchModel,
+    UsageModel,
+)
+
+_LOGICAL_NAMES = {
+    AccountModel: "accounts",
+    TenantModel: "tenants",
+    TenantKeyModel: "tenants",
+    CertificateModel: "tenants",
+    ManagedObjectModel: "objects",
+    KeystoreModel: "keystores",
+    AuditBatchModel: "audit",
+    UsageModel: "usage",
+}
+
+
+def table_names(prefix: str) -> dict[str, str]:
+    """Logical name -> physical table name for a prefix (used by the CDK app and the CLI too)."""
+    return {logical: f"{prefix}-{logical}" for logical in sorted(set(_LOGICAL_NAMES.values()))}
+
+
+def bind_tables(prefix: str, region: str) -> None:
+    """Point every model at ``<prefix>-<table>`` in ``region``. Drops cached connections so the
+    process picks up the current endpoint settings."""
+    for model, logical in _LOGICAL_NAMES.items():
+        model.Meta.table_name = f"{prefix}-{logical}"
+        model.Meta.region = region
+        model._connection = None
+        for index in model._indexes.values():
+            index._connection = None  # type: ignore[attr-defined]
+
+
+def create_tables(wait: bool = True) -> list[str]:
+    """Create every table that does not exist yet (idempotent). Returns the names created."""
+    created = []
+    for model in _TABLE_OWNERS:
+        if not model.exists():
+            model.create_table(wait=wait)
+            if model is AuditBatchModel:
+                model._get_connection().connection.update_time_to_live(model.Meta.table_name, "expire_at")
+            created.append(model.Meta.table_name)
+    return created
