@@ -1,0 +1,1 @@
+"""KMIP operations: a dispatch table from operation to one module per operation, over the protocol codec."""
