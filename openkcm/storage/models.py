@@ -10,9 +10,12 @@ condition surfaces as :class:`ConditionFailed` so callers above never see pynamo
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import botocore.session
+import pynamodb.connection.base as _pynamodb_connection_base
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
@@ -25,6 +28,22 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
+
+def _session_sharing_one_loader() -> botocore.session.Session:
+    """pynamodb opens a new botocore session per model connection, and each session parses the DynamoDB
+    service model JSON again: measured 8 x ~125 ms at every cold start. Sessions sharing one data
+    loader parse it once per process."""
+    session = botocore.session.get_session()
+    global _SHARED_LOADER
+    if _SHARED_LOADER is None:
+        _SHARED_LOADER = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _SHARED_LOADER)
+    return session
+
+
+_SHARED_LOADER = None
+_pynamodb_connection_base.get_session = _session_sharing_one_loader
 
 _DEFAULT_PREFIX = os.environ.get("OPENKCM_TABLE_PREFIX", "openkcm")
 _DEFAULT_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
@@ -254,6 +273,102 @@ class UsageModel(Model):
     last_seen = UnicodeAttribute(null=True)
 
 
+class ProvisioningModel(Model):
+    """Progress of a tenant's provisioning and deletion (sort key ``PROVISION``): the steps done, the
+    attempts made, the last failure, and when a deleted tenant is due for crypto-shredding. Deliberately
+    no ``account_id`` attribute, so the item stays out of the ``account-tenants`` index."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    SORT_KEY = "PROVISION"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=SORT_KEY)
+    customer = UnicodeAttribute()
+    event_id = UnicodeAttribute(default="")
+    steps_done = ListAttribute(of=UnicodeAttribute, default=list)
+    attempts = NumberAttribute(default=0)
+    last_error = UnicodeAttribute(null=True)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    shred_after = UTCDateTimeAttribute(null=True)
+    shredded_at = UTCDateTimeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+
+class TrustEntryModel(Model):
+    """A tenant's entry in the deployment's trust domain (sort key ``TRUST``): the SPIFFE prefix its
+    client certificates carry and the certificate template the CA issues them from."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    SORT_KEY = "TRUST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=SORT_KEY)
+    spiffe_prefix = UnicodeAttribute()
+    template_json = UnicodeAttribute(default="{}")
+    created_at = UTCDateTimeAttribute()
+
+
+class NotificationModel(Model):
+    """An outbox entry for the account's users (``NOTE#<time>#<id>``): provisioning Ready/Failed and the
+    like, with the CMK UI link. The UI and ``openkcm local`` read it; in AWS it is also sent to SNS."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    customer = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    subject = UnicodeAttribute()
+    message = UnicodeAttribute()
+    link = UnicodeAttribute(default="")
+    created_at = UTCDateTimeAttribute()
+
+
+class TombstoneModel(Model):
+    """Signed proof that a tenant's L2 versions were destroyed (sort key ``TOMBSTONE``)."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-tenants"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    SORT_KEY = "TOMBSTONE"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default=SORT_KEY)
+    statement_json = UnicodeAttribute()
+    signature = UnicodeAttribute()
+    algorithm = UnicodeAttribute()
+    key_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class IdempotencyModel(Model):
+    """The table that Powertools idempotency persists to (key ``id``, TTL ``expiration``); the webhook's
+    replay guard keeps its seen signatures here too."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-idempotency"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    id = UnicodeAttribute(hash_key=True)
+    expiration = NumberAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     AccountModel,
     TenantModel,
@@ -263,6 +378,11 @@ ALL_MODELS: tuple[type[Model], ...] = (
     KeystoreModel,
     AuditBatchModel,
     UsageModel,
+    ProvisioningModel,
+    TrustEntryModel,
+    NotificationModel,
+    TombstoneModel,
+    IdempotencyModel,
 )
 
 # One model per physical table decides its key schema and indexes when it is created.
@@ -273,6 +393,7 @@ _TABLE_OWNERS: tuple[type[Model], ...] = (
     KeystoreModel,
     AuditBatchModel,
     UsageModel,
+    IdempotencyModel,
 )
 
 _LOGICAL_NAMES = {
@@ -284,6 +405,11 @@ _LOGICAL_NAMES = {
     KeystoreModel: "keystores",
     AuditBatchModel: "audit",
     UsageModel: "usage",
+    ProvisioningModel: "tenants",
+    TrustEntryModel: "tenants",
+    NotificationModel: "tenants",
+    TombstoneModel: "tenants",
+    IdempotencyModel: "idempotency",
 }
 
 
@@ -303,13 +429,39 @@ def bind_tables(prefix: str, region: str) -> None:
             index._connection = None  # type: ignore[attr-defined]
 
 
-def create_tables(wait: bool = True) -> list[str]:
-    """Create every table that does not exist yet (idempotent). Returns the names created."""
-    created = []
-    for model in _TABLE_OWNERS:
-        if not model.exists():
-            model.create_table(wait=wait)
-            if model is AuditBatchModel:
-                model._get_connection().connection.update_time_to_live(model.Meta.table_name, "expire_at")
-            created.append(model.Meta.table_name)
-    return created
+def _existing_tables(region: str) -> set[str]:
+    """One ListTables walk (a DescribeTable per missing table costs pynamodb's retries on each 400)."""
+    from pynamodb.connection import Connection
+
+    connection, names, start = Connection(region=region), set(), None
+    while True:
+        page = connection.list_tables(exclusive_start_table_name=start)
+        names.update(page.get("TableNames", []))
+        start = page.get("LastEvaluatedTableName")
+        if not start:
+            return names
+
+
+def create_tables(wait: bool = True, timeout: float = 300.0) -> list[str]:
+    """Create every table that does not exist yet (idempotent). Returns the names created.
+
+    Polls with a short, growing interval instead of pynamodb's fixed sleep: against moto the tables are
+    active at once, against DynamoDB it takes seconds either way."""
+    existing = _existing_tables(AccountModel.Meta.region)
+    created = [model for model in _TABLE_OWNERS if model.Meta.table_name not in existing]
+    for model in created:
+        model.create_table(wait=False)
+    if wait or AuditBatchModel in created:
+        deadline = time.monotonic() + timeout
+        for model in created:
+            delay = 0.02
+            while model.describe_table().get("TableStatus") != "ACTIVE":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"table {model.Meta.table_name} did not become active")
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    if AuditBatchModel in created:
+        AuditBatchModel._get_connection().connection.update_time_to_live(AuditBatchModel.Meta.table_name, "expire_at")
+    if IdempotencyModel in created:
+        IdempotencyModel._get_connection().connection.update_time_to_live(IdempotencyModel.Meta.table_name, "expiration")
+    return [model.Meta.table_name for model in created]
