@@ -1,0 +1,54 @@
+import type { DailyCount } from "../api/types";
+
+/** Key operations per day as an inline SVG bar chart, with a table fallback for screen readers. */
+export function OpsChart({ data, width = 560, height = 160 }: { data: DailyCount[]; width?: number; height?: number }) {
+  if (!data.length) return <p className="muted">No key operations recorded yet.</p>;
+  const max = Math.max(1, ...data.map((d) => d.count));
+  const pad = { left: 36, bottom: 22, top: 8, right: 8 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  const step = plotW / data.length;
+  const barW = Math.max(2, step * 0.7);
+  const total = data.reduce((s, d) => s + d.count, 0);
+  return (
+    <figure className="chart">
+      <svg
+        viewBox={`0 0 ${width} ${height}`}
+        role="img"
+        aria-label={`Key operations per day: ${total} over ${data.length} days, at most ${max} on one day`}
+      >
+        <line x1={pad.left} y1={pad.top + plotH} x2={width - pad.right} y2={pad.top + plotH} className="axis" />
+        <text x={pad.left - 4} y={pad.top + 8} textAnchor="end" className="tick">{max}</text>
+        <text x={pad.left - 4} y={pad.top + plotH} textAnchor="end" className="tick">0</text>
+        {data.map((d, i) => {
+          const h = (d.count / max) * plotH;
+          const x = pad.left + i * step + (step - barW) / 2;
+          return (
+            <g key={d.date}>
+              <rect x={x} y={pad.top + plotH - h} width={barW} height={h} className="bar-rect">
+                <title>{`${d.date}: ${d.count}`}</title>
+              </rect>
+              {(data.length <= 10 || i % Math.ceil(data.length / 7) === 0) && (
+                <text x={x + barW / 2} y={height - 6} textAnchor="middle" className="tick">
+                  {d.date.slice(5)}
+                </text>
+              )}
+            </g>
+          );
+        })}
+      </svg>
+      <figcaption className="sr-only">
+        <table>
+          <tbody>
+            {data.map((d) => (
+              <tr key={d.date}>
+                <th scope="row">{d.date}</th>
+                <td>{d.count}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </figcaption>
+    </figure>
+  );
+}
