@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     # Seed 002 REQ-030: how long a cached L2 stays usable after its L1 store became unreachable.
     l1_grace_seconds: float = Field(300.0, ge=0)
     event_bus_name: str = "openkcm-events"
+    # Provisioning and rotation (issue 6). Empty queue URL / secret ARN / topic ARN: the local in-process
+    # queue, the 0600 webhook-secret file in data_dir, and the DynamoDB outbox only.
+    provision_queue_url: str = ""
+    webhook_secret_arn: str = ""
+    notification_topic_arn: str = ""
+    ui_base_url: str = "http://127.0.0.1:8080"
+    rotation_schedule: str = "rate(1 hour)"
+    rewrap_batch_size: int = Field(100, ge=1, le=1000)
+    shred_retention_days: float = Field(7.0, ge=0)
+    tombstone_kms_key_id: str = ""  # AWS: a KMS ECC_NIST_P256 signing key for crypto-shred tombstones
     writer_id: str = ""  # audit chain writer; defaults to host+pid when empty
 
     @property

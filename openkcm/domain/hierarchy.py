@@ -161,6 +161,31 @@ class TenantKeyring:
     def records(self, tenant_id: str) -> list[TenantKeyModel]:
         return list(TenantKeyModel.query(tenant_id, TenantKeyModel.sk.startswith("L2#")))
 
+    def rewrap_version(self, tenant_id: str, version: int, parent: WrappingKey, parent_kind: str) -> bool:
+        """Re-wrap one L2 version's unchanged material under ``parent`` (e.g. the newest root key version
+        after a root rotation), with a conditional write on the record's version. Returns False when there
+        is nothing to do (destroyed, or wrapped by ``parent`` already). Changing a tenant's parent *kind*
+        (platform-managed <-> BYOK/HYOK) is the keystores' change-parent operation, not this."""
+        record = self.record(tenant_id, version)
+        if record.state == "destroyed" or record.wrapped is None:
+            return False
+        if record.parent_kind == parent_kind and record.parent_ref == parent.ref:
+            return False
+        context = l2_context(tenant_id, version)
+        material = self.parent_of(record).unwrap(record.wrapped, context)
+        try:
+            with condition_guard():
+                record.update(
+                    actions=[
+                        TenantKeyModel.wrapped.set(parent.wrap(material, context)),
+                        TenantKeyModel.parent_kind.set(parent_kind),
+                        TenantKeyModel.parent_ref.set(parent.ref),
+                    ]
+                )
+        except ConditionFailed:
+            raise ConcurrentUpdate("this L2 version changed meanwhile; retry") from None
+        return True
+
     # ---- unwrapped keys (cached) ---------------------------------------------------------------
     def current(self, tenant_id: str) -> L2Key:
         return self.version(tenant_id, self._current_version(tenant_id))
@@ -254,4 +279,3 @@ class TenantKeyring:
                 destroyed.append(int(record.l2_version))
         self.invalidate(tenant_id)
         return destroyed
-

@@ -27,5 +27,20 @@ class LocalService(Protocol):
 _FACTORIES: list[Callable[[], LocalService]] = []
 
 
+def _provisioning() -> LocalService:
+    from openkcm.local.provision_service import ProvisioningService
+
+    return ProvisioningService()
+
+
+def _rotation() -> LocalService:
+    from openkcm.local.provision_service import RotationScheduleService
+
+    return RotationScheduleService()
+
+
+_FACTORIES += [_provisioning, _rotation]  # issue 6: marketplace worker queue, rotation schedule
+
+
 def registered_services() -> list[LocalService]:
     return [factory() for factory in _FACTORIES]

@@ -1,0 +1,596 @@
+"""Marketplace provisioning: signed webhook in, isolated tenant out (issue 6, seed 003).
+
+Flow
+- :func:`accept_webhook` checks ``X-OpenKCM-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+  "<t>.<raw body>">`` (DECISIONS 13) in constant time, refuses anything outside a 5-minute window or seen
+  before (a replay guard of conditional puts), validates the event and hands it to a queue: SQS in AWS
+  (with a dead-letter queue), :class:`LocalProvisioningQueue` in the embedded default. It answers at once.
+- :func:`process_event` is the worker. It is idempotent by ``event_id`` through Powertools idempotency
+  on DynamoDB: the same event twice does its work once and answers the first result again. A failure
+  raises, which deletes the in-progress idempotency record, so the queue's retry runs it again.
+- :func:`provision_tenant` is a list of resumable steps. Each step is idempotent by itself and is
+  recorded in the tenant's ``PROVISION`` item when done; a retry skips what is done and finishes the
+  rest. The tenant record shows where it is: ``Provisioning`` -> ``Ready``, or ``Failed`` with the
+  reason and the attempt count.
+- ``service_disabled`` / ``tenant_deleted`` delete at once (every KMIP and API call of the tenant fails)
+  and schedule crypto-shredding after ``shred_retention_days`` (see :mod:`openkcm.ops.rotation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from openkcm.config import Settings
+from openkcm.domain.audit import AuditEvent
+from openkcm.domain.tenants import (
+    ACCOUNT_PATTERN,
+    DELETED,
+    FAILED,
+    ID_PATTERN,
+    PLATFORM_TENANT,
+    PROVISIONING,
+    READY,
+)
+from openkcm.errors import AlreadyExists, InvalidRequest, NotFound, OpenKCMError, Unauthenticated
+from openkcm.ops import events, notifications
+from openkcm.ops.runtime import Runtime
+from openkcm.storage import ConditionFailed, TenantModel
+from openkcm.storage.models import IdempotencyModel, ProvisioningModel, TrustEntryModel, condition_guard
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "x-openkcm-signature"
+REPLAY_WINDOW_SECONDS = 300
+IDEMPOTENCY_SECONDS = 7 * 24 * 3600
+DEFAULT_ROTATION_DAYS = 90
+PROVISION_STEPS = ("record", "l2_key", "trust_domain", "audit_stream", "rotation_policy", "ready")
+_SIG_PART = re.compile(r"^\s*(t|v1)=([0-9A-Za-z]+)\s*$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+# ---- the event ---------------------------------------------------------------------------------------
+class MarketplaceEvent(BaseModel):
+    """The JSON of seed 003 plus ``event_id`` (and ``tenant`` for tenant events), DECISIONS 13."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    event_id: str = Field(pattern=_EVENT_ID.pattern)
+    event: Literal["service_enabled", "service_disabled", "tenant_created", "tenant_deleted"]
+    customer: str = Field(pattern=ACCOUNT_PATTERN.pattern)
+    service: str = Field(default="openkcm", max_length=64)
+    region: str = Field(default="", max_length=32, pattern=r"^[a-z0-9-]*$")
+    timestamp: datetime
+    tenant: str | None = Field(default=None, pattern=ID_PATTERN.pattern)
+
+    @model_validator(mode="after")
+    def _tenant_events_name_a_tenant(self) -> MarketplaceEvent:
+        if self.event.startswith("tenant_") and not self.tenant:
+            raise ValueError(f"a {self.event} event names its tenant")
+        return self
+
+    def to_message(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_event(body: bytes | str | Mapping[str, Any]) -> MarketplaceEvent:
+    try:
+        if isinstance(body, Mapping):
+            return MarketplaceEvent.model_validate(body)
+        return MarketplaceEvent.model_validate_json(body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) or "body" for err in exc.errors()})
+        raise InvalidRequest("the marketplace event is invalid", fields=",".join(fields)) from None
+
+
+def default_tenant_id(customer: str) -> str:
+    """The tenant a ``service_enabled`` event creates: the customer id itself when it is a valid tenant id
+    (seed 003 shows ``acme-corp-12345``), else a stable digest of it. Deterministic, so retries and
+    duplicates always land on the same tenant."""
+    candidate = customer.lower()
+    if ID_PATTERN.match(candidate) and not candidate.startswith("t-"):
+        return candidate
+    return "c-" + hashlib.sha256(customer.encode()).hexdigest()[:20]
+
+
+# ---- signature -----------------------------------------------------------------------------------------
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The header value a marketplace sends (used by tests, the benchmark and `openkcm` tooling)."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    timestamp: int
+    mac: str
+
+
+class WebhookRejected(Unauthenticated):
+    """The webhook signature is missing, forged, stale or replayed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("webhook signature rejected")
+        self.reason = reason  # kept for the audit record, never told to the caller
+
+
+def verify_signature(secret: bytes, header: str | None, body: bytes, now: float,
+                     window: int = REPLAY_WINDOW_SECONDS) -> SignatureCheck:
+    if not header:
+        raise WebhookRejected("missing")
+    parts: dict[str, list[str]] = {}
+    for piece in header.split(","):
+        match = _SIG_PART.match(piece)
+        if not match:
+            raise WebhookRejected("malformed")
+        parts.setdefault(match.group(1), []).append(match.group(2))
+    if len(parts.get("t", [])) != 1 or not parts.get("v1") or not parts["t"][0].isdigit():
+        raise WebhookRejected("malformed")
+    timestamp = int(parts["t"][0])
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    # Several v1 values are allowed (secret rotation on the sender's side); each compared in constant time.
+    matched = [v for v in parts["v1"] if hmac.compare_digest(v.lower().encode(), expected.encode())]
+    if not matched:
+        raise WebhookRejected("forged")
+    if abs(now - timestamp) > window:
+        raise WebhookRejected("stale")
+    return SignatureCheck(timestamp, expected)
+
+
+def remember_signature(check: SignatureCheck, window: int = REPLAY_WINDOW_SECONDS) -> None:
+    """Conditional put of the MAC: a second delivery of the very same signed request is a replay. The item
+    expires (TTL) once the timestamp has left the window, when the window check refuses it anyway."""
+    item = IdempotencyModel(f"webhook-replay#{check.mac}", expiration=check.timestamp + 2 * window)
+    try:
+        with condition_guard():
+            item.save(condition=IdempotencyModel.id.does_not_exist())
+    except ConditionFailed:
+        raise WebhookRejected("replayed") from None
+
+
+# ---- the webhook secret -------------------------------------------------------------------------------
+def load_webhook_secret(settings: Settings) -> bytes:
+    """AWS: the Secrets Manager secret named by ``webhook_secret_arn``. Embedded default: the 0600 file
+    ``<data_dir>/secrets/webhook-secret`` (created on first use, DECISIONS 6)."""
+    if settings.webhook_secret_arn:
+        import boto3
+
+        reply = boto3.client("secretsmanager", region_name=settings.region).get_secret_value(
+            SecretId=settings.webhook_secret_arn
+        )
+        value = reply.get("SecretString") or reply["SecretBinary"]
+        return value.encode() if isinstance(value, str) else bytes(value)
+    return _local_secret(Path(settings.data_dir) / "secrets" / "webhook-secret")
+
+
+def _local_secret(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            raise InvalidRequest(f"{path} must not be readable by group or others (chmod 600)") from None
+        return path.read_bytes().strip()
+    try:
+        os.write(fd, secrets.token_hex(32).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path.read_bytes().strip()
+
+
+def webhook_secret(runtime: Runtime) -> bytes:
+    found = runtime.extras.get("webhook_secret")
+    if found is None:
+        found = runtime.extras["webhook_secret"] = load_webhook_secret(runtime.settings)
+    return found
+
+
+# ---- the webhook ---------------------------------------------------------------------------------------
+Enqueue = Callable[[dict[str, Any]], None]
+
+
+def accept_webhook(runtime: Runtime, headers: Mapping[str, str], body: bytes, enqueue: Enqueue,
+                   *, client_address: str = "") -> tuple[int, dict[str, Any]]:
+    """Authenticate, validate and queue one marketplace event. Returns (HTTP status, JSON body)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        check = verify_signature(webhook_secret(runtime), lowered.get(SIGNATURE_HEADER), body,
+                                 runtime.clock.timestamp())
+        remember_signature(check)
+    except WebhookRejected as exc:
+        runtime.audit.record(AuditEvent(
+            tenant_id=PLATFORM_TENANT, source="provision", operation="MarketplaceWebhook", kind="security",
+            result="denied", reason=f"signature {exc.reason}", actor="marketplace", client_address=client_address,
+        ))
+        events.publish(runtime, events.SECURITY_EVENT, PLATFORM_TENANT, reason=f"webhook signature {exc.reason}")
+        return exc.http_status, exc.to_dict()
+    try:
+        event = parse_event(body)
+    except InvalidRequest as exc:
+        return exc.http_status, exc.to_dict()
+    tenant_id = event.tenant or default_tenant_id(event.customer)
+    enqueue(event.to_message())
+    runtime.audit.record(AuditEvent(
+        tenant_id=PLATFORM_TENANT, source="provision", operation="MarketplaceWebhook", kind="lifecycle",
+        actor="marketplace", account_id=event.customer, client_address=client_address,
+        details={"event": event.event, "event_id": event.event_id, "tenant": tenant_id},
+    ))
+    return 202, {"accepted": True, "event_id": event.event_id, "event": event.event, "tenant_id": tenant_id}
+
+
+class SqsEnqueue:
+    """AWS: the queue between webhook and worker (its redrive policy sends poison messages to a DLQ)."""
+
+    def __init__(self, queue_url: str, client: Any = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs")
+        self._client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message, separators=(",", ":")))
+
+
+# ---- the worker ------------------------------------------------------------------------------------------
+class _WorkerContext:
+    """What Powertools asks of a Lambda context, for workers that are not Lambdas: the remaining time sets
+    how long an in-progress idempotency record blocks a duplicate (a crashed worker's record expires)."""
+
+    function_name = "openkcm-provision-local"
+    aws_request_id = "local"
+
+    def __init__(self, budget_seconds: float = 120.0) -> None:
+        self._deadline = time.monotonic() + budget_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+StepHook = Callable[[str], None]
+
+
+def process_event(runtime: Runtime, message: Mapping[str, Any], *, context: Any = None,
+                  before_step: StepHook | None = None, after_step: StepHook | None = None) -> dict[str, Any]:
+    """Handle one queued marketplace event, at most once per ``event_id``."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    event = parse_event(message)
+    config = IdempotencyConfig(
+        event_key_jmespath="event_id", raise_on_no_idempotency_key=True, expires_after_seconds=IDEMPOTENCY_SECONDS
+    )
+    config.register_lambda_context(context or _WorkerContext())
+    store = runtime.extras.get("idempotency_store")
+    if store is None:
+        import boto3
+
+        store = runtime.extras["idempotency_store"] = DynamoDBPersistenceLayer(
+            table_name=IdempotencyModel.Meta.table_name,
+            boto3_client=boto3.client("dynamodb", region_name=runtime.settings.region),
+        )
+
+    @idempotent_function(data_keyword_argument="message", persistence_store=store, config=config,
+                         key_prefix="openkcm-marketplace")
+    def handle(message: dict[str, Any]) -> dict[str, Any]:
+        return _dispatch(runtime, event, before_step=before_step, after_step=after_step)
+
+    return handle(message=event.to_message())
+
+
+def _dispatch(runtime: Runtime, event: MarketplaceEvent, **hooks: Any) -> dict[str, Any]:
+    if event.event in ("service_enabled", "tenant_created"):
+        tenant_id = event.tenant or default_tenant_id(event.customer)
+        return provision_tenant(runtime, tenant_id, event.customer, region=event.region,
+                                event_id=event.event_id, **hooks)
+    if event.event == "tenant_deleted":
+        assert event.tenant is not None
+        return {"deleted": [delete_tenant(runtime, event.tenant, event.customer, reason=event.event)]}
+    deleted = [delete_tenant(runtime, t.tenant_id, event.customer, reason=event.event)
+               for t in list(runtime.tenants.list_for_account(event.customer))]
+    return {"deleted": deleted}
+
+
+def _progress(runtime: Runtime, tenant_id: str, customer: str, event_id: str) -> ProvisioningModel:
+    now = runtime.clock.now()
+    item = ProvisioningModel(tenant_id, customer=customer, event_id=event_id, created_at=now, updated_at=now)
+    try:
+        with condition_guard():
+            item.save(condition=ProvisioningModel.tenant_id.does_not_exist())
+    except ConditionFailed:
+        item = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
+    return item
+
+
+def provisioning_status(tenant_id: str) -> dict[str, Any]:
+    """Where a tenant's provisioning stands (also when the failure came before its record existed)."""
+    try:
+        item = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
+    except ProvisioningModel.DoesNotExist:
+        raise NotFound("no provisioning of this tenant") from None
+    try:
+        tenant = TenantModel.get(tenant_id, TenantModel.SORT_KEY)
+        status, reason = tenant.status, tenant.status_reason
+    except TenantModel.DoesNotExist:
+        status, reason = (FAILED if item.last_error else PROVISIONING), item.last_error
+    return {
+        "tenant_id": tenant_id,
+        "status": status,
+        "reason": reason,
+        "steps_done": list(item.steps_done),
+        "attempts": int(item.attempts),
+        "retries": max(0, int(item.attempts) - 1),
+        "last_error": item.last_error,
+    }
+
+
+def provision_tenant(runtime: Runtime, tenant_id: str, customer: str, *, region: str = "", event_id: str = "",
+                     name: str = "", before_step: StepHook | None = None,
+                     after_step: StepHook | None = None) -> dict[str, Any]:
+    """Create (or finish creating) a platform-managed tenant. Safe to run again after any failure."""
+    runtime.audit.ensure_writable()
+    progress = _progress(runtime, tenant_id, customer, event_id)
+    if progress.shredded_at is not None:
+        raise AlreadyExists("this tenant was crypto-shredded; its id cannot be provisioned again", tenant_id=tenant_id)
+    if progress.customer != customer:
+        raise NotFound("no such tenant")  # another customer's tenant id: indistinguishable from missing
+    done = set(progress.steps_done)
+    if "ready" in done and progress.deleted_at is None:
+        return {"tenant_id": tenant_id, "status": READY, "attempts": int(progress.attempts), "resumed": False}
+    with condition_guard():
+        progress.update(actions=[ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())])
+    attempt = int(progress.attempts)
+    if progress.deleted_at is not None:
+        return _undelete(runtime, progress)
+    _mark_provisioning(runtime, tenant_id, attempt)
+    steps: dict[str, Callable[[], None]] = {
+        "record": lambda: _step_record(runtime, tenant_id, customer, region, name),
+        "l2_key": lambda: runtime.keyring.create_first_version(tenant_id),
+        "trust_domain": lambda: _step_trust(runtime, tenant_id),
+        "audit_stream": lambda: _step_audit_stream(runtime, tenant_id, customer, event_id),
+        "rotation_policy": lambda: _step_rotation_policy(runtime, tenant_id),
+        "ready": lambda: _step_ready(runtime, tenant_id, customer, attempt),
+    }
+    current = ""
+    try:
+        for current in PROVISION_STEPS:
+            if current in done:
+                continue
+            if before_step:
+                before_step(current)
+            steps[current]()
+            if after_step:
+                after_step(current)
+            with condition_guard():
+                progress.update(actions=[ProvisioningModel.steps_done.set(sorted(done | {current})),
+                                         ProvisioningModel.last_error.remove()])
+            done.add(current)
+    except Exception as exc:
+        _mark_failed(runtime, progress, current, exc, attempt)
+        raise
+    return {"tenant_id": tenant_id, "status": READY, "attempts": attempt, "resumed": attempt > 1}
+
+
+def _mark_provisioning(runtime: Runtime, tenant_id: str, attempt: int) -> None:
+    try:
+        tenant = TenantModel.get(tenant_id, TenantModel.SORT_KEY)
+    except TenantModel.DoesNotExist:
+        return
+    if tenant.status != PROVISIONING:
+        runtime.tenants.set_status(tenant_id, PROVISIONING, f"retry {attempt - 1} in progress")
+
+
+def _mark_failed(runtime: Runtime, progress: ProvisioningModel, step: str, exc: Exception, attempt: int) -> None:
+    detail = exc.message if isinstance(exc, OpenKCMError) else type(exc).__name__
+    reason = f"step {step} failed: {detail} (attempt {attempt})"[:500]
+    try:
+        progress.refresh()
+        progress.update(actions=[ProvisioningModel.last_error.set(reason),
+                                 ProvisioningModel.updated_at.set(runtime.clock.now())])
+        if TenantModel.count(progress.tenant_id, TenantModel.sk == TenantModel.SORT_KEY):
+            runtime.tenants.set_status(progress.tenant_id, FAILED, reason)
+        runtime.audit.record(AuditEvent(
+            tenant_id=progress.tenant_id, source="provision", operation="ProvisionTenant", kind="lifecycle",
+            result="failure", reason=reason, account_id=progress.customer, actor="marketplace",
+        ))
+        notifications.notify(
+            runtime, tenant_id=progress.tenant_id, customer=progress.customer, kind=notifications.FAILED,
+            subject=f"OpenKCM provisioning for {progress.customer} failed; retrying",
+            message=f"Provisioning of tenant {progress.tenant_id} failed at step '{step}' (attempt {attempt}). "
+                    "It is retried automatically.",
+        )
+    except Exception:  # the store itself is failing: the queue's retry will try again
+        log.exception("could not record the provisioning failure of %s", progress.tenant_id)
+
+
+def _step_record(runtime: Runtime, tenant_id: str, customer: str, region: str, name: str) -> None:
+    try:
+        runtime.tenants.create(customer, tenant_id=tenant_id, region=region, name=name)
+    except AlreadyExists:
+        if runtime.tenants.get(tenant_id).account_id != customer:
+            raise NotFound("no such tenant") from None  # never adopt another account's tenant
+
+
+def _step_trust(runtime: Runtime, tenant_id: str) -> None:
+    domain = runtime.settings.trust_domain
+    entry = TrustEntryModel(
+        tenant_id,
+        spiffe_prefix=f"spiffe://{domain}/tenant/{tenant_id}/service/",
+        template_json=json.dumps({"key": "EC P-256", "days": 365, "extended_key_usage": "clientAuth",
+                                  "san": f"spiffe://{domain}/tenant/{tenant_id}/service/<service-id>"}),
+        created_at=runtime.clock.now(),
+    )
+    try:
+        with condition_guard():
+            entry.save(condition=TrustEntryModel.tenant_id.does_not_exist())
+    except ConditionFailed:
+        pass  # made by an earlier attempt
+
+
+def _step_audit_stream(runtime: Runtime, tenant_id: str, customer: str, event_id: str) -> None:
+    runtime.audit.record(AuditEvent(
+        tenant_id=tenant_id, source="provision", operation="OpenAuditStream", kind="lifecycle",
+        actor="marketplace", account_id=customer, details={"event_id": event_id},
+    ))
+
+
+def _step_rotation_policy(runtime: Runtime, tenant_id: str) -> None:
+    tenant = runtime.tenants.get(tenant_id)
+    with condition_guard():
+        tenant.update(actions=[TenantModel.rotation_period_days.set(DEFAULT_ROTATION_DAYS)])
+
+
+def _step_ready(runtime: Runtime, tenant_id: str, customer: str, attempt: int) -> None:
+    tenant = runtime.tenants.set_status(tenant_id, READY)
+    runtime.audit.record(AuditEvent(
+        tenant_id=tenant_id, source="provision", operation="CreateTenant", kind="lifecycle", actor="marketplace",
+        account_id=customer, l2_version=int(tenant.current_l2_version), l1_ref=runtime.root.ref,
+        details={"attempts": str(attempt)},
+    ))
+    notifications.notify(
+        runtime, tenant_id=tenant_id, customer=customer, kind=notifications.READY,
+        subject=f"OpenKCM is ready for {customer}",
+        message=f"OpenKCM is ready for {customer}! Tenant environment created, encryption keys configured, "
+                "services can now request encryption keys.",
+    )
+
+
+def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
+    """service_enabled again within the retention period: the tenant comes back as it was."""
+    with condition_guard():
+        progress.update(actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()])
+    runtime.tenants.set_status(progress.tenant_id, READY)
+    runtime.audit.record(AuditEvent(
+        tenant_id=progress.tenant_id, source="provision", operation="RestoreTenant", kind="lifecycle",
+        actor="marketplace", account_id=progress.customer,
+    ))
+    return {"tenant_id": progress.tenant_id, "status": READY, "restored": True}
+
+
+def delete_tenant(runtime: Runtime, tenant_id: str, customer: str, *, reason: str) -> dict[str, Any]:
+    """Disable at once, crypto-shred after the retention period. Idempotent (keeps the first delete time)."""
+    tenant = runtime.tenants.get_in_account(customer, tenant_id)
+    runtime.audit.ensure_writable()
+    now = runtime.clock.now()
+    progress = _progress(runtime, tenant_id, customer, "")
+    if progress.deleted_at is None:
+        due = now + timedelta(days=runtime.settings.shred_retention_days)
+        with condition_guard():
+            progress.update(actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(due)])
+    if tenant.status != DELETED:
+        runtime.tenants.set_status(tenant_id, DELETED, reason)
+        events.publish(runtime, events.TENANT_DISABLED, tenant_id, reason=reason)
+        runtime.audit.record(AuditEvent(
+            tenant_id=tenant_id, source="provision", operation="DeleteTenant", kind="lifecycle",
+            actor="marketplace", account_id=customer, reason=reason,
+            details={"shred_after": progress.shred_after.isoformat()},
+        ))
+    return {"tenant_id": tenant_id, "status": DELETED, "shred_after": progress.shred_after.isoformat()}
+
+
+# ---- the local queue ------------------------------------------------------------------------------------
+class LocalProvisioningQueue:
+    """The embedded default's queue between webhook and worker: the same worker code on a background
+    thread, retried with exponential backoff (``base_delay * 2**n``) up to ``max_attempts``; a message that
+    still fails is kept in ``dead_letters`` (the local dead-letter queue). In memory: a message accepted
+    just before the process dies is lost, where SQS would keep it."""
+
+    def __init__(self, runtime: Runtime, *, max_attempts: int = 5, base_delay: float = 0.2,
+                 worker: Callable[[Runtime, Mapping[str, Any]], Any] = process_event) -> None:
+        self.runtime = runtime
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.dead_letters: list[dict[str, Any]] = []
+        self.processed = 0
+        self._worker = worker
+        self._heap: list[tuple[float, int, int, dict[str, Any]]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="provision-worker")
+        self._thread.start()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.put(message)
+
+    def put(self, message: dict[str, Any], attempt: int = 1, delay: float = 0.0) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), attempt, dict(message)))
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._heap or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    wait = (self._heap[0][0] - time.monotonic()) if self._heap else None
+                    self._cond.wait(wait)
+                if self._stop:
+                    return
+                _, _, attempt, message = heapq.heappop(self._heap)
+                self._busy += 1
+            try:
+                self._worker(self.runtime, message)
+                self.processed += 1
+            except Exception as exc:
+                if attempt < self.max_attempts and not isinstance(exc, InvalidRequest | AlreadyExists | NotFound):
+                    self.put(message, attempt + 1, self.base_delay * 2 ** (attempt - 1))
+                else:
+                    log.warning("provisioning event %s dead-lettered: %s", message.get("event_id"), type(exc).__name__)
+                    self.dead_letters.append(message)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+
+_LOCAL_QUEUE: LocalProvisioningQueue | None = None
+
+
+def set_local_queue(queue: LocalProvisioningQueue | None) -> None:
+    global _LOCAL_QUEUE
+    _LOCAL_QUEUE = queue
+
+
+def local_queue() -> LocalProvisioningQueue | None:
+    return _LOCAL_QUEUE
