@@ -25,7 +25,8 @@ apt_install() {
 
 pip_install() {
   # Re-install only when pyproject.toml or the requested extras changed.
-  local extras=$1 stamp="$VENV/.openkcm-$extras.stamp"
+  local extras=$1
+  local stamp="$VENV/.openkcm-$extras.stamp"
   local want; want="$(sha256sum pyproject.toml | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   log "pip install -e .[$extras]"
