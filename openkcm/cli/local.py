@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="report whether the local stack is healthy")
     add_data_dir(status)
     status.set_defaults(func=_status)
+    from openkcm.cli.token import register_local as register_token
+
+    register_token(commands)
 
 
 def _up(args: argparse.Namespace) -> int:

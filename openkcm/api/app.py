@@ -1,0 +1,78 @@
+"""The CMK API application: one Powertools ``APIGatewayHttpResolver``, one Router per resource joined
+under ``/v1``, request validation from the pydantic models, one error map, and the OpenAPI 3.1 document
+Powertools generates from the routes, served at ``GET /v1/openapi.json``.
+
+Routes that need no token (API Gateway routes without the JWT authorizer): :data:`PUBLIC_ROUTES`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.models import Server
+
+from openkcm.api.errors import register_error_handlers
+from openkcm.api.routes import accounts, audit, certificates, health, keys, rotation, tenants
+
+TITLE = "OpenKCM CMK API"
+API_VERSION = "1.0.0"
+PUBLIC_ROUTES = frozenset({("GET", "/v1/health"), ("GET", "/v1/openapi.json")})
+
+app = APIGatewayHttpResolver(enable_validation=True)
+register_error_handlers(app)
+
+app.include_router(health.router, prefix="/v1")
+app.include_router(certificates.ca_router, prefix="/v1")
+app.include_router(accounts.router, prefix="/v1/accounts")
+app.include_router(tenants.router, prefix="/v1/tenants")
+app.include_router(certificates.router, prefix="/v1/tenants")
+app.include_router(keys.router, prefix="/v1/tenants")
+app.include_router(rotation.router, prefix="/v1/tenants")
+app.include_router(audit.router, prefix="/v1/tenants")
+
+
+def _include_keystores() -> None:
+    from openkcm.api.routes import keystores
+
+    app.include_router(keystores.account_router, prefix="/v1/accounts")
+    app.include_router(keystores.tenant_router, prefix="/v1/tenants")
+
+
+_include_keystores()
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> str:
+    from aws_lambda_powertools.event_handler.openapi.models import (
+        HTTPBearer,
+    )
+
+    return app.get_openapi_json_schema(
+        title=TITLE,
+        version=API_VERSION,
+        description=(
+            "Manage OpenKCM accounts, tenants, keystores (L1), certificates, rotation and audit. "
+            "Every route except /v1/health and /v1/openapi.json needs a bearer JWT (OIDC) whose claims "
+            "name the account (openkcm:account) and roles (openkcm:roles). Errors answer "
+            '{"error", "message", "details"}.'
+        ),
+        servers=[Server(url="/")],
+        security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="JWT")},
+        security=[{"bearer": []}],
+    )
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi_json() -> Response[str]:
+    return Response(200, "application/json", openapi_document())
+
+
+def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)
+
+
+def openapi_dict() -> dict[str, Any]:
+    return json.loads(openapi_document())

@@ -1,0 +1,1 @@
+"""One Powertools Router per resource; :mod:`openkcm.api.app` joins them under ``/v1``."""

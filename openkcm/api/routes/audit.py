@@ -1,0 +1,97 @@
+"""``/v1/tenants/<id>/audit``: a tenant's audit events by time range and kind, paginated or exported as
+JSON lines; chain verification and the compliance report where the audit feature provides them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from openkcm.api import auth
+from openkcm.api.context import page_body, paginate, runtime, tenant_in_scope
+from openkcm.api.errors import json_response, optional_ops
+from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken
+from openkcm.domain.audit import KINDS, read_events
+from openkcm.errors import InvalidRequest
+
+router = Router()
+MAX_EXPORT = 100_000
+EPOCH = "1970-01-01T00:00:00.000000+00:00"
+
+Since = Annotated[str | None, Query(max_length=40, description="ISO 8601 start (inclusive)")]
+Until = Annotated[str | None, Query(max_length=40, description="ISO 8601 end (exclusive)")]
+Kind = Annotated[str | None, Query(max_length=20, description="operation | security | config | lifecycle")]
+
+
+def _time(value: str | None, field: str, default: str) -> str:
+    if not value:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{field} must be an ISO 8601 date or time", field=field) from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest(f"{field} needs a time zone (e.g. ...Z or +00:00)", field=field)
+    return parsed.isoformat(timespec="microseconds")
+
+
+def _events(tenant_id: str, since: str | None, until: str | None, kind: str | None) -> list[dict[str, Any]]:
+    if kind is not None and kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {sorted(KINDS)}", field="kind")
+    start, end = _time(since, "since", ""), _time(until, "until", "~")
+    if start and end != "~" and start >= end:
+        raise InvalidRequest("since must be before until", field="since")
+    events = read_events(tenant_id, since=start or EPOCH, until=end)
+    # filter each event by its own time as well (batches are indexed by their first event)
+    return [e for e in events if (not start or e["time"] >= start) and e["time"] < end and (not kind or e["kind"] == kind)]
+
+
+@router.get("/<tenant_id>/audit")
+def query_audit(tenant_id: str, since: Since = None, until: Until = None, kind: Kind = None,
+                limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None) -> dict[str, Any]:
+    tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
+    events = _events(tenant_id, since, until, kind)
+    page, token = paginate(events, lambda e: f"{e['time']}|{e['event_id']}", limit, next_token)
+    return page_body(page, token)
+
+
+@router.get("/<tenant_id>/audit/export")
+def export_audit(tenant_id: str, since: Since = None, until: Until = None, kind: Kind = None) -> Response[str]:
+    """Every matching event as JSON lines (``application/x-ndjson``), oldest first."""
+    tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
+    events = _events(tenant_id, since, until, kind)
+    if len(events) > MAX_EXPORT:
+        raise InvalidRequest(f"more than {MAX_EXPORT} events; narrow the time range", field="since")
+    body = "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in events)
+    return Response(200, "application/x-ndjson", body,
+                    headers={"Content-Disposition": f'attachment; filename="audit-{tenant_id}.jsonl"'})
+
+
+@router.get("/<tenant_id>/audit/verify")
+def verify_audit(tenant_id: str) -> Response[dict[str, Any]]:
+    """Verify the tenant's hash chains and signed checkpoints (the audit feature's verifier)."""
+    tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
+    module = optional_ops("openkcm.ops.audit", "audit verification")
+    return json_response(200, _plain(module.verify(runtime(), tenant_id)))
+
+
+@router.get("/<tenant_id>/audit/compliance-report")
+def compliance_report(tenant_id: str) -> Response[dict[str, Any]]:
+    tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
+    module = optional_ops("openkcm.ops.audit", "the compliance report")
+    return json_response(200, _plain(module.compliance_report(runtime(), tenant_id)))
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and pydantic models from the audit feature, as JSON-ready values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value

@@ -1,0 +1,214 @@
+"""Keystores (L1 connections) of an account and the L1 key flows, exposed over HTTP.
+
+The logic is :mod:`openkcm.ops.keystores` (the keystores feature): connection tests, linking, the one
+parent-change operation with re-wrap and rollback (DECISIONS 2). These routes check scope, role and the
+HYOK MFA rule, call it and shape the answer. Secrets go in, never out.
+
+HYOK (``pkcs11``) keystore changes need ``amr`` to contain ``mfa`` (seed 002 REQ-026).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from openkcm.api import auth
+from openkcm.api.context import check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
+from openkcm.api.errors import json_response, optional_ops
+from openkcm.api.models import KeystoreCreate, KeystoreTest, KeystoreUpdate, L1Link, ReturnToPlatform
+from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso
+from openkcm.domain.tenants import ACCOUNT_PATTERN, ID_PATTERN
+from openkcm.errors import InvalidRequest, NotFound
+from openkcm.storage import KeystoreModel
+
+account_router = Router()
+tenant_router = Router()
+HYOK_PROVIDER = "pkcs11"
+_HIDDEN = ("secret", "password", "pin", "credential", "token", "private")
+
+
+def _ops() -> Any:
+    return optional_ops("openkcm.ops.keystores", "keystore management")
+
+
+def _safe(value: Any) -> Any:
+    """Drop anything that looks like a credential from what goes back to the caller."""
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items() if not any(h in str(k).lower() for h in _HIDDEN)}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _keystore(value: Any) -> dict[str, Any]:
+    if isinstance(value, KeystoreModel):
+        import json
+
+        try:
+            config = json.loads(value.config_json or "{}")
+        except ValueError:
+            config = {}
+        value = {
+            "keystore_id": value.keystore_id, "account_id": value.account_id, "provider": value.provider,
+            "name": value.name, "config": config, "status": value.status, "status_reason": value.status_reason,
+            "created_at": iso(value.created_at), "updated_at": iso(value.updated_at),
+        }
+    elif hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    elif not isinstance(value, dict):
+        value = dict(vars(value))
+    return _safe(value)
+
+
+def _scope(account_id: str, permission: str) -> auth.Principal:
+    who = principal(account_router)
+    check_id(account_id, ACCOUNT_PATTERN)
+    who.require(permission, account_id)
+    return who
+
+
+def _provider_of(account_id: str, keystore_id: str) -> str:
+    check_id(keystore_id)
+    try:
+        return str(KeystoreModel.get(account_id, keystore_id).provider)
+    except KeystoreModel.DoesNotExist:
+        raise NotFound("no such keystore") from None
+
+
+def _require_mfa_for(who: auth.Principal, provider: str, what: str) -> None:
+    if provider == HYOK_PROVIDER:
+        who.require_mfa(what)
+
+
+class _Progress:
+    """Collects the progress reports of a long L1 flow so the answer can show them."""
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs and not args:
+            self.steps.append(_safe(dict(kwargs)))
+        elif len(args) == 1 and not kwargs:
+            self.steps.append(_safe(args[0]))
+        else:
+            self.steps.append(_safe({"args": [str(a) for a in args], **kwargs}))
+
+
+@account_router.get("/<account_id>/keystores")
+def list_keystores(account_id: str, limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None) -> dict[str, Any]:
+    _scope(account_id, auth.KEYSTORE_READ)
+    stores = [_keystore(k) for k in _ops().list_keystores(runtime(), account_id)]
+    page, token = paginate(stores, lambda k: str(k.get("keystore_id", "")), limit, next_token)
+    return page_body(page, token)
+
+
+@account_router.post("/<account_id>/keystores")
+def create_keystore(account_id: str, body: KeystoreCreate) -> Response[dict[str, Any]]:
+    who = _scope(account_id, auth.KEYSTORE_WRITE)
+    _require_mfa_for(who, body.provider, "creating this keystore")
+    ops = _ops()
+
+    def create() -> dict[str, Any]:
+        return _keystore(ops.create_keystore(runtime(), account_id, body.provider, body.name, body.config,
+                                             body.secrets, actor=who.subject))
+
+    # the idempotency record keeps a digest of the body only, never the secrets themselves
+    return json_response(201, idempotent(account_router, who, "create_keystore", body.model_dump(), create))
+
+
+@account_router.get("/<account_id>/keystores/<keystore_id>")
+def get_keystore(account_id: str, keystore_id: str) -> dict[str, Any]:
+    _scope(account_id, auth.KEYSTORE_READ)
+    _provider_of(account_id, keystore_id)
+    return _keystore(_ops().get_keystore(runtime(), account_id, keystore_id))
+
+
+@account_router.patch("/<account_id>/keystores/<keystore_id>")
+def update_keystore(account_id: str, keystore_id: str, body: KeystoreUpdate) -> dict[str, Any]:
+    who = _scope(account_id, auth.KEYSTORE_WRITE)
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "updating this keystore")
+    if body.name is None and body.config is None and body.secrets is None:
+        raise InvalidRequest("nothing to change: give name, config or secrets", field="body")
+    return _keystore(_ops().update_keystore(runtime(), account_id, keystore_id, name=body.name, config=body.config,
+                                            secrets=body.secrets, actor=who.subject))
+
+
+@account_router.delete("/<account_id>/keystores/<keystore_id>")
+def delete_keystore(account_id: str, keystore_id: str) -> dict[str, Any]:
+    who = _scope(account_id, auth.KEYSTORE_WRITE)
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "deleting this keystore")
+    _ops().delete_keystore(runtime(), account_id, keystore_id, actor=who.subject)
+    return {"keystore_id": keystore_id, "deleted": True}
+
+
+@account_router.post("/<account_id>/keystores/<keystore_id>/test")
+def test_keystore(account_id: str, keystore_id: str, body: KeystoreTest) -> dict[str, Any]:
+    """Run the connection test; each check answers {name, ok, message, fix}."""
+    who = _scope(account_id, auth.KEYSTORE_WRITE)
+    _provider_of(account_id, keystore_id)
+    checks = [_safe(c) for c in _ops().test_keystore(runtime(), account_id, keystore_id, key_ref=body.key_ref,
+                                                     actor=who.subject)]
+    return {"keystore_id": keystore_id, "ok": all(bool(c.get("ok")) for c in checks if isinstance(c, dict)),
+            "checks": checks}
+
+
+@account_router.get("/<account_id>/keystores/<keystore_id>/keys")
+def list_keystore_keys(account_id: str, keystore_id: str, limit: Limit = DEFAULT_LIMIT,
+                       next_token: NextToken = None) -> dict[str, Any]:
+    """The keys the store offers (where the provider can list them)."""
+    _scope(account_id, auth.KEYSTORE_READ)
+    _provider_of(account_id, keystore_id)
+    keys = [_safe(k) if isinstance(k, dict) else {"key_ref": str(k)}
+            for k in _ops().list_keystore_keys(runtime(), account_id, keystore_id)]
+    page, token = paginate(keys, lambda k: str(k.get("key_ref") or k.get("id") or k), limit, next_token)
+    return page_body(page, token)
+
+
+@account_router.post("/<account_id>/keystores/<keystore_id>/link")
+def link_l1_key(account_id: str, keystore_id: str, body: L1Link) -> dict[str, Any]:
+    """Link an L1 key of the keystore, assign it to tenants and activate it: every retained L2 version of
+    each tenant is re-wrapped under it, switched atomically, rolled back on failure."""
+    who = _scope(account_id, auth.L1_WRITE)
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "linking a key of this keystore")
+    for tenant_id in body.tenant_ids:
+        tenant = runtime().tenants.get(check_id(tenant_id, ID_PATTERN))
+        if tenant.account_id != account_id:
+            raise NotFound("no such tenant")
+    progress = _Progress()
+    result = _ops().link_l1_key(runtime(), account_id, keystore_id, body.key_ref, list(body.tenant_ids),
+                                actor=who.subject, progress=progress)
+    return {"keystore_id": keystore_id, "result": _safe(_plain(result)), "progress": progress.steps}
+
+
+@tenant_router.post("/<tenant_id>/return-to-platform")
+def return_to_platform(tenant_id: str, body: ReturnToPlatform) -> dict[str, Any]:
+    """Deactivate the tenant's L1 key: re-wrap every L2 version under the platform root key."""
+    who, tenant = tenant_in_scope(tenant_router, tenant_id, auth.L1_WRITE)
+    if not body.confirm:
+        raise InvalidRequest("confirm must be true", field="confirm")
+    if tenant.key_mode == "hyok":
+        who.require_mfa("returning a HYOK tenant to platform-managed keys")
+    progress = _Progress()
+    result = _ops().return_to_platform(runtime(), tenant_id, actor=who.subject, progress=progress)
+    return {"tenant_id": tenant_id, "result": _safe(_plain(result)), "progress": progress.steps}
+
+
+def _plain(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, KeystoreModel):
+        return _keystore(value)
+    if hasattr(value, "attribute_values"):  # another pynamodb model
+        return {k: v for k, v in value.attribute_values.items() if not isinstance(v, bytes)}
+    return value

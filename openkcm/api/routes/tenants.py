@@ -1,0 +1,144 @@
+"""``/v1/tenants/<id>``: one tenant — read, disable/enable, delete (crypto-shredding), dashboard, services."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from openkcm.api import auth
+from openkcm.api.context import audit, runtime, tenant_in_scope
+from openkcm.api.models import TenantDelete, TenantDisable, TenantEnable
+from openkcm.api.routes.common import iso, tenant_summary
+from openkcm.domain.tenants import DELETED, DISABLED, FAILED, READY
+from openkcm.errors import InvalidRequest, WrongState
+from openkcm.storage import CertificateModel, UsageModel
+
+router = Router()
+
+DEFAULT_RETENTION_DAYS = 7  # DECISIONS 8
+DASHBOARD_DAYS = 30
+
+
+@router.get("/<tenant_id>")
+def get_tenant(tenant_id: str) -> dict[str, Any]:
+    _, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_READ)
+    return tenant_summary(tenant)
+
+
+@router.post("/<tenant_id>/disable")
+def disable_tenant(tenant_id: str, body: TenantDisable) -> dict[str, Any]:
+    """Disable at once: every KMIP and API key operation of the tenant fails until it is enabled."""
+    who, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_WRITE)
+    if tenant.status not in (READY, FAILED):
+        raise WrongState(f"a {tenant.status} tenant cannot be disabled", status=tenant.status)
+    runtime().audit.ensure_writable()
+    tenant = runtime().tenants.set_status(tenant_id, DISABLED, body.reason or "disabled through the API")
+    runtime().keyring.invalidate(tenant_id)
+    audit(router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="DisableTenant",
+          kind="lifecycle", reason=body.reason)
+    return tenant_summary(runtime().tenants.get(tenant_id))
+
+
+@router.post("/<tenant_id>/enable")
+def enable_tenant(tenant_id: str, body: TenantEnable) -> dict[str, Any]:
+    who, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_WRITE)
+    if tenant.status != DISABLED:
+        raise WrongState(f"only a Disabled tenant can be enabled (this one is {tenant.status})", status=tenant.status)
+    runtime().audit.ensure_writable()
+    runtime().tenants.set_status(tenant_id, READY)
+    audit(router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="EnableTenant", kind="lifecycle")
+    return tenant_summary(runtime().tenants.get(tenant_id))
+
+
+@router.delete("/<tenant_id>")
+def delete_tenant(tenant_id: str, body: TenantDelete) -> dict[str, Any]:
+    """Crypto-shredding. The tenant is disabled at once; after the retention period every L2 version is
+    destroyed, which makes all of its objects unrecoverable. ``confirm`` must repeat the tenant id."""
+    who, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_DELETE)
+    if body.confirm != tenant_id:
+        raise InvalidRequest("confirm must repeat the tenant id exactly", field="confirm")
+    if tenant.status == DELETED:
+        raise WrongState("the tenant is deleted already", status=tenant.status)
+    rt = runtime()
+    retention = DEFAULT_RETENTION_DAYS if body.retention_days is None else body.retention_days
+    destroy_after = rt.clock.now() + timedelta(days=retention)
+    rt.audit.ensure_writable()
+    if retention == 0:
+        rt.tenants.set_status(tenant_id, DELETED, "crypto-shredded: every L2 version destroyed")
+        destroyed = rt.keyring.destroy_all(tenant_id)
+    else:
+        # The provisioning schedule destroys the L2 versions once destroy_after has passed.
+        rt.tenants.set_status(tenant_id, DELETED, f"deletion requested; L2 versions destroyed after {destroy_after.isoformat()}")
+        rt.keyring.invalidate(tenant_id)
+        destroyed = []
+    audit(
+        router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="DeleteTenant", kind="lifecycle",
+        details={
+            "retention_days": str(retention),
+            "destroy_after": destroy_after.isoformat(),
+            "destroyed_l2_versions": ",".join(str(v) for v in destroyed),
+        },
+    )
+    body_out = tenant_summary(rt.tenants.get(tenant_id))
+    body_out.update(retention_days=retention, destroy_after=destroy_after.isoformat(), destroyed_l2_versions=destroyed)
+    return body_out
+
+
+@router.get("/<tenant_id>/dashboard")
+def dashboard(tenant_id: str) -> dict[str, Any]:
+    """Status, region, master key mode and state, L2 versions, connected services, key operations per day."""
+    _, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_READ)
+    rt = runtime()
+    versions = [
+        {
+            "version": int(r.l2_version),
+            "state": r.state,
+            "parent": r.parent_kind,
+            "current": int(r.l2_version) == int(tenant.current_l2_version or 0),
+            "created_at": iso(r.created_at),
+            "retired_at": iso(r.retired_at),
+            "destroyed_at": iso(r.destroyed_at),
+        }
+        for r in rt.keyring.records(tenant_id)
+    ]
+    since = (rt.clock.now() - timedelta(days=DASHBOARD_DAYS)).date().isoformat()
+    per_day: dict[str, int] = defaultdict(int)
+    services: dict[str, dict[str, Any]] = {}
+    for item in UsageModel.query(tenant_id, UsageModel.sk.between(f"U#{since}", "U#~")):
+        per_day[item.day] += int(item.count or 0)
+        entry = services.setdefault(item.service, {"service_id": item.service, "last_seen": None, "operations": 0})
+        entry["operations"] += int(item.count or 0)
+        if item.last_seen and (entry["last_seen"] is None or item.last_seen > entry["last_seen"]):
+            entry["last_seen"] = item.last_seen
+    return {
+        "tenant": tenant_summary(tenant),
+        "status": tenant.status,
+        "region": tenant.region,
+        "key_mode": tenant.key_mode,
+        "master_key": {"mode": tenant.key_mode, "state": tenant.l1_state, "reason": tenant.l1_reason},
+        "l2_versions": versions,
+        "services": sorted(services.values(), key=lambda s: s["service_id"]),
+        "operations_per_day": [{"day": d, "count": per_day[d]} for d in sorted(per_day)],
+    }
+
+
+@router.get("/<tenant_id>/services")
+def list_services(tenant_id: str) -> dict[str, Any]:
+    """Services of the tenant: those holding a certificate and those seen on KMIP, with last use."""
+    _, tenant = tenant_in_scope(router, tenant_id, auth.CERT_READ)
+    services: dict[str, dict[str, Any]] = {}
+    for cert in CertificateModel.query(tenant_id, CertificateModel.sk.startswith("CERT#")):
+        entry = services.setdefault(cert.service_id, {"service_id": cert.service_id, "certificates": 0,
+                                                     "active_certificates": 0, "last_seen": None, "operations": 0})
+        entry["certificates"] += 1
+        entry["active_certificates"] += 0 if cert.revoked_at else 1
+    for item in UsageModel.query(tenant_id, UsageModel.sk.startswith("U#")):
+        entry = services.setdefault(item.service, {"service_id": item.service, "certificates": 0,
+                                                   "active_certificates": 0, "last_seen": None, "operations": 0})
+        entry["operations"] += int(item.count or 0)
+        if item.last_seen and (entry["last_seen"] is None or item.last_seen > entry["last_seen"]):
+            entry["last_seen"] = item.last_seen
+    return {"items": sorted(services.values(), key=lambda s: s["service_id"]), "next_token": None}
