@@ -42,5 +42,14 @@ def _rotation() -> LocalService:
 _FACTORIES += [_provisioning, _rotation]  # issue 6: marketplace worker queue, rotation schedule
 
 
+def _api() -> LocalService:
+    from openkcm.local.http_adapter import ApiService
+
+    return ApiService()
+
+
+_FACTORIES.append(_api)  # issue 5: CMK API + web UI + local OIDC issuer on ports["api"] (default 8080)
+
+
 def registered_services() -> list[LocalService]:
     return [factory() for factory in _FACTORIES]
