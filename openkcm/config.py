@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     shred_retention_days: float = Field(7.0, ge=0)
     tombstone_kms_key_id: str = ""  # AWS: a KMS ECC_NIST_P256 signing key for crypto-shred tombstones
     writer_id: str = ""  # audit chain writer; defaults to host+pid when empty
+    # Audit trail (issue 11). Checkpoints are signed with a 0600 P-256 key file in <data_dir>/audit
+    # ("local") or a KMS ECC_NIST_P256 SIGN_VERIFY key ("aws-kms"). Archive segments go to
+    # <data_dir>/audit/archive, or to S3 when audit_archive_bucket is set (the Object Lock bucket).
+    audit_signer: Literal["local", "aws-kms"] = "local"
+    audit_signing_key_id: str = ""
+    audit_archive_bucket: str = ""
+    audit_archive_prefix: str = "audit/"
+    audit_retention_days: float = Field(90.0, ge=0)  # in DynamoDB before archive + expiry
+    audit_checkpoint_seconds: float = Field(300.0, ge=0)  # 0: only the scheduled job checkpoints
+    audit_max_pending: int = Field(20_000, ge=1, le=20_000)  # fail-closed bound; only stricter
 
     @property
     def root_kms_key_list(self) -> list[str]:

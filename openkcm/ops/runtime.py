@@ -72,5 +72,14 @@ def build_runtime(
         epoch_poll=settings.epoch_poll_seconds,
         grace=settings.l1_grace_seconds,
     )
-    sink = audit or ChainedAuditSink(writer_id=settings.writer_id or None, clock=clock, wal_dir=audit_wal_dir)
-    return Runtime(settings, clock, root, Tenants(clock), keyring, sink)
+    sink = audit or ChainedAuditSink(
+        writer_id=settings.writer_id or None, clock=clock, wal_dir=audit_wal_dir, max_pending=settings.audit_max_pending
+    )
+    runtime = Runtime(settings, clock, root, Tenants(clock), keyring, sink)
+    if audit is None:
+        # Security events also go to EventBridge; WAL-mode sinks checkpoint periodically (issue 11).
+        # Imported here: openkcm.ops.audit imports this module.
+        from openkcm.ops.audit import wire_sink
+
+        wire_sink(runtime)
+    return runtime

@@ -1,0 +1,91 @@
+"""The audit trail: one event schema and one sink that every adapter writes through (DECISIONS 4).
+
+Layout: ``events`` (schema, canonical encoding) · ``chain`` (writer chains, links) · ``sink`` (the sink,
+WAL, fail-closed) · ``checkpoints`` (signed checkpoints, signers) · ``verify`` · ``archive`` (retention)
+· ``analytics`` (reading events and usage counters back).
+
+Design, and why
+- **Chains per writer, events packed per link, joined by signed checkpoints** — not a per-tenant counter.
+  A per-tenant sequence allocated by conditional writes puts every writer of a busy tenant on one item:
+  each event costs a read-modify-conditional-write round trip, writers collide and retry, and the tenant
+  is capped well below DynamoDB's ~1,000 writes/s per partition key (less, with retries). Here each
+  writer (one process start: a KMIP worker, a Lambda container) keeps its own hash chain per tenant and
+  packs up to ``batch_events`` events into one item (a *link*): ``hash = SHA-256(prev_hash ||
+  canonical({tenant, writer, seq, digests}))`` with ``digests`` the SHA-256 of each event. Writers never
+  coordinate; one item write carries up to 50 events, so a tenant doing 20,000 audited ops/s needs
+  ~400 item writes/s spread over all its writers (plus a usage-counter ADD per distinct
+  day/operation/service per link). A scheduled checkpointer (or the sink's flusher, when configured)
+  verifies what was added since the last checkpoint and signs the heads of all writer chains of the
+  tenant (ECDSA P-256: a local 0600 key file, or KMS ``ECC_NIST_P256`` ``kms:Sign``), so the
+  independent chains become one signed statement an operator cannot forge without the signing key.
+- **Nothing lost.** With a WAL (long-lived processes) ``record`` appends the event to an fsync'd
+  ``events.wal`` before it returns (``sync=False`` + :meth:`AuditSink.sync` is a group commit); the
+  flusher turns events into links, fsyncs them to ``links.wal``, truncates ``events.wal``, and writes
+  the links with ``attribute_not_exists`` so replay after SIGKILL is idempotent. Each process flocks
+  its own WAL slot; a crashed process's slot is replayed by the next process that claims it. Without a
+  WAL (Lambdas, CLI) ``record`` writes the link before it returns.
+- **Fail closed, bounded, only stricter.** :meth:`AuditSink.ensure_writable` is called *before* an
+  operation acts: in WAL mode it raises :class:`~openkcm.errors.AuditUnavailable` once ``max_pending``
+  events wait for an unreachable store (Vault's audit-device behaviour); without a WAL it probes the
+  store (at most every ``probe_interval`` s, and always after a failure). ``max_pending`` can only be
+  lowered (``OPENKCM_AUDIT_MAX_PENDING``, at most 20,000).
+- **Never a secret.** Events hold identifiers, names and reasons; every text field is length-bounded,
+  bytes are refused, PEM blocks and long hex/base64 runs are refused outright (a test also scans every
+  stored item and log line of representative operations).
+- **What is and is not proven.** Deleting, editing, reordering or inserting a link or an event inside
+  one is detected by hashes and digests; rewriting a whole writer chain consistently is detected by the
+  signed checkpoint heads; records after the latest checkpoint are reported as *unconfirmed*. Deleting
+  the newest checkpoints together with the newest links is only detectable against an outside copy:
+  the archive segments (S3 Object Lock) carry the checkpoint that covers them, and checkpoints are
+  never expired from the table.
+
+Measured on the 2-core development box (``tests/audit/test_throughput.py``, moto as DynamoDB): see
+MEASURED below (filled in from that test's output).
+"""
+
+from openkcm.domain.audit.analytics import page_events, read_events, summarize_usage, usage_counts
+from openkcm.domain.audit.archive import ArchiveStore, LocalArchiveStore, S3ArchiveStore, archive_tenant
+from openkcm.domain.audit.chain import GENESIS, Link, link_hash, new_writer_id
+from openkcm.domain.audit.checkpoints import (
+    ChainBroken,
+    Checkpoint,
+    CheckpointSigner,
+    KmsCheckpointSigner,
+    LocalCheckpointSigner,
+    make_checkpoint,
+)
+from openkcm.domain.audit.events import KINDS, RESULTS, SCHEMA_VERSION, AuditEvent, canonical, event_digest
+from openkcm.domain.audit.sink import MAX_PENDING, AuditSink, ChainedAuditSink, NullAuditSink
+from openkcm.domain.audit.verify import verify_tenant_chain
+
+__all__ = [
+    "GENESIS",
+    "KINDS",
+    "MAX_PENDING",
+    "RESULTS",
+    "SCHEMA_VERSION",
+    "ArchiveStore",
+    "AuditEvent",
+    "AuditSink",
+    "ChainBroken",
+    "ChainedAuditSink",
+    "Checkpoint",
+    "CheckpointSigner",
+    "KmsCheckpointSigner",
+    "Link",
+    "LocalArchiveStore",
+    "LocalCheckpointSigner",
+    "NullAuditSink",
+    "S3ArchiveStore",
+    "archive_tenant",
+    "canonical",
+    "event_digest",
+    "link_hash",
+    "make_checkpoint",
+    "new_writer_id",
+    "page_events",
+    "read_events",
+    "summarize_usage",
+    "usage_counts",
+    "verify_tenant_chain",
+]

@@ -1,0 +1,114 @@
+"""Writer chains: each writer (one process start) keeps one hash chain per tenant; a link packs up to
+``batch_events`` events. ``hash = SHA-256(prev_hash || canonical({tenant, writer, seq, digests}))`` where
+``digests`` are the SHA-256 of each event's canonical encoding, in order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from openkcm.domain.audit.events import canonical, event_digest
+from openkcm.storage import ConditionFailed
+from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
+from openkcm.storage.models import condition_guard
+
+GENESIS = "0" * 64
+LINK_PREFIX = "W#"
+_SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
+
+
+def link_hash(prev_hash: str, tenant_id: str, writer: str, seq: int, digests: list[str]) -> str:
+    body = canonical({"tenant": tenant_id, "writer": writer, "seq": seq, "digests": digests})
+    return hashlib.sha256(prev_hash.encode() + body).hexdigest()
+
+
+def new_writer_id(prefix: str = "") -> str:
+    """Unique per process start, so a restarted writer never reuses a chain position."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", prefix or socket.gethostname())[:80] or "writer"
+    return f"{base}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def link_sk(writer: str, seq: int) -> str:
+    return f"{LINK_PREFIX}{writer}#{seq:012d}"
+
+
+def parse_link_sk(sk: str) -> tuple[str, int] | None:
+    match = _SK.match(sk)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+@dataclass
+class Link:
+    tenant_id: str
+    writer: str
+    seq: int
+    prev_hash: str
+    hash: str
+    events: list[dict[str, Any]]
+    digests: list[str] = field(default_factory=list)
+    sk: str = ""  # where it was found (verification); empty for links being written
+
+    @classmethod
+    def build(cls, tenant_id: str, writer: str, seq: int, prev_hash: str, events: list[dict[str, Any]]) -> Link:
+        digests = [event_digest(e) for e in events]
+        return cls(tenant_id, writer, seq, prev_hash, link_hash(prev_hash, tenant_id, writer, seq, digests),
+                   events, digests)
+
+    def to_json(self) -> str:
+        body = {k: v for k, v in self.__dict__.items() if k != "sk"}
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> Link:
+        return cls(**json.loads(line))
+
+    @classmethod
+    def from_item(cls, item: AuditLinkModel) -> Link:
+        events = json.loads(item.events_json)
+        return cls(item.tenant_id, item.writer, int(item.seq), item.prev_hash, item.hash, events,
+                   list(item.digests or []), item.sk)
+
+    def to_archive(self) -> dict[str, Any]:
+        return {"type": "link", **{k: v for k, v in self.__dict__.items() if k != "sk"}}
+
+    def store(self) -> bool:
+        """Write the link unless it is there already. Returns whether this call wrote it (idempotent replay)."""
+        bind_audit_models()
+        item = AuditLinkModel(
+            self.tenant_id,
+            link_sk(self.writer, self.seq),
+            writer=self.writer,
+            seq=self.seq,
+            prev_hash=self.prev_hash,
+            hash=self.hash,
+            events_json=json.dumps(self.events, separators=(",", ":"), ensure_ascii=False),
+            digests=self.digests,
+            event_count=len(self.events),
+            first_time=self.events[0]["time"],
+            last_time=self.events[-1]["time"],
+            kinds=sorted({e["kind"] for e in self.events}),
+        )
+        try:
+            with condition_guard():
+                item.save(condition=AuditLinkModel.sk.does_not_exist())
+        except ConditionFailed:
+            return False  # written before a crash; the replay found it there
+        return True
+
+
+def query_links(tenant_id: str, writer: str | None = None, after_seq: int = 0,
+                attributes: list[str] | None = None) -> Iterator[AuditLinkModel]:
+    """Stored link items of a tenant (optionally one writer's, after a sequence number), in key order."""
+    bind_audit_models()
+    if writer is None:
+        condition = AuditLinkModel.sk.startswith(LINK_PREFIX)
+    else:
+        condition = AuditLinkModel.sk.between(link_sk(writer, after_seq + 1), link_sk(writer, 10**12 - 1))
+    return AuditLinkModel.query(tenant_id, condition, attributes_to_get=attributes)

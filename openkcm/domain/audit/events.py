@@ -1,0 +1,94 @@
+"""The audit event schema (DECISIONS 4): identifiers, names and reasons only — never key material.
+
+An event says who (actor: certificate subject / token subject / function; actor_role: KMIP service id,
+API role or schedule), from where (source, client address, request id), what (operation, object id) and
+which part of the key chain it touched (``l1_ref`` -> ``l2_version`` -> ``object_id``), with its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from openkcm.errors import InvalidRequest
+
+SCHEMA_VERSION = 1
+KINDS = frozenset({"operation", "security", "config", "lifecycle"})
+RESULTS = frozenset({"success", "denied", "failure"})
+_MAX_FIELD = 512
+# Defence in depth against a caller passing a secret by mistake: PEM blocks and long base64/hex runs
+# (a wrapped 32-byte key is >= 88 base64 characters) are refused. Identifiers, ARNs, SHA-256 hex digests
+# (64 characters) and certificate subjects stay well below the threshold.
+_PEM = re.compile(r"-----BEGIN|PRIVATE KEY")
+_RUN = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    tenant_id: str
+    source: str  # kmip | api | provision | rotate | keystore | cli | webhook
+    operation: str
+    result: str = "success"
+    kind: str = "operation"
+    actor: str = ""  # certificate subject, token subject, or function name
+    actor_role: str = ""  # KMIP service id, API role, or schedule name
+    account_id: str = ""
+    object_id: str = ""  # the L3 object (KMIP unique identifier) when one was touched
+    reason: str = ""
+    l1_ref: str = ""  # the L1 key (or internal root key version) that wraps the L2 used
+    l2_version: int = 0
+    request_id: str = ""
+    client_address: str = ""
+    details: Mapping[str, str] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.result not in RESULTS:
+            raise InvalidRequest(f"audit kind/result must be one of {sorted(KINDS)} / {sorted(RESULTS)}")
+        if not self.tenant_id or not self.operation:
+            raise InvalidRequest("audit events name a tenant and an operation")
+        for name in ("tenant_id", "source", "operation", "actor", "actor_role", "account_id", "object_id",
+                     "reason", "l1_ref", "request_id", "client_address"):
+            _check_text(name, getattr(self, name))
+        if not isinstance(self.l2_version, int) or isinstance(self.l2_version, bool):
+            raise InvalidRequest("audit l2_version must be an integer")
+        for name, value in self.details.items():
+            if not isinstance(value, str):
+                raise InvalidRequest(f"audit detail {name!r} must be a string")
+            _check_text(f"details.{name}", value)
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["details"] = dict(self.details)
+        record["v"] = SCHEMA_VERSION
+        return record
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_FIELD:
+        raise InvalidRequest(f"audit field {name!r} must be a string of at most {_MAX_FIELD} characters")
+    if _PEM.search(value) or any(_looks_encoded(run) for run in _RUN.findall(value)):
+        raise InvalidRequest(f"audit field {name!r} looks like key material or a secret; refused")
+
+
+def _looks_encoded(run: str) -> bool:
+    """Hex, or base64 with upper case, lower case and digits mixed (a path or a name rarely is)."""
+    if _HEX.match(run):
+        return True
+    return any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
+
+
+def canonical(value: Any) -> bytes:
+    """The one encoding that hashes are computed over: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_digest(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()

@@ -1,0 +1,367 @@
+"""The one sink every adapter writes through (DECISIONS 4). See the package docstring for the design."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from openkcm.clock import SYSTEM_CLOCK, Clock
+from openkcm.domain.audit.chain import GENESIS, Link, new_writer_id
+from openkcm.domain.audit.events import AuditEvent
+from openkcm.errors import AuditUnavailable
+from openkcm.storage import UsageModel
+from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
+
+log = logging.getLogger(__name__)
+
+SecurityListener = Callable[[AuditEvent], None]
+Checkpointer = Callable[[str], Any]
+MAX_PENDING = 20_000  # the bound can only be made stricter (smaller), never looser
+
+
+class AuditSink(ABC):
+    @abstractmethod
+    def ensure_writable(self) -> None:
+        """Raise AuditUnavailable if a record could not be kept right now. Call it *before* acting."""
+
+    @abstractmethod
+    def record(self, event: AuditEvent, *, sync: bool = True) -> None:
+        """Keep the event. With ``sync=False`` the caller promises a :meth:`sync` before it answers."""
+
+    def sync(self) -> None:
+        """Make every event recorded so far durable (group commit)."""
+
+    def flush(self) -> None:
+        """Push buffered events to the store."""
+
+    def set_security_listener(self, listener: SecurityListener | None) -> None:
+        """Called (best effort, after the record is stored) for every ``kind="security"`` event."""
+
+    def close(self) -> None:
+        self.flush()
+
+
+class NullAuditSink(AuditSink):
+    """Keeps nothing. Only the benchmark selects it, to measure what auditing costs."""
+
+    def ensure_writable(self) -> None:
+        return None
+
+    def record(self, event: AuditEvent, *, sync: bool = True) -> None:
+        return None
+
+
+class ChainedAuditSink(AuditSink):
+    """Hash-chained, batched, write-ahead-logged, fail-closed.
+
+    Two modes: with ``wal_dir`` (long-lived KMIP workers, the local stack) ``record`` appends to an
+    fsync'd WAL and a background flusher writes links; without (Lambdas, the CLI) ``record`` writes the
+    link to the store before it returns and :meth:`ensure_writable` probes the store, so an operation is
+    refused *before* it acts when the store is unreachable.
+    """
+
+    def __init__(
+        self,
+        *,
+        writer_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        wal_dir: Path | None = None,
+        batch_events: int = 50,
+        max_pending: int = MAX_PENDING,
+        flush_interval: float = 0.2,
+        probe_interval: float = 2.0,
+        on_security_event: SecurityListener | None = None,
+        checkpointer: Checkpointer | None = None,
+        checkpoint_interval: float = 0.0,
+    ) -> None:
+        if not 1 <= max_pending <= MAX_PENDING:
+            raise ValueError(f"max_pending must be 1..{MAX_PENDING} (the bound only gets stricter)")
+        self.writer_id = new_writer_id(writer_id or "")
+        self._clock = clock
+        self._batch = max(1, batch_events)
+        self._max_pending = max_pending
+        self._probe_interval = probe_interval
+        self._probed_at = -1e18
+        self._on_security = on_security_event
+        self._security: deque[AuditEvent] = deque(maxlen=1000)
+        self._checkpointer = checkpointer
+        self._checkpoint_interval = checkpoint_interval
+        self._checkpointed_at = time.monotonic()
+        self._touched: set[str] = set()
+        self._lock = threading.Lock()  # guards pending, heads, unwritten and the WAL files
+        self._flush_lock = threading.Lock()  # one flusher at a time
+        self._pending: list[dict[str, Any]] = []
+        self._unwritten: list[Link] = []
+        self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (last seq, last hash)
+        self._last_error: str | None = None
+        self._events_wal: Any = None
+        self._links_wal: Any = None
+        self._lock_fd: int | None = None
+        self._dirty = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = {"stored_links": 0, "stored_events": 0, "replayed_events": 0, "replayed_links": 0}
+        if wal_dir is not None:
+            slot = self._claim_slot(Path(wal_dir))
+            self.wal_dir = slot
+            self._events_path, self._links_path = slot / "events.wal", slot / "links.wal"
+            self._replay()
+            self._events_wal = open(self._events_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._links_wal = open(self._links_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._thread = threading.Thread(target=self._run, args=(flush_interval,), daemon=True, name="audit")
+            self._thread.start()
+
+    # ---- writing -------------------------------------------------------------------------------
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._pending) + sum(len(link.events) for link in self._unwritten)
+
+    def ensure_writable(self) -> None:
+        backlog = self.backlog()
+        if backlog >= self._max_pending:
+            raise AuditUnavailable(f"audit store unreachable ({self._last_error or 'backlog full'})")
+        if self._events_wal is not None:
+            return  # the WAL keeps the record; the bound above is what fails closed
+        if backlog:
+            self.flush()  # raises AuditUnavailable while the store is still down
+        elif self._last_error or time.monotonic() - self._probed_at > self._probe_interval:
+            self._probe()
+
+    def _probe(self) -> None:
+        bind_audit_models()
+        try:
+            AuditLinkModel.get("_probe", "_probe")
+        except AuditLinkModel.DoesNotExist:
+            pass
+        except Exception as exc:
+            self._last_error = type(exc).__name__
+            raise AuditUnavailable("audit store unreachable; operation refused") from exc
+        self._last_error = None
+        self._probed_at = time.monotonic()
+
+    def record(self, event: AuditEvent, *, sync: bool = True) -> None:
+        self.ensure_writable()
+        record = event.to_record()
+        if not record["time"]:
+            record["time"] = self._clock.now().isoformat(timespec="microseconds")
+        with self._lock:
+            if self._events_wal is not None:
+                self._events_wal.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+                self._dirty = True
+            self._pending.append(record)
+            if event.kind == "security":
+                self._security.append(event)
+        if self._events_wal is None:
+            self.flush()  # no WAL: durable means written to the store before we return
+        elif sync:
+            self.sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._events_wal is not None and self._dirty:
+                self._events_wal.flush()
+                os.fsync(self._events_wal.fileno())
+                self._dirty = False
+
+    def set_security_listener(self, listener: SecurityListener | None) -> None:
+        self._on_security = listener
+
+    def set_checkpointer(self, checkpointer: Checkpointer | None, interval: float) -> None:
+        """Have the flusher thread (WAL mode) checkpoint the tenants it wrote to every ``interval`` s."""
+        self._checkpointer, self._checkpoint_interval = checkpointer, interval
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                links = self._link_pending()
+                if links and self._links_wal is not None:
+                    for link in links:
+                        self._links_wal.write(link.to_json() + "\n")
+                    self._links_wal.flush()
+                    os.fsync(self._links_wal.fileno())
+                    self._truncate(self._events_wal)  # every pending event now lives in links.wal
+                    self._dirty = False
+                self._unwritten.extend(links)
+                todo = list(self._unwritten)
+            written: list[Link] = []
+            try:
+                for link in todo:
+                    if link.store():
+                        written.append(link)
+                    with self._lock:
+                        self._unwritten.pop(0)
+            except Exception as exc:  # the store is down: keep the rest, fail closed past the bound
+                self._last_error = type(exc).__name__
+                self._after_store(written)
+                if self._links_wal is None:
+                    raise AuditUnavailable("audit store unreachable; operation refused") from exc
+                return
+            self._last_error = None
+            self._after_store(written)
+            with self._lock:
+                if not self._unwritten and self._links_wal is not None:
+                    self._truncate(self._links_wal)
+
+    def _after_store(self, written: list[Link]) -> None:
+        self.stats["stored_links"] += len(written)
+        self.stats["stored_events"] += sum(len(link.events) for link in written)
+        for link in written:
+            self._touched.add(link.tenant_id)
+        try:
+            _count_usage(written)
+        except Exception as exc:  # analytics only; the trail itself is stored
+            log.warning("audit usage counters not updated: %s", type(exc).__name__)
+        while self._security:
+            event = self._security.popleft()
+            if self._on_security is not None:
+                try:
+                    self._on_security(event)
+                except Exception as exc:  # the record is kept; the bus is best effort
+                    log.warning("security event not published: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(AuditUnavailable):
+            self.flush()
+        for handle in (self._events_wal, self._links_wal):
+            if handle is not None:
+                handle.close()
+        self._events_wal = self._links_wal = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _link_pending(self) -> list[Link]:
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for record in self._pending:
+            by_tenant.setdefault(record["tenant_id"], []).append(record)
+        self._pending = []
+        links = []
+        for tenant_id, records in by_tenant.items():
+            for start in range(0, len(records), self._batch):
+                seq, prev = self._heads.get(tenant_id, (0, GENESIS))
+                link = Link.build(tenant_id, self.writer_id, seq + 1, prev, records[start : start + self._batch])
+                self._heads[tenant_id] = (link.seq, link.hash)
+                links.append(link)
+        return links
+
+    @staticmethod
+    def _truncate(handle: Any) -> None:
+        if handle is not None:
+            handle.flush()
+            handle.truncate(0)
+            os.fsync(handle.fileno())
+
+    def _claim_slot(self, wal_dir: Path) -> Path:
+        """Each live process owns one slot directory (flock); a crashed process's slot is replayed by the
+        next process that claims it. Several KMIP workers can share one ``wal_dir``."""
+        wal_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for index in range(1024):
+            slot = wal_dir / f"slot-{index:03d}"
+            slot.mkdir(exist_ok=True, mode=0o700)
+            fd = os.open(slot / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self._lock_fd = fd
+            return slot
+        raise AuditUnavailable("no free audit WAL slot")
+
+    def _replay(self) -> None:
+        """After a crash: finish writing computed links, then re-queue events that never got linked.
+        The files are then rewritten (write-then-rename) so a torn last line never merges with new ones."""
+        linked: set[str] = set()
+        if self._links_path.exists():
+            for line in self._links_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    link = Link.from_json(line)
+                except (ValueError, TypeError):
+                    continue  # a torn last line was never acknowledged
+                linked.update(e["event_id"] for e in link.events)
+                self._unwritten.append(link)
+        if self._events_path.exists():
+            for line in self._events_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("event_id") not in linked:
+                    self._pending.append(record)
+        self.stats["replayed_links"] = len(self._unwritten)
+        self.stats["replayed_events"] = len(self._pending) + sum(len(link.events) for link in self._unwritten)
+        _rewrite(self._links_path, [link.to_json() for link in self._unwritten])
+        _rewrite(self._events_path, [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in self._pending])
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception as exc:
+                log.warning("audit flush failed: %s", type(exc).__name__)
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        if self._checkpointer is None or self._checkpoint_interval <= 0:
+            return
+        if time.monotonic() - self._checkpointed_at < self._checkpoint_interval:
+            return
+        self._checkpointed_at = time.monotonic()
+        tenants, self._touched = self._touched, set()
+        for tenant_id in sorted(tenants):
+            try:
+                self._checkpointer(tenant_id)
+            except Exception as exc:
+                log.warning("audit checkpoint of a tenant failed: %s", type(exc).__name__)
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _count_usage(links: list[Link]) -> None:
+    """Per tenant/day/operation/service counters with atomic ADD. Only links this writer stored for the
+    first time are counted, so a replay does not count twice."""
+    counts: dict[tuple[str, str, str, str], tuple[int, str]] = {}
+    for link in links:
+        for event in link.events:
+            if event["kind"] != "operation" or event["result"] != "success":
+                continue
+            key = (event["tenant_id"], event["time"][:10], event["operation"], event.get("actor_role") or "-")
+            count, last = counts.get(key, (0, ""))
+            counts[key] = (count + 1, max(last, event["time"]))
+    for (tenant_id, day, operation, service), (count, last_seen) in counts.items():
+        UsageModel(tenant_id, f"U#{day}#{operation}#{service}").update(
+            actions=[
+                UsageModel.count.add(count),
+                UsageModel.day.set(day),
+                UsageModel.operation.set(operation),
+                UsageModel.service.set(service),
+                UsageModel.last_seen.set(last_seen),
+            ]
+        )

@@ -1,0 +1,237 @@
+"""Verification of a tenant's whole trail: archive segments, live links and signed checkpoints.
+
+It names the first problem it finds (ordered by time) as one of ``missing``, ``altered``, ``reordered``,
+``inserted``, ``forged_checkpoint``, ``missing_checkpoint``, ``archive``; otherwise it says
+"N records, chain intact through checkpoint C". Records written after the latest checkpoint are counted
+as *unconfirmed*: their hashes chain, but nothing signed vouches for them yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from openkcm.domain.audit.archive import ARCHIVE_PREFIX, ArchiveStore, read_segment
+from openkcm.domain.audit.chain import GENESIS, Link, link_hash, parse_link_sk, query_links
+from openkcm.domain.audit.checkpoints import Checkpoint, CheckpointSigner, load_checkpoints
+from openkcm.domain.audit.events import event_digest
+from openkcm.storage.audit_models import AuditArchiveModel, bind_audit_models
+
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class _Report:
+    problems: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, when: str, kind: str, message: str, **where: Any) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((when or "", {"kind": kind, "message": message, **where}))
+
+
+def _check_events(link: Link, report: _Report) -> bool:
+    """Compare each packed event with the digest list; name the one that differs."""
+    actual = [event_digest(e) for e in link.events]
+    if actual == link.digests:
+        return True
+    where = {"writer": link.writer, "seq": link.seq}
+    when = link.events[0]["time"] if link.events else ""
+    stored = set(link.digests)
+    extra = [i for i, d in enumerate(actual) if d not in stored]
+    if not extra and Counter(actual) == Counter(link.digests):
+        i = next(i for i, (a, b) in enumerate(zip(actual, link.digests, strict=True)) if a != b)
+        report.add(when, "reordered", f"record {link.events[i].get('event_id')} is out of order in writer "
+                   f"{link.writer} link {link.seq} (position {i})", event_id=link.events[i].get("event_id"), **where)
+    elif extra and len(actual) > len(link.digests) and len(actual) - len(extra) == len(link.digests):
+        e = link.events[extra[0]]
+        report.add(e.get("time", when), "inserted", f"record {e.get('event_id')} was inserted into writer "
+                   f"{link.writer} link {link.seq}", event_id=e.get("event_id"), **where)
+    elif extra and len(actual) == len(link.digests):
+        e = link.events[extra[0]]
+        report.add(e.get("time", when), "altered", f"record {e.get('event_id')} in writer {link.writer} link "
+                   f"{link.seq} was altered", event_id=e.get("event_id"), **where)
+    elif len(actual) < len(link.digests):
+        missing = [i for i, d in enumerate(link.digests) if d not in set(actual)]
+        report.add(when, "missing", f"record #{missing[0]} of writer {link.writer} link {link.seq} was deleted",
+                   position=missing[0], **where)
+    else:
+        report.add(when, "altered", f"writer {link.writer} link {link.seq} was altered", **where)
+    return False
+
+
+def _load_archive(tenant_id: str, store: ArchiveStore | None, report: _Report,
+                  links: dict[str, dict[int, Link]], checkpoints: dict[int, Checkpoint]) -> dict[str, int]:
+    bind_audit_models()
+    manifests = {item.object_key: item for item in
+                 AuditArchiveModel.query(tenant_id, AuditArchiveModel.sk.startswith(ARCHIVE_PREFIX))}
+    summary = {"segments": 0, "links": 0, "records": 0}
+    if store is None:
+        if manifests:
+            report.add("", "archive", f"{len(manifests)} archived segments exist but no archive is configured")
+        return summary
+    keys = store.list(f"{tenant_id}/")
+    prev = GENESIS
+    for number, key in enumerate(keys, start=1):
+        data = store.get(key)
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            header, checkpoint, segment_links = read_segment(data)
+        except (ValueError, KeyError, TypeError, OSError):
+            report.add("", "archive", f"archive segment {key} is unreadable", segment=key)
+            prev = digest
+            continue
+        if header.get("segment") != number or header.get("prev_segment") != prev:
+            report.add(header.get("created", ""), "archive", f"archive segment {key} does not follow the "
+                       "previous segment (one is missing or was replaced)", segment=key)
+        manifest = manifests.pop(key, None)
+        if manifest is not None and manifest.sha256 != digest:
+            report.add(header.get("created", ""), "archive", f"archive segment {key} differs from its manifest",
+                       segment=key)
+        if checkpoint is not None:
+            checkpoints.setdefault(checkpoint.seq, checkpoint)
+        for link in segment_links:
+            links.setdefault(link.writer, {})[link.seq] = link
+        summary["segments"] += 1
+        summary["links"] += len(segment_links)
+        summary["records"] += sum(len(link.events) for link in segment_links)
+        prev = digest
+    for key in manifests:
+        report.add("", "archive", f"archive segment {key} is listed in the manifest but missing from the archive",
+                   segment=key)
+    return summary
+
+
+def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: ArchiveStore | None = None) -> dict[str, Any]:
+    report = _Report()
+    links: dict[str, dict[int, Link]] = {}
+    archived_cps: dict[int, Checkpoint] = {}
+    archive_summary = _load_archive(tenant_id, archive, report, links, archived_cps)
+
+    # Live links: a live copy of an archived link must be identical to it.
+    bind_audit_models()
+    for item in query_links(tenant_id):
+        parsed = parse_link_sk(item.sk)
+        link = Link.from_item(item)
+        if parsed is None:
+            report.add(item.first_time, "inserted", f"item {item.sk} is not a chain position", sk=item.sk)
+            continue
+        writer, position = parsed
+        archived = links.get(writer, {}).get(position)
+        if archived is not None:
+            if (archived.hash, archived.prev_hash, archived.events, archived.digests) != \
+                    (link.hash, link.prev_hash, link.events, link.digests):
+                report.add(item.first_time, "altered", f"writer {writer} link {position} differs from its "
+                           "archived copy", writer=writer, seq=position)
+            continue
+        link.sk = item.sk
+        links.setdefault(writer, {})[position] = link
+
+    # Checkpoints: numbered, chained by the previous body's digest, signed.
+    checkpoints = {cp.seq: cp for cp in load_checkpoints(tenant_id)}
+    for seq, cp in archived_cps.items():
+        live = checkpoints.get(seq)
+        if live is None:
+            checkpoints[seq] = cp
+        elif live.digest != cp.digest or live.signature != cp.signature:
+            report.add(cp.body.get("time", ""), "forged_checkpoint",
+                       f"checkpoint {seq} differs from the copy in the archive", checkpoint=seq)
+    trusted: list[Checkpoint] = []
+    prev_digest = GENESIS
+    for expected, seq in enumerate(sorted(checkpoints), start=1):
+        cp = checkpoints[seq]
+        when = cp.body.get("time", "")
+        if seq != expected:
+            report.add(when, "missing_checkpoint", f"checkpoint {expected} is missing", checkpoint=expected)
+            break
+        if cp.body.get("tenant_id") != tenant_id or not cp.signature_valid(signer):
+            report.add(when, "forged_checkpoint", f"checkpoint {seq} does not carry a valid signature",
+                       checkpoint=seq)
+            break
+        if cp.body.get("prev") != prev_digest:
+            report.add(when, "forged_checkpoint", f"checkpoint {seq} does not follow checkpoint {seq - 1}",
+                       checkpoint=seq)
+            break
+        trusted.append(cp)
+        prev_digest = cp.digest.hex()
+
+    # Each writer's chain, position by position.
+    chain_hashes: dict[str, dict[int, str]] = {}
+    records = unconfirmed = 0
+    for writer, chain in sorted(links.items()):
+        hashes = chain_hashes.setdefault(writer, {})
+        all_hashes = {link.hash: link.seq for link in chain.values()}
+        prev, last = GENESIS, max(chain)
+        for position in range(1, last + 1):
+            link = chain.get(position)
+            if link is None:
+                before = chain.get(position - 1)
+                when = before.events[-1]["time"] if before and before.events else ""
+                report.add(when, "missing", f"writer {writer} link {position} is missing", writer=writer,
+                           seq=position)
+                prev = None  # unknown from here on; continue to find more problems
+                continue
+            when = link.events[0]["time"] if link.events else ""
+            records += len(link.events)
+            ok = _check_events(link, report)
+            if link.seq != position:
+                report.add(when, "reordered", f"the link stored at writer {writer} position {position} was "
+                           f"written as link {link.seq}", writer=writer, seq=position)
+                ok = False
+            elif ok and link_hash(link.prev_hash, tenant_id, writer, position, link.digests) != link.hash:
+                report.add(when, "altered", f"writer {writer} link {position} was altered", writer=writer,
+                           seq=position)
+                ok = False
+            elif ok and prev is not None and link.prev_hash != prev:
+                if link.prev_hash in all_hashes and all_hashes[link.prev_hash] != position - 1:
+                    report.add(when, "reordered", f"writer {writer} link {position} follows link "
+                               f"{all_hashes[link.prev_hash]}, not link {position - 1}", writer=writer, seq=position)
+                else:
+                    report.add(when, "inserted", f"writer {writer} link {position} does not follow link "
+                               f"{position - 1}", writer=writer, seq=position)
+                ok = False
+            hashes[position] = link.hash
+            prev = link.hash if ok else None
+
+    # Checkpoint heads must match what is stored (catches deleted tails and rewritten chains).
+    confirmed: dict[str, int] = {}
+    for cp in trusted:
+        for writer, (seq, digest) in cp.heads.items():
+            stored = chain_hashes.get(writer, {}).get(seq)
+            if stored is None:
+                report.add(cp.body.get("time", ""), "missing", f"writer {writer} link {seq} named by checkpoint "
+                           f"{cp.seq} is missing", writer=writer, seq=seq, checkpoint=cp.seq)
+            elif stored != digest:
+                report.add(cp.body.get("time", ""), "altered", f"writer {writer} links up to {seq} differ from "
+                           f"checkpoint {cp.seq}", writer=writer, seq=seq, checkpoint=cp.seq)
+            confirmed[writer] = max(confirmed.get(writer, 0), seq)
+    for writer, chain in links.items():
+        unconfirmed += sum(len(link.events) for s, link in chain.items() if s > confirmed.get(writer, 0))
+
+    report.problems.sort(key=lambda p: p[0])
+    problems = [p for _, p in report.problems]
+    last_cp = trusted[-1] if trusted else None
+    result: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "intact": not problems,
+        "records": records,
+        "writers": len(links),
+        "links": sum(len(c) for c in links.values()),
+        "checkpoint": {"seq": last_cp.seq, "time": last_cp.body.get("time"), "key_id": last_cp.key_id}
+        if last_cp else None,
+        "unconfirmed_records": unconfirmed,
+        "archive": archive_summary,
+        "problems": problems,
+    }
+    if problems:
+        result["message"] = f"{problems[0]['kind']}: {problems[0]['message']}"
+    elif last_cp is None:
+        result["message"] = f"{records} records, chain intact; no checkpoint yet"
+    else:
+        result["message"] = f"{records} records, chain intact through checkpoint {last_cp.seq}"
+        if unconfirmed:
+            result["message"] += f" ({unconfirmed} newer records not yet checkpointed)"
+    return result
+
+

@@ -1,0 +1,95 @@
+"""Items of the audit table beside the foundation's :class:`AuditBatchModel` (which owns the table, its
+``tenant-time`` index and its TTL attribute).
+
+- :class:`AuditLinkModel` — one link of a writer's hash chain (``W#<writer>#<seq:012d>``): the foundation's
+  batch item plus ``digests``, the SHA-256 of each packed event, so verification can name the one event
+  that was altered, inserted or reordered inside a link.
+- :class:`AuditCheckpointModel` — a signed checkpoint (``C#<seq:012d>``) joining the heads of a tenant's
+  writer chains. No ``first_time``, so checkpoints stay out of the time index.
+- :class:`AuditArchiveModel` — the manifest of an archived segment (``A#<seq:06d>``).
+
+The models follow whatever table :func:`openkcm.storage.bind_tables` gave ``AuditBatchModel``
+(:func:`bind_audit_models` is called by every user before it touches them).
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import ListAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from openkcm.storage.models import AuditBatchModel
+
+
+class AuditLinkTimeIndex(GlobalSecondaryIndex["AuditLinkModel"]):
+    class Meta:
+        index_name = "tenant-time"
+        projection = AllProjection()
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    first_time = UnicodeAttribute(range_key=True)
+
+
+class AuditLinkModel(Model):
+    class Meta:
+        table_name = AuditBatchModel.Meta.table_name
+        region = AuditBatchModel.Meta.region
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    writer = UnicodeAttribute()
+    seq = NumberAttribute()
+    prev_hash = UnicodeAttribute()
+    hash = UnicodeAttribute()
+    events_json = UnicodeAttribute()
+    digests = ListAttribute(of=UnicodeAttribute, null=True)
+    event_count = NumberAttribute()
+    first_time = UnicodeAttribute()
+    last_time = UnicodeAttribute()
+    kinds = ListAttribute(of=UnicodeAttribute, default=list)
+    expire_at = TTLAttribute(null=True)
+
+    time_index = AuditLinkTimeIndex()
+
+
+class AuditCheckpointModel(Model):
+    class Meta:
+        table_name = AuditBatchModel.Meta.table_name
+        region = AuditBatchModel.Meta.region
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    body_json = UnicodeAttribute()
+    signature = UnicodeAttribute()
+    key_id = UnicodeAttribute()
+    created = UnicodeAttribute()
+
+
+class AuditArchiveModel(Model):
+    class Meta:
+        table_name = AuditBatchModel.Meta.table_name
+        region = AuditBatchModel.Meta.region
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    object_key = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    writers_json = UnicodeAttribute()
+    links = NumberAttribute()
+    events = NumberAttribute()
+    created = UnicodeAttribute()
+
+
+AUDIT_MODELS: tuple[type[Model], ...] = (AuditLinkModel, AuditCheckpointModel, AuditArchiveModel)
+
+
+def bind_audit_models() -> None:
+    """Point the audit item models at the table and region ``AuditBatchModel`` is bound to (cheap)."""
+    table, region = AuditBatchModel.Meta.table_name, AuditBatchModel.Meta.region
+    for model in AUDIT_MODELS:
+        if model.Meta.table_name != table or model.Meta.region != region:
+            model.Meta.table_name = table
+            model.Meta.region = region
+            model._connection = None
+            for index in model._indexes.values():
+                index._connection = None  # type: ignore[attr-defined]
