@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     epoch_poll_seconds: float = Field(5.0, gt=0, le=60)
     # Seed 002 REQ-030: how long a cached L2 stays usable after its L1 store became unreachable.
     l1_grace_seconds: float = Field(300.0, ge=0)
+    # L1 keystores (DECISIONS 11): comma-separated PKCS#11 module paths the operator allows; a keystore
+    # may only name one of these. Every keystore call has its own timeout; linking validates within a budget.
+    pkcs11_modules: str = ""
+    keystore_call_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    l1_validation_budget_seconds: float = Field(30.0, gt=0, le=120)
     event_bus_name: str = "openkcm-events"
     # Provisioning and rotation (issue 6). Empty queue URL / secret ARN / topic ARN: the local in-process
     # queue, the 0600 webhook-secret file in data_dir, and the DynamoDB outbox only.
@@ -57,6 +62,10 @@ class Settings(BaseSettings):
     @property
     def root_kms_key_list(self) -> list[str]:
         return [k.strip() for k in self.root_kms_key_ids.split(",") if k.strip()]
+
+    @property
+    def pkcs11_module_list(self) -> list[str]:
+        return [m.strip() for m in self.pkcs11_modules.split(",") if m.strip()]
 
     def table_name(self, logical: str) -> str:
         return f"{self.table_prefix}-{logical}"

@@ -13,7 +13,8 @@ from typing import Any
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.config import Settings, get_settings
 from openkcm.domain.audit import AuditSink, ChainedAuditSink
-from openkcm.domain.hierarchy import L1Resolver, TenantKeyring, no_l1_keystores
+from openkcm.domain.hierarchy import L1Resolver, TenantKeyring
+from openkcm.domain.keystores import KeystoreResolver
 from openkcm.domain.pki import CertificateAuthority
 from openkcm.domain.rootkey import AwsKmsRootKey, LocalRootKey, RootKeyProvider
 from openkcm.domain.tenants import Tenants
@@ -56,7 +57,7 @@ def build_runtime(
     clock: Clock = SYSTEM_CLOCK,
     audit: AuditSink | None = None,
     audit_wal_dir: Path | None = None,
-    resolve_l1: L1Resolver = no_l1_keystores,
+    resolve_l1: L1Resolver | None = None,
     create: bool = False,
 ) -> Runtime:
     settings = settings or get_settings()
@@ -64,6 +65,11 @@ def build_runtime(
     if create:
         create_tables()
     root = build_root_key(settings)
+    if resolve_l1 is None:
+        # L1 keystores (issue 4): the parent ref of a BYOK/HYOK L2 version -> a connector to the customer's key.
+        resolve_l1 = KeystoreResolver(
+            root, allowed_modules=settings.pkcs11_module_list, timeout=settings.keystore_call_timeout_seconds
+        )
     keyring = TenantKeyring(
         root,
         resolve_l1=resolve_l1,
@@ -76,6 +82,8 @@ def build_runtime(
         writer_id=settings.writer_id or None, clock=clock, wal_dir=audit_wal_dir, max_pending=settings.audit_max_pending
     )
     runtime = Runtime(settings, clock, root, Tenants(clock), keyring, sink)
+    if isinstance(resolve_l1, KeystoreResolver):
+        runtime.extras["keystore_resolver"] = resolve_l1
     if audit is None:
         # Security events also go to EventBridge; WAL-mode sinks checkpoint periodically (issue 11).
         # Imported here: openkcm.ops.audit imports this module.
