@@ -4,6 +4,7 @@ import { clearSession, getSession, type Session } from "./auth/session";
 import { NotificationBanner } from "./components/Banner";
 import { ErrorMessage, Loading } from "./components/common";
 import type { UiConfig } from "./config";
+import type { Tenant } from "./api/types";
 import { navigate, parseRoute, TABS, tenantPath, useLocation, type TenantTab } from "./lib/router";
 import { useAsync } from "./lib/useAsync";
 import { Audit } from "./screens/Audit";
@@ -35,15 +36,22 @@ export function App({ config, api: injected, notifications = true }: { config: U
     const returnTo = route.name === "login" ? "/" : loc.pathname;
     return <SignIn config={config} returnTo={returnTo} />;
   }
-  return <Shell api={api} session={session} route={route} notifications={notifications} onSignOut={() => { clearSession(); setSession(null); navigate("/login"); }} />;
+  return <Shell api={api} session={session} route={route} notifications={notifications} kmipEndpoint={config.kmipEndpoint} onSignOut={() => { clearSession(); setSession(null); navigate("/login"); }} />;
 }
 
-function Shell({ api, session, route, notifications, onSignOut }: {
-  api: CmkApi; session: Session; route: ReturnType<typeof parseRoute>; notifications: boolean; onSignOut: () => void;
+function Shell({ api, session, route, notifications, kmipEndpoint, onSignOut }: {
+  api: CmkApi; session: Session; route: ReturnType<typeof parseRoute>; notifications: boolean; kmipEndpoint: string; onSignOut: () => void;
 }) {
-  const tenants = useAsync(() => api.listTenants(), [api]);
-  const items = tenants.data?.items ?? [];
   const current = route.name === "tenant" ? route.tenant : undefined;
+  // A platform operator has no account of its own: it picks one.
+  const [chosenAccount, setChosenAccount] = useState<string>();
+  const accounts = useAsync(
+    () => (session.claims.account ? Promise.resolve({ items: [{ account_id: session.claims.account }] }) : api.listAccounts()),
+    [api, session.claims.account],
+  );
+  const account = session.claims.account ?? chosenAccount ?? accounts.data?.items[0]?.account_id;
+  const tenants = useAsync(() => (account ? api.listTenants(account) : Promise.resolve({ items: [] })), [api, account]);
+  const items = tenants.data?.items ?? [];
 
   // Land on the first tenant's dashboard.
   useEffect(() => {
@@ -60,6 +68,14 @@ function Shell({ api, session, route, notifications, onSignOut }: {
       <a className="skip" href="#main">Skip to content</a>
       <header className="topbar">
         <span className="brand">OpenKCM</span>
+        {!session.claims.account && (accounts.data?.items.length ?? 0) > 0 && (
+          <div className="switcher">
+            <label htmlFor="account-switcher">Account</label>
+            <select id="account-switcher" value={account ?? ""} onChange={(e) => { setChosenAccount(e.target.value); navigate("/"); }}>
+              {accounts.data!.items.map((a) => <option key={a.account_id} value={a.account_id}>{a.account_id}</option>)}
+            </select>
+          </div>
+        )}
         {items.length > 0 && (
           <div className="switcher">
             <label htmlFor="tenant-switcher">Tenant</label>
@@ -75,13 +91,14 @@ function Shell({ api, session, route, notifications, onSignOut }: {
             </select>
           </div>
         )}
-        <span className="who" title={session.claims.roles.join(", ")}>
+        <span className="who" data-testid="who">
           {session.claims.sub}
           {session.claims.account && <> · {session.claims.account}</>} · {session.claims.roles.join(", ")}
+          {session.claims.amr.includes("mfa") && " · MFA"}
         </span>
         <button type="button" onClick={onSignOut}>Sign out</button>
       </header>
-      {notifications && <NotificationBanner api={api} />}
+      {notifications && account && <NotificationBanner api={api} account={account} />}
       {route.name === "tenant" && (
         <nav className="tabs" aria-label="Tenant sections">
           {TABS.map((t) => (
@@ -105,9 +122,9 @@ function Shell({ api, session, route, notifications, onSignOut }: {
         {route.name === "home" && (
           <>
             <h1>Tenants</h1>
-            {tenants.loading && <Loading label="Loading tenants…" />}
-            <ErrorMessage error={tenants.error} />
-            {tenants.data && !items.length && <p>Your account has no tenant yet.</p>}
+            {(tenants.loading || accounts.loading) && <Loading label="Loading tenants…" />}
+            <ErrorMessage error={accounts.error ?? tenants.error} />
+            {tenants.data && !items.length && <p>This account has no tenant yet.</p>}
           </>
         )}
         {route.name === "not-found" && (
@@ -116,22 +133,35 @@ function Shell({ api, session, route, notifications, onSignOut }: {
             <p>There is no page at <code>{route.path}</code>.</p>
           </>
         )}
-        {route.name === "tenant" && <TenantScreen api={api} tenant={route.tenant} tab={route.tab} tenants={items} />}
+        {route.name === "tenant" && (
+          <TenantScreen
+            api={api}
+            account={items.find((t) => t.tenant_id === route.tenant)?.account_id ?? account ?? ""}
+            tenant={route.tenant}
+            tab={route.tab}
+            tenants={items}
+            mfa={session.claims.amr.includes("mfa")}
+            onTenantsChanged={tenants.reload}
+            kmipEndpoint={kmipEndpoint}
+          />
+        )}
       </main>
     </>
   );
 }
 
-function TenantScreen({ api, tenant, tab, tenants }: { api: CmkApi; tenant: string; tab: TenantTab; tenants: import("./api/types").Tenant[] }) {
+function TenantScreen({ api, account, tenant, tab, tenants, mfa, onTenantsChanged, kmipEndpoint }: {
+  api: CmkApi; account: string; tenant: string; tab: TenantTab; tenants: Tenant[]; mfa: boolean; onTenantsChanged: () => void; kmipEndpoint: string;
+}) {
   switch (tab) {
     case "dashboard":
       return <Dashboard api={api} tenant={tenant} />;
     case "master-key":
-      return <MasterKeyWizard key={tenant} api={api} tenant={tenant} />;
+      return <MasterKeyWizard key={tenant} api={api} account={account} tenant={tenant} mfa={mfa} />;
     case "keys":
-      return <Keys api={api} tenant={tenant} tenants={tenants} />;
+      return <Keys api={api} account={account} tenant={tenant} tenants={tenants} onChanged={onTenantsChanged} />;
     case "services":
-      return <Services api={api} tenant={tenant} />;
+      return <Services api={api} tenant={tenant} kmipEndpoint={kmipEndpoint} />;
     case "audit":
       return <Audit api={api} tenant={tenant} />;
   }

@@ -10,6 +10,8 @@ export interface UiConfig {
   issuer: string;
   clientId: string;
   redirectUri: string;
+  /** host:port MongoDB's kms_providers.kmip.endpoint names (integration guide). */
+  kmipEndpoint: string;
 }
 
 function trimSlash(value: string): string {
@@ -24,5 +26,6 @@ export function loadConfig(origin: string = window.location.origin): UiConfig {
     issuer: trimSlash(env.VITE_OIDC_ISSUER || `${apiBase}/oidc`),
     clientId: env.VITE_OIDC_CLIENT_ID || "openkcm-ui",
     redirectUri: `${origin}/callback`,
+    kmipEndpoint: env.VITE_KMIP_ENDPOINT || `${new URL(apiBase).hostname}:5696`,
   };
 }

@@ -3,23 +3,43 @@
  * reply becomes an ApiError carrying the API's own message, which the screens show as is.
  */
 import { clearSession, getSession } from "../auth/session";
+import type { paths } from "./schema";
 import type {
+  Account,
   AuditEvent,
   Certificate,
+  CertificateIssueBody,
   ConnectionTest,
   Dashboard,
   Keystore,
-  KeystoreType,
-  L1Key,
-  L2Version,
+  KeystoreCreateBody,
+  LinkResult,
   ManagedObject,
-  MasterKeyMode,
   Notification,
-  Operation,
   Page,
+  RotateResult,
   RotationPolicy,
+  ServiceSeen,
   Tenant,
 } from "./types";
+
+/**
+ * Fills a route template of the OpenAPI document. The template must be one of the document's paths,
+ * so a route the API does not have is a compile error, not a 404 at run time.
+ */
+export function route<K extends keyof paths & string>(template: K, params: Record<string, string> = {}): string {
+  return template.replace(/\{(\w+)\}/g, (_, name: string) => {
+    const value = params[name];
+    if (value === undefined) throw new Error(`missing path parameter ${name}`);
+    return encodeURIComponent(value);
+  });
+}
+
+function idempotencyKey(): string {
+  const buf = new Uint8Array(16);
+  crypto.getRandomValues(buf);
+  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 export class ApiError extends Error {
   constructor(
@@ -58,8 +78,8 @@ export class CmkApi {
     private readonly onUnauthorized: () => void = () => {},
   ) {}
 
-  async raw(method: string, path: string, body?: unknown, accept = "application/json"): Promise<Response> {
-    const headers: Record<string, string> = { Accept: accept };
+  async raw(method: string, path: string, body?: unknown, accept = "application/json", extra: Record<string, string> = {}): Promise<Response> {
+    const headers: Record<string, string> = { Accept: accept, ...extra };
     const session = getSession();
     if (session) headers.Authorization = `Bearer ${session.accessToken}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -91,8 +111,8 @@ export class CmkApi {
     return reply;
   }
 
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const reply = await this.raw(method, path, body);
+  async call<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    const reply = await this.raw(method, path, body, "application/json", headers);
     if (reply.status === 204) return undefined as T;
     const text = await reply.text();
     return (text ? JSON.parse(text) : undefined) as T;
@@ -103,93 +123,88 @@ export class CmkApi {
     return entries.length ? `?${new URLSearchParams(entries.map(([k, v]) => [k, String(v)])).toString()}` : "";
   }
 
-  private t(tenant: string): string {
-    return `/v1/tenants/${encodeURIComponent(tenant)}`;
+  // Accounts and tenants
+  listAccounts() {
+    return this.call<Page<Account>>("GET", route("/v1/accounts"));
   }
-
-  // Tenants and dashboard
-  listTenants(nextToken?: string) {
-    return this.call<Page<Tenant>>("GET", `/v1/tenants${this.q({ next_token: nextToken })}`);
+  listTenants(account: string, nextToken?: string) {
+    return this.call<Page<Tenant>>("GET", route("/v1/accounts/{account_id}/tenants", { account_id: account }) + this.q({ next_token: nextToken, limit: 100 }));
+  }
+  tenant(tenant: string) {
+    return this.call<Tenant>("GET", route("/v1/tenants/{tenant_id}", { tenant_id: tenant }));
   }
   dashboard(tenant: string) {
-    return this.call<Dashboard>("GET", `${this.t(tenant)}/dashboard`);
+    return this.call<Dashboard>("GET", route("/v1/tenants/{tenant_id}/dashboard", { tenant_id: tenant }));
   }
-  notifications() {
-    return this.call<Page<Notification>>("GET", `/v1/notifications`);
+  services(tenant: string) {
+    return this.call<Page<ServiceSeen>>("GET", route("/v1/tenants/{tenant_id}/services", { tenant_id: tenant }));
   }
-
-  // Keystores and L1
-  listKeystores() {
-    return this.call<Page<Keystore>>("GET", `/v1/keystores`);
-  }
-  createKeystore(type: KeystoreType, name: string, config: Record<string, unknown>) {
-    return this.call<Keystore>("POST", `/v1/keystores`, { type, name, config });
-  }
-  updateKeystore(id: string, name: string, config: Record<string, unknown>) {
-    return this.call<Keystore>("PUT", `/v1/keystores/${encodeURIComponent(id)}`, { name, config });
-  }
-  testKeystore(id: string, keyRef?: string) {
-    return this.call<ConnectionTest>("POST", `/v1/keystores/${encodeURIComponent(id)}/test`, keyRef ? { key_ref: keyRef } : {});
-  }
-  listL1Keys() {
-    return this.call<Page<L1Key>>("GET", `/v1/l1-keys`);
-  }
-  linkL1Key(keystoreId: string, keyRef: string) {
-    return this.call<L1Key>("POST", `/v1/l1-keys`, { keystore_id: keystoreId, key_ref: keyRef });
-  }
-  assignL1Key(l1: string, tenant: string) {
-    return this.call<L1Key>("POST", `/v1/l1-keys/${encodeURIComponent(l1)}/assignments`, { tenant_id: tenant });
-  }
-  unassignL1Key(l1: string, tenant: string) {
-    return this.call<L1Key>("DELETE", `/v1/l1-keys/${encodeURIComponent(l1)}/assignments/${encodeURIComponent(tenant)}`);
-  }
-  activateMasterKey(tenant: string, mode: MasterKeyMode, l1Id?: string) {
-    return this.call<Operation>("POST", `${this.t(tenant)}/master-key`, { mode, l1_id: l1Id });
-  }
-  operation(id: string) {
-    return this.call<Operation>("GET", `/v1/operations/${encodeURIComponent(id)}`);
+  notifications(account: string) {
+    return this.call<Page<Notification>>("GET", route("/v1/accounts/{account_id}/notifications", { account_id: account }) + this.q({ limit: 20 }));
   }
 
-  // L2, rotation, objects
-  l2Versions(tenant: string) {
-    return this.call<Page<L2Version>>("GET", `${this.t(tenant)}/l2-versions`);
+  // Keystores (L1 connections) and L1 keys
+  listKeystores(account: string) {
+    return this.call<Page<Keystore>>("GET", route("/v1/accounts/{account_id}/keystores", { account_id: account }) + this.q({ limit: 100 }));
   }
+  createKeystore(account: string, body: KeystoreCreateBody) {
+    return this.call<Keystore>("POST", route("/v1/accounts/{account_id}/keystores", { account_id: account }), body, { "Idempotency-Key": idempotencyKey() });
+  }
+  updateKeystore(account: string, id: string, body: { name?: string; config?: Record<string, unknown>; secrets?: Record<string, string> }) {
+    return this.call<Keystore>("PATCH", route("/v1/accounts/{account_id}/keystores/{keystore_id}", { account_id: account, keystore_id: id }), body);
+  }
+  testKeystore(account: string, id: string, keyRef?: string) {
+    return this.call<ConnectionTest>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/test", { account_id: account, keystore_id: id }), keyRef ? { key_ref: keyRef } : {});
+  }
+  keystoreKeys(account: string, id: string) {
+    return this.call<Page<Record<string, unknown>>>("GET", route("/v1/accounts/{account_id}/keystores/{keystore_id}/keys", { account_id: account, keystore_id: id }) + this.q({ limit: 100 }));
+  }
+  /** Links an L1 key, assigns it to the tenants and activates it there (re-wrap of every L2 version). */
+  linkL1Key(account: string, keystoreId: string, keyRef: string, tenantIds: string[]) {
+    return this.call<LinkResult>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/link", { account_id: account, keystore_id: keystoreId }), { key_ref: keyRef, tenant_ids: tenantIds });
+  }
+  returnToPlatform(tenant: string) {
+    return this.call<{ tenant_id: string; result: unknown; progress: unknown[] }>("POST", route("/v1/tenants/{tenant_id}/return-to-platform", { tenant_id: tenant }), { confirm: true });
+  }
+
+  // Rotation and objects
   rotationPolicy(tenant: string) {
-    return this.call<RotationPolicy>("GET", `${this.t(tenant)}/rotation-policy`);
+    return this.call<RotationPolicy>("GET", route("/v1/tenants/{tenant_id}/rotation-policy", { tenant_id: tenant }));
   }
-  setRotationPolicy(tenant: string, periodDays: number) {
-    return this.call<RotationPolicy>("PUT", `${this.t(tenant)}/rotation-policy`, { period_days: periodDays });
+  setRotationPolicy(tenant: string, days: number) {
+    return this.call<RotationPolicy>("PUT", route("/v1/tenants/{tenant_id}/rotation-policy", { tenant_id: tenant }), { rotation_period_days: days });
   }
-  rotate(tenant: string) {
-    return this.call<L2Version | Operation>("POST", `${this.t(tenant)}/rotate`, {});
+  rotate(tenant: string, reason = "") {
+    return this.call<RotateResult>("POST", route("/v1/tenants/{tenant_id}/rotate", { tenant_id: tenant }), { reason });
   }
   objects(tenant: string, nextToken?: string) {
-    return this.call<Page<ManagedObject>>("GET", `${this.t(tenant)}/objects${this.q({ next_token: nextToken })}`);
+    return this.call<Page<ManagedObject>>("GET", route("/v1/tenants/{tenant_id}/keys", { tenant_id: tenant }) + this.q({ next_token: nextToken, limit: 25 }));
   }
 
-  // Services and certificates
+  // Certificates
   certificates(tenant: string) {
-    return this.call<Page<Certificate>>("GET", `${this.t(tenant)}/certificates`);
+    return this.call<Page<Certificate>>("GET", route("/v1/tenants/{tenant_id}/certificates", { tenant_id: tenant }) + this.q({ limit: 100 }));
   }
-  issueCertificate(tenant: string, serviceId: string, csrPem: string) {
-    return this.call<Certificate>("POST", `${this.t(tenant)}/certificates`, { service_id: serviceId, csr_pem: csrPem });
+  issueCertificate(tenant: string, body: CertificateIssueBody) {
+    return this.call<Certificate>("POST", route("/v1/tenants/{tenant_id}/certificates", { tenant_id: tenant }), body, { "Idempotency-Key": idempotencyKey() });
   }
-  revokeCertificate(tenant: string, serial: string) {
-    return this.call<Certificate>("POST", `${this.t(tenant)}/certificates/${encodeURIComponent(serial)}/revoke`, {});
+  revokeCertificate(tenant: string, serial: string, reason = "") {
+    return this.call<Certificate>("POST", route("/v1/tenants/{tenant_id}/certificates/{serial}/revoke", { tenant_id: tenant, serial }), { reason });
   }
-  async caBundle(): Promise<string> {
-    return (await this.raw("GET", `/v1/ca`, undefined, "application/x-pem-file, application/json")).text();
+  caBundle() {
+    return this.call<{ trust_domain: string; ca_pem: string }>("GET", route("/v1/ca"));
   }
 
   // Audit
-  audit(tenant: string, filter: { from?: string; to?: string; kind?: string; nextToken?: string; limit?: number }) {
+  audit(tenant: string, filter: { since?: string; until?: string; kind?: string; nextToken?: string; limit?: number }) {
     return this.call<Page<AuditEvent>>(
       "GET",
-      `${this.t(tenant)}/audit${this.q({ from: filter.from, to: filter.to, kind: filter.kind, next_token: filter.nextToken, limit: filter.limit })}`,
+      route("/v1/tenants/{tenant_id}/audit", { tenant_id: tenant }) +
+        this.q({ since: filter.since, until: filter.until, kind: filter.kind, next_token: filter.nextToken, limit: filter.limit }),
     );
   }
-  async auditExport(tenant: string, filter: { from?: string; to?: string; kind?: string }): Promise<string> {
-    const path = `${this.t(tenant)}/audit/export${this.q({ from: filter.from, to: filter.to, kind: filter.kind })}`;
-    return (await this.raw("GET", path, undefined, "application/x-ndjson, application/json")).text();
+  async auditExport(tenant: string, filter: { since?: string; until?: string; kind?: string }): Promise<string> {
+    const path = route("/v1/tenants/{tenant_id}/audit/export", { tenant_id: tenant }) + this.q({ since: filter.since, until: filter.until, kind: filter.kind });
+    return (await this.raw("GET", path, undefined, "application/x-ndjson")).text();
   }
 }

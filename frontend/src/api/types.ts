@@ -1,56 +1,78 @@
 /**
- * Resource shapes of the CMK API as the UI uses them.
+ * Resource shapes of the CMK API (openkcm/api) as the UI uses them.
  *
- * These follow the OpenAPI document saved in src/api/openapi.json (types generated into schema.d.ts
- * by `npm run api:types`). Where the UI needs a narrower or friendlier view, it is defined here and
- * kept in one place so a change of the API touches this file and client.ts only.
+ * They follow the OpenAPI document saved in src/api/openapi.json; `npm run api:types` regenerates
+ * schema.d.ts from it. Powertools documents request bodies precisely but answers as free-form
+ * objects, so the answer shapes the screens rely on are written out here, in one place, from the
+ * route modules; a change of the API touches this file and client.ts only.
  */
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+export type KeystoreCreateBody = Schemas["KeystoreCreate"];
+export type CertificateIssueBody = Schemas["CertificateIssue"];
+export type L1LinkBody = Schemas["L1Link"];
 
 export type MasterKeyMode = "platform-managed" | "byok" | "hyok";
-export type MasterKeyState = "Inactive" | "Active" | "Error" | string;
-export type KeystoreType = "aws-kms" | "azure-key-vault" | "gcp-kms" | "pkcs11";
+export type KeystoreProvider = KeystoreCreateBody["provider"];
 
 export interface Page<T> {
   items: T[];
   next_token?: string | null;
 }
 
-export interface Tenant {
-  tenant_id: string;
-  account: string;
+export interface Account {
+  account_id: string;
   name?: string;
-  status: string;
-  region?: string;
-  master_key?: MasterKeyInfo;
+  status?: string;
 }
 
-export interface MasterKeyInfo {
-  mode: MasterKeyMode;
-  state: MasterKeyState;
-  reason?: string | null;
-  l1_id?: string | null;
-  keystore_id?: string | null;
+export interface Tenant {
+  tenant_id: string;
+  account_id: string;
+  name?: string;
+  region?: string;
+  status: string;
+  status_reason?: string | null;
+  key_mode: MasterKeyMode | string;
+  l1_state: string;
+  l1_reason?: string | null;
+  l1_key_ref?: string | null;
+  current_l2_version: number;
+  rotation_period_days: number;
+  created_at?: string | null;
+}
+
+export interface L2Version {
+  version: number;
+  state: string;
+  parent?: string;
+  current?: boolean;
+  created_at?: string | null;
+  retired_at?: string | null;
+  destroyed_at?: string | null;
 }
 
 export interface ServiceSeen {
   service_id: string;
-  name?: string;
   last_seen?: string | null;
+  operations?: number;
+  certificates?: number;
+  active_certificates?: number;
 }
 
 export interface DailyCount {
-  date: string;
+  day: string;
   count: number;
 }
 
 export interface Dashboard {
-  tenant_id: string;
+  tenant: Tenant;
   status: string;
   region?: string;
-  master_key: MasterKeyInfo;
-  isolation?: { status: string; detail?: string };
-  integration?: { status: string; detail?: string };
-  l2_versions?: number;
+  key_mode: string;
+  master_key: { mode: string; state: string; reason?: string | null };
+  l2_versions: L2Version[];
   services: ServiceSeen[];
   operations_per_day: DailyCount[];
   kmip_endpoint?: string;
@@ -58,82 +80,95 @@ export interface Dashboard {
 
 export interface Keystore {
   keystore_id: string;
-  type: KeystoreType;
+  account_id?: string;
+  provider: KeystoreProvider;
   name?: string;
   config: Record<string, unknown>;
+  status?: string;
+  status_reason?: string | null;
 }
 
 export interface ConnectionCheck {
   name: string;
   ok: boolean;
+  message?: string;
   detail?: string;
   fix?: string | null;
+  action?: string;
   missing_permissions?: string[];
+  [extra: string]: unknown;
 }
 
 export interface ConnectionTest {
+  keystore_id?: string;
   ok: boolean;
   checks: ConnectionCheck[];
 }
 
-export interface L1Key {
-  l1_id: string;
+export interface LinkResult {
   keystore_id: string;
-  key_ref: string;
-  state?: string;
-  tenants: string[];
+  result: unknown;
+  progress: unknown[];
 }
 
-export interface Operation {
-  operation_id: string;
-  kind?: string;
-  state: "pending" | "running" | "succeeded" | "failed" | "rolled_back" | string;
-  progress?: { done: number; total: number };
-  message?: string | null;
-}
-
-export interface L2Version {
-  version: number;
-  created_at: string;
-  state?: string;
+export interface RotateResult {
+  tenant_id: string;
+  current_l2_version: number;
 }
 
 export interface RotationPolicy {
-  period_days: number;
-  next_rotation?: string | null;
+  tenant_id: string;
+  rotation_period_days: number;
 }
 
 export interface ManagedObject {
   object_id: string;
-  name?: string | null;
+  object_type?: string;
   state: string;
-  algorithm?: string | null;
+  algorithm?: string | number | null;
+  length?: number | null;
+  names?: string[];
   created_by?: string | null;
-  last_used?: string | null;
+  created_at?: string | null;
+  last_used_at?: string | null;
+  l2_version?: number;
 }
 
 export interface Certificate {
   serial: string;
   service_id: string;
   subject?: string;
+  issued_at?: string | null;
+  not_after?: string | null;
+  revoked_at?: string | null;
+  status: "active" | "revoked" | string;
   spiffe_id?: string;
-  not_after?: string;
-  revoked?: boolean;
   certificate_pem?: string;
+  ca_pem?: string;
 }
 
 export interface AuditEvent {
   event_id: string;
   time: string;
   kind: string;
+  operation: string;
+  result?: string;
+  source?: string;
   actor?: string;
-  outcome?: string;
-  detail?: Record<string, unknown> | string | null;
+  actor_role?: string;
+  object_id?: string;
+  reason?: string;
+  l2_version?: number;
+  details?: Record<string, string>;
 }
 
 export interface Notification {
-  id: string;
-  level: "info" | "warning" | "error";
+  tenant_id: string;
+  kind: string;
+  subject: string;
   message: string;
-  time?: string;
+  link?: string;
+  time: string;
 }
+
+export const AUDIT_KINDS = ["operation", "security", "config", "lifecycle"] as const;

@@ -5,7 +5,7 @@ import { clearSession, decodeClaims, getSession, isExpired } from "./session";
 import { jwt } from "../test/fakeServer";
 import type { UiConfig } from "../config";
 
-const config: UiConfig = { apiBase: "http://api.test", issuer: "http://api.test/oidc", clientId: "openkcm-ui", redirectUri: "http://ui.test/callback" };
+const config: UiConfig = { apiBase: "http://api.test", issuer: "http://api.test/oidc", clientId: "openkcm-ui", redirectUri: "http://ui.test/callback", kmipEndpoint: "127.0.0.1:5696" };
 const discovery: Discovery = { issuer: config.issuer, authorization_endpoint: "http://api.test/oidc/authorize", token_endpoint: "http://api.test/oidc/token" };
 
 describe("PKCE", () => {

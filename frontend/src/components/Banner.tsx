@@ -2,17 +2,26 @@ import { useEffect, useState } from "react";
 import type { CmkApi } from "../api/client";
 import type { Notification } from "../api/types";
 
+const SEEN = "openkcm.notifications.dismissed";
+
+function level(kind: string): "info" | "warning" | "error" {
+  if (/fail|error|security|revok|disabled|shred/i.test(kind)) return "error";
+  if (/warn|expir|pending/i.test(kind)) return "warning";
+  return "info";
+}
+
 /**
- * Provisioning notifications (outbox / SNS events relayed by the API) as a dismissible banner.
- * Polls every 30 s; a failed poll is silent (the screens show API errors where they matter).
+ * Provisioning notifications (the outbox the provisioning flow writes and publishes to SNS), as a
+ * banner. Polls every 30 s while the tab is open; a failed poll stays quiet (an auditor-less role
+ * may not read notifications, and the screens show the API errors that matter to them).
  */
-export function NotificationBanner({ api, intervalMs = 30000 }: { api: CmkApi; intervalMs?: number }) {
+export function NotificationBanner({ api, account, intervalMs = 30000 }: { api: CmkApi; account: string; intervalMs?: number }) {
   const [items, setItems] = useState<Notification[]>([]);
-  const [dismissed, setDismissed] = useState<Set<string>>(new Set());
+  const [dismissed, setDismissed] = useState<string[]>(() => JSON.parse(sessionStorage.getItem(SEEN) ?? "[]"));
   useEffect(() => {
     let alive = true;
     const poll = () =>
-      api.notifications().then(
+      api.notifications(account).then(
         (page) => alive && setItems(page.items ?? []),
         () => undefined,
       );
@@ -22,15 +31,23 @@ export function NotificationBanner({ api, intervalMs = 30000 }: { api: CmkApi; i
       alive = false;
       window.clearInterval(timer);
     };
-  }, [api, intervalMs]);
-  const visible = items.filter((n) => !dismissed.has(n.id));
+  }, [api, account, intervalMs]);
+  const id = (n: Notification) => `${n.tenant_id}|${n.time}|${n.kind}`;
+  const visible = items.filter((n) => !dismissed.includes(id(n))).slice(0, 3);
   if (!visible.length) return null;
+  const dismiss = (n: Notification) => {
+    const next = [...dismissed, id(n)];
+    setDismissed(next);
+    sessionStorage.setItem(SEEN, JSON.stringify(next.slice(-200)));
+  };
   return (
-    <div className="banners" aria-live="polite">
+    <div className="banners" aria-label="Notifications">
       {visible.map((n) => (
-        <div key={n.id} className={`banner ${n.level}`} role={n.level === "error" ? "alert" : "status"}>
-          <span>{n.message}</span>
-          <button type="button" className="link" onClick={() => setDismissed(new Set(dismissed).add(n.id))} aria-label={`Dismiss: ${n.message}`}>
+        <div key={id(n)} className={`banner ${level(n.kind)}`} role={level(n.kind) === "error" ? "alert" : "status"} data-testid="notification">
+          <span>
+            <strong>{n.subject}</strong> {n.message}
+          </span>
+          <button type="button" className="link" onClick={() => dismiss(n)} aria-label={`Dismiss: ${n.subject}`}>
             Dismiss
           </button>
         </div>

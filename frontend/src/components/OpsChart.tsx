@@ -24,13 +24,13 @@ export function OpsChart({ data, width = 560, height = 160 }: { data: DailyCount
           const h = (d.count / max) * plotH;
           const x = pad.left + i * step + (step - barW) / 2;
           return (
-            <g key={d.date}>
+            <g key={d.day}>
               <rect x={x} y={pad.top + plotH - h} width={barW} height={h} className="bar-rect">
-                <title>{`${d.date}: ${d.count}`}</title>
+                <title>{`${d.day}: ${d.count}`}</title>
               </rect>
               {(data.length <= 10 || i % Math.ceil(data.length / 7) === 0) && (
                 <text x={x + barW / 2} y={height - 6} textAnchor="middle" className="tick">
-                  {d.date.slice(5)}
+                  {d.day.slice(5)}
                 </text>
               )}
             </g>
@@ -41,8 +41,8 @@ export function OpsChart({ data, width = 560, height = 160 }: { data: DailyCount
         <table>
           <tbody>
             {data.map((d) => (
-              <tr key={d.date}>
-                <th scope="row">{d.date}</th>
+              <tr key={d.day}>
+                <th scope="row">{d.day}</th>
                 <td>{d.count}</td>
               </tr>
             ))}

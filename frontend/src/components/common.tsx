@@ -44,9 +44,9 @@ export function Progress({ label, done, total }: { label: string; done?: number;
 }
 
 export function StateBadge({ state }: { state: string }) {
-  const cls = /active|ok|healthy|connected|succeeded|enabled/i.test(state)
+  const cls = /^(active|ok|healthy|connected|enforced|succeeded|success|enabled|ready|current)$/i.test(state)
     ? "ok"
-    : /error|fail|disabled|revoked|rolled/i.test(state)
+    : /error|fail|disabled|revoked|rolled|denied|deleted|destroyed|not connected/i.test(state)
       ? "bad"
       : "neutral";
   return <span className={`badge ${cls}`}>{state}</span>;

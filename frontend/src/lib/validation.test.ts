@@ -1,21 +1,21 @@
 import { describe, expect, it } from "vitest";
-import { validateAll, validateCsr, validateServiceId } from "./validation";
+import { toRequest, validateAll, validateCsr, validateServiceId } from "./validation";
 
 describe("keystore validation", () => {
   it("accepts a well-formed AWS KMS key and region", () => {
-    expect(validateAll("aws-kms", { key_arn: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", region: "us-east-1" })).toEqual({});
+    expect(validateAll("aws-kms", { key_ref: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", region: "us-east-1" })).toEqual({});
   });
   it("explains what is wrong with each field", () => {
-    const errors = validateAll("aws-kms", { key_arn: "my-key", region: "", role_arn: "arn:aws:iam::12:role/x" });
-    expect(errors.key_arn).toMatch(/KMS key ARN/);
+    const errors = validateAll("aws-kms", { key_ref: "my key", region: "", role_arn: "arn:aws:iam::12:role/x" });
+    expect(errors.key_ref).toMatch(/KMS key ARN/);
     expect(errors.region).toMatch(/required/);
     expect(errors.role_arn).toMatch(/IAM role ARN/);
   });
   it("checks Azure, GCP and PKCS#11 details", () => {
-    expect(Object.keys(validateAll("azure-key-vault", { vault_url: "http://x" }))).toEqual(["vault_url", "key_name", "tenant_id", "client_id", "client_secret"]);
-    expect(validateAll("gcp-kms", { key_name: "projects/my-project/locations/europe-west1/keyRings/r/cryptoKeys/k", credentials_json: '{"type":"service_account"}' })).toEqual({});
-    expect(validateAll("gcp-kms", { key_name: "k", credentials_json: "{" }).credentials_json).toMatch(/JSON/);
-    expect(validateAll("pkcs11", { module: "softhsm", token_label: "t", key_label: "k" }).pin).toMatch(/required/);
+    expect(Object.keys(validateAll("azure-key-vault", { vault_url: "http://x" }))).toEqual(["vault_url", "key_ref", "tenant_id", "client_id", "client_secret"]);
+    expect(validateAll("gcp-kms", { key_ref: "projects/my-project/locations/europe-west1/keyRings/r/cryptoKeys/k", credentials_json: '{"type":"service_account"}' })).toEqual({});
+    expect(validateAll("gcp-kms", { key_ref: "k", credentials_json: "{" }).credentials_json).toMatch(/JSON/);
+    expect(validateAll("pkcs11", { module_path: "/usr/lib/softhsm/libsofthsm2.so", token_label: "t", key_ref: "k" }).pin).toMatch(/required/);
   });
 });
 
@@ -27,6 +27,14 @@ describe("certificate form validation", () => {
   });
   it("checks service ids", () => {
     expect(validateServiceId("mongodb-prod")).toBeNull();
-    expect(validateServiceId("Mongo DB")).toMatch(/lower-case/);
+    expect(validateServiceId("Mongo DB")).toMatch(/letters, digits/);
+  });
+});
+
+describe("request shape", () => {
+  it("puts key, config and secrets where the API expects them", () => {
+    expect(toRequest("aws-kms", { key_ref: " alias/x ", region: "us-east-1", external_id: "s3cret", role_arn: "" })).toEqual({
+      keyRef: "alias/x", config: { region: "us-east-1" }, secrets: { external_id: "s3cret" },
+    });
   });
 });

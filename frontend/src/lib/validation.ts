@@ -2,24 +2,31 @@
  * Inline validation of the master key wizard's connection details. Errors are plain sentences the
  * form shows beside the field; the API validates again (the UI check is a convenience, not a gate).
  */
-import type { KeystoreType } from "../api/types";
+import type { KeystoreProvider as KeystoreType } from "../api/types";
 
 export type Fields = Record<string, string>;
 export type FieldErrors = Record<string, string>;
 
+/** Where a form field goes in the API call: the keystore's config, its secrets, or the L1 key reference. */
+export type Target = "config" | "secrets" | "key_ref";
+
 export interface FieldSpec {
   name: string;
   label: string;
+  target: Target;
   required?: boolean;
   secret?: boolean;
+  multiline?: boolean;
   placeholder?: string;
   help?: string;
   check?: (value: string) => string | null;
 }
 
-const AWS_KEY_ARN = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/[0-9a-f-]{36}|alias\/[A-Za-z0-9/_-]+)$/;
+// The same shapes the connectors in openkcm/domain/keystores accept.
+const AWS_KEY_REF = /^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/[A-Za-z0-9-]+|alias\/[A-Za-z0-9/_-]+)|alias\/[A-Za-z0-9/_-]{1,250}|[A-Za-z0-9-]{36}|mrk-[a-f0-9]{32})$/;
 const AWS_ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
-const AWS_REGION = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+const AWS_REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
+const URL_RE = /^https?:\/\/[^\s/]+(\/\S*)?$/;
 const AZURE_VAULT = /^https:\/\/[a-z0-9][a-z0-9-]{1,22}[a-z0-9]\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)\/?$/i;
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const GCP_KEY = /^projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]\/locations\/[a-z0-9-]+\/keyRings\/[\w-]{1,63}\/cryptoKeys\/[\w-]{1,63}$/;
@@ -28,27 +35,34 @@ const pattern = (re: RegExp, message: string) => (value: string) => (re.test(val
 
 export const KEYSTORE_FIELDS: Record<KeystoreType, FieldSpec[]> = {
   "aws-kms": [
-    { name: "key_arn", label: "KMS key ARN", required: true, placeholder: "arn:aws:kms:eu-west-1:123456789012:key/…",
-      check: pattern(AWS_KEY_ARN, "Enter a KMS key ARN: arn:aws:kms:<region>:<12-digit account>:key/<key id> (or alias/<name>).") },
-    { name: "region", label: "Region", required: true, placeholder: "eu-west-1",
+    { name: "key_ref", target: "key_ref", label: "KMS key ARN", required: true, placeholder: "arn:aws:kms:eu-west-1:123456789012:key/…",
+      check: pattern(AWS_KEY_REF, "Enter a KMS key ARN (arn:aws:kms:<region>:<12-digit account>:key/<key id>), an alias (alias/<name>) or a key id.") },
+    { name: "region", target: "config", label: "Region", required: true, placeholder: "eu-west-1",
       check: pattern(AWS_REGION, "Enter an AWS region such as eu-west-1.") },
-    { name: "role_arn", label: "IAM role ARN OpenKCM assumes", placeholder: "arn:aws:iam::123456789012:role/openkcm-access",
-      help: "Optional locally. In AWS, the role whose trust policy lets OpenKCM assume it.",
-      check: (v) => (v.trim() === "" || AWS_ROLE_ARN.test(v.trim()) ? null : "Enter an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>.") },
+    { name: "role_arn", target: "config", label: "IAM role ARN OpenKCM assumes", placeholder: "arn:aws:iam::123456789012:role/openkcm-access",
+      help: "The role in your account whose trust policy lets OpenKCM assume it. Leave empty to use OpenKCM's own identity.",
+      check: pattern(AWS_ROLE_ARN, "Enter an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>.") },
+    { name: "external_id", target: "secrets", label: "External id", secret: true,
+      help: "The sts:ExternalId condition of the role's trust policy, if it has one." },
+    { name: "endpoint_url", target: "config", label: "KMS endpoint URL", placeholder: "https://kms.eu-west-1.amazonaws.com",
+      help: "Only for a VPC endpoint or a local emulator.", check: pattern(URL_RE, "Enter an http(s) URL.") },
   ],
   "azure-key-vault": [
-    { name: "vault_url", label: "Vault URL", required: true, placeholder: "https://my-vault.vault.azure.net",
+    { name: "vault_url", target: "config", label: "Vault URL", required: true, placeholder: "https://my-vault.vault.azure.net",
       check: pattern(AZURE_VAULT, "Enter the vault URL, e.g. https://my-vault.vault.azure.net.") },
-    { name: "key_name", label: "Key name", required: true, check: pattern(/^[0-9a-zA-Z-]{1,127}$/, "Key names use letters, digits and dashes (1–127).") },
-    { name: "tenant_id", label: "Directory (tenant) ID", required: true, check: pattern(GUID, "Enter the directory ID as a GUID.") },
-    { name: "client_id", label: "Application (client) ID", required: true, check: pattern(GUID, "Enter the application ID as a GUID.") },
-    { name: "client_secret", label: "Client secret", required: true, secret: true, help: "Sent once to the API and stored encrypted; never shown again." },
+    { name: "key_ref", target: "key_ref", label: "Key name", required: true,
+      check: pattern(/^[0-9a-zA-Z-]{1,127}$/, "Key names use letters, digits and dashes (1–127).") },
+    { name: "tenant_id", target: "config", label: "Directory (tenant) ID", required: true, check: pattern(GUID, "Enter the directory ID as a GUID.") },
+    { name: "client_id", target: "config", label: "Application (client) ID", required: true, check: pattern(GUID, "Enter the application ID as a GUID.") },
+    { name: "client_secret", target: "secrets", label: "Client secret", required: true, secret: true,
+      help: "Sent once to the API and stored wrapped; never shown again." },
   ],
   "gcp-kms": [
-    { name: "key_name", label: "Crypto key resource name", required: true,
+    { name: "key_ref", target: "key_ref", label: "Crypto key resource name", required: true,
       placeholder: "projects/my-project/locations/europe-west1/keyRings/ring/cryptoKeys/key",
       check: pattern(GCP_KEY, "Enter projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>.") },
-    { name: "credentials_json", label: "Service account key (JSON)", required: true, secret: true,
+    { name: "credentials_json", target: "secrets", label: "Service account key (JSON)", required: true, secret: true, multiline: true,
+      help: "Sent once to the API and stored wrapped; never shown again.",
       check: (v) => {
         try {
           const parsed = JSON.parse(v);
@@ -59,12 +73,29 @@ export const KEYSTORE_FIELDS: Record<KeystoreType, FieldSpec[]> = {
       } },
   ],
   pkcs11: [
-    { name: "module", label: "PKCS#11 module", required: true, help: "One of the modules your operator allow-listed." },
-    { name: "token_label", label: "Token label", required: true, check: pattern(/^.{1,32}$/, "Token labels are 1–32 characters.") },
-    { name: "key_label", label: "Key label", required: true },
-    { name: "pin", label: "User PIN", required: true, secret: true, help: "Sent once to the API and stored encrypted; never shown again." },
+    { name: "module_path", target: "config", label: "PKCS#11 module", required: true, placeholder: "/usr/lib/softhsm/libsofthsm2.so",
+      help: "One of the modules your operator allow-listed (a module is native code, so it is never chosen freely)." },
+    { name: "token_label", target: "config", label: "Token label", required: true, check: pattern(/^.{1,32}$/, "Token labels are 1–32 characters.") },
+    { name: "key_ref", target: "key_ref", label: "Key label", required: true },
+    { name: "pin", target: "secrets", label: "User PIN", required: true, secret: true,
+      help: "Sent once to the API and stored wrapped; never shown again." },
   ],
 };
+
+/** Splits the form into the API's config, secrets and key reference; empty optional fields are left out. */
+export function toRequest(type: KeystoreType, fields: Fields): { config: Record<string, string>; secrets: Record<string, string>; keyRef: string } {
+  const config: Record<string, string> = {};
+  const secrets: Record<string, string> = {};
+  let keyRef = "";
+  for (const spec of KEYSTORE_FIELDS[type]) {
+    const value = (fields[spec.name] ?? "").trim();
+    if (!value) continue;
+    if (spec.target === "key_ref") keyRef = value;
+    else if (spec.target === "secrets") secrets[spec.name] = value;
+    else config[spec.name] = value;
+  }
+  return { config, secrets, keyRef };
+}
 
 export function validateField(spec: FieldSpec, value: string): string | null {
   if (!value || value.trim() === "") return spec.required ? `${spec.label} is required.` : null;
@@ -89,5 +120,5 @@ export function validateCsr(pem: string): string | null {
 }
 
 export function validateServiceId(value: string): string | null {
-  return /^[a-z0-9][a-z0-9-]{0,62}$/.test(value) ? null : "Service ids use lower-case letters, digits and dashes (1–63), e.g. mongodb-prod.";
+  return /^[A-Za-z0-9._-]{1,128}$/.test(value) ? null : "Service ids use letters, digits, '.', '_' and '-' (1–128), e.g. mongodb-prod.";
 }

@@ -1,6 +1,8 @@
 import { useState } from "react";
 import type { CmkApi } from "../api/client";
-import { ErrorMessage, Loading, Progress, Section } from "../components/common";
+import { AUDIT_KINDS } from "../api/types";
+import type { AuditEvent } from "../api/types";
+import { ErrorMessage, Loading, Progress, Section, StateBadge } from "../components/common";
 import { download, formatTime } from "../lib/format";
 import { useAction, useAsync } from "../lib/useAsync";
 
@@ -23,7 +25,7 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
   const [token, setToken] = useState<string>();
   const [history, setHistory] = useState<(string | undefined)[]>([]);
   const page = useAsync(
-    () => api.audit(tenant, { from: toIso(filter.from), to: toIso(filter.to), kind: filter.kind || undefined, nextToken: token, limit: pageSize }),
+    () => api.audit(tenant, { since: toIso(filter.from), until: toIso(filter.to), kind: filter.kind || undefined, nextToken: token, limit: pageSize }),
     [api, tenant, filter, token, pageSize],
   );
   const exporter = useAction();
@@ -33,7 +35,7 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
     setHistory([]);
   };
   const doExport = async () => {
-    const text = await exporter.run(() => api.auditExport(tenant, { from: toIso(filter.from), to: toIso(filter.to), kind: filter.kind || undefined }));
+    const text = await exporter.run(() => api.auditExport(tenant, { since: toIso(filter.from), until: toIso(filter.to), kind: filter.kind || undefined }));
     if (text !== undefined) download(`audit-${tenant}.jsonl`, text, "application/x-ndjson");
   };
   return (
@@ -52,7 +54,10 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
         </div>
         <div className="field">
           <label htmlFor="audit-kind">Kind</label>
-          <input id="audit-kind" value={draft.kind} onChange={(e) => setDraft({ ...draft, kind: e.target.value })} placeholder="e.g. key_rotation" />
+          <select id="audit-kind" value={draft.kind} onChange={(e) => setDraft({ ...draft, kind: e.target.value })}>
+            <option value="">All kinds</option>
+            {AUDIT_KINDS.map((k) => <option key={k} value={k}>{k}</option>)}
+          </select>
         </div>
         <button type="submit" className="primary">Apply filter</button>
       </form>
@@ -64,16 +69,17 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
       {page.data && page.data.items.length > 0 && (
         <table className="audit">
           <thead>
-            <tr><th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Actor</th><th scope="col">Outcome</th><th scope="col">Detail</th></tr>
+            <tr><th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Operation</th><th scope="col">Actor</th><th scope="col">Result</th><th scope="col">Detail</th></tr>
           </thead>
           <tbody>
             {page.data.items.map((e) => (
               <tr key={e.event_id} data-testid="audit-row">
                 <td>{formatTime(e.time)}</td>
-                <td><code>{e.kind}</code></td>
-                <td>{e.actor ?? "—"}</td>
-                <td>{e.outcome ?? "—"}</td>
-                <td className="wrap">{typeof e.detail === "string" ? e.detail : e.detail ? JSON.stringify(e.detail) : ""}</td>
+                <td>{e.kind}</td>
+                <td><code>{e.operation}</code></td>
+                <td>{e.actor || "—"}{e.actor_role && <span className="muted"> ({e.actor_role})</span>}</td>
+                <td><StateBadge state={e.result ?? "—"} /></td>
+                <td className="wrap small">{describeEvent(e)}</td>
               </tr>
             ))}
           </tbody>
@@ -85,4 +91,13 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
       </nav>
     </Section>
   );
+}
+
+export function describeEvent(e: AuditEvent): string {
+  const parts: string[] = [];
+  if (e.object_id) parts.push(`object ${e.object_id}`);
+  if (e.l2_version) parts.push(`L2 v${e.l2_version}`);
+  if (e.reason) parts.push(e.reason);
+  for (const [k, v] of Object.entries(e.details ?? {})) parts.push(`${k}=${v}`);
+  return parts.join("; ");
 }

@@ -4,79 +4,132 @@ import type { Tenant } from "../api/types";
 import { ErrorMessage, Loading, Progress, Section, StateBadge } from "../components/common";
 import { formatTime } from "../lib/format";
 import { useAction, useAsync } from "../lib/useAsync";
+import { MODE_LABEL, describeStepList } from "./keysHelpers";
 
-export function Keys({ api, tenant, tenants }: { api: CmkApi; tenant: string; tenants: Tenant[] }) {
+export function Keys({ api, account, tenant, tenants, onChanged }: { api: CmkApi; account: string; tenant: string; tenants: Tenant[]; onChanged: () => void }) {
   return (
     <div className="grid">
-      <L1Keys api={api} tenants={tenants} />
+      <MasterKeys api={api} account={account} tenants={tenants} onChanged={onChanged} />
       <TenantKeys api={api} tenant={tenant} />
       <ManagedObjects api={api} tenant={tenant} />
     </div>
   );
 }
 
-function L1Keys({ api, tenants }: { api: CmkApi; tenants: Tenant[] }) {
-  const keys = useAsync(() => api.listL1Keys(), [api]);
+/** L1 keys of the account, grouped by key reference, with the tenants each one protects. */
+export function groupByL1(tenants: Tenant[]): { key: string; mode: string; tenants: Tenant[] }[] {
+  const groups = new Map<string, { key: string; mode: string; tenants: Tenant[] }>();
+  for (const t of tenants) {
+    const key = t.key_mode === "platform-managed" ? "platform root key" : t.l1_key_ref || `linked key of ${t.tenant_id}`;
+    const g = groups.get(key) ?? { key, mode: t.key_mode, tenants: [] };
+    g.tenants.push(t);
+    groups.set(key, g);
+  }
+  return [...groups.values()].sort((a, b) => (a.mode === "platform-managed" ? 1 : 0) - (b.mode === "platform-managed" ? 1 : 0));
+}
+
+function MasterKeys({ api, account, tenants, onChanged }: { api: CmkApi; account: string; tenants: Tenant[]; onChanged: () => void }) {
+  const stores = useAsync(() => api.listKeystores(account), [api, account]);
   const action = useAction();
-  const [target, setTarget] = useState<Record<string, string>>({});
-  const assign = async (l1: string) => {
-    const t = target[l1];
-    if (!t) return;
-    if (await action.run(() => api.assignL1Key(l1, t))) keys.reload();
+  const [storeId, setStoreId] = useState("");
+  const [keyRef, setKeyRef] = useState("");
+  const [target, setTarget] = useState("");
+  const [steps, setSteps] = useState<string[]>();
+  const [confirm, setConfirm] = useState<string>();
+  const knownRefs = [...new Set(tenants.map((t) => t.l1_key_ref).filter((r): r is string => !!r))];
+
+  const assign = async () => {
+    setSteps(undefined);
+    const reply = await action.run(async () => {
+      if (!storeId || !keyRef.trim() || !target) throw new Error("Choose a keystore, a key and a tenant.");
+      return api.linkL1Key(account, storeId, keyRef.trim(), [target]);
+    });
+    if (reply) setSteps(describeStepList(reply.progress));
+    onChanged();
   };
-  const unassign = async (l1: string, t: string) => {
-    if (await action.run(() => api.unassignL1Key(l1, t))) keys.reload();
+  const unassign = async (tenantId: string) => {
+    setConfirm(undefined);
+    setSteps(undefined);
+    const reply = await action.run(() => api.returnToPlatform(tenantId));
+    if (reply) setSteps(describeStepList(reply.progress));
+    onChanged();
   };
+
   return (
-    <Section title="Master keys (L1)">
-      {keys.loading && !keys.data && <Loading />}
-      <ErrorMessage error={keys.error} />
-      {keys.data && keys.data.items.length === 0 && <p className="muted">No master key is linked. Use Master key to link one.</p>}
-      {keys.data && keys.data.items.length > 0 && (
-        <table>
-          <thead>
-            <tr><th scope="col">Key</th><th scope="col">State</th><th scope="col">Tenants</th><th scope="col">Assign</th></tr>
-          </thead>
-          <tbody>
-            {keys.data.items.map((k) => {
-              const free = tenants.filter((t) => !k.tenants.includes(t.tenant_id));
-              return (
-                <tr key={k.l1_id}>
-                  <td><code className="wrap">{k.key_ref}</code></td>
-                  <td>{k.state ? <StateBadge state={k.state} /> : "—"}</td>
-                  <td>
-                    <ul className="plain">
-                      {k.tenants.map((t) => (
-                        <li key={t}>
-                          {t}{" "}
-                          <button type="button" className="link" onClick={() => unassign(k.l1_id, t)} disabled={action.busy} aria-label={`Unassign ${t} from ${k.key_ref}`}>
-                            unassign
-                          </button>
-                        </li>
-                      ))}
-                    </ul>
-                  </td>
-                  <td>
-                    {free.length > 0 ? (
-                      <div className="inline">
-                        <label className="sr-only" htmlFor={`assign-${k.l1_id}`}>Tenant to assign {k.key_ref} to</label>
-                        <select id={`assign-${k.l1_id}`} value={target[k.l1_id] ?? ""} onChange={(e) => setTarget({ ...target, [k.l1_id]: e.target.value })}>
-                          <option value="">Choose a tenant…</option>
-                          {free.map((t) => (
-                            <option key={t.tenant_id} value={t.tenant_id}>{t.name ?? t.tenant_id}</option>
-                          ))}
-                        </select>
-                        <button type="button" onClick={() => assign(k.l1_id)} disabled={action.busy || !target[k.l1_id]}>Assign</button>
-                      </div>
-                    ) : (
-                      <span className="muted">all tenants</span>
-                    )}
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
+    <Section title="Master keys (L1) and assignments">
+      <table>
+        <thead>
+          <tr><th scope="col">Master key</th><th scope="col">Tenants</th></tr>
+        </thead>
+        <tbody>
+          {groupByL1(tenants).map((g) => (
+            <tr key={g.key} data-testid="l1-row">
+              <td>
+                <code className="wrap">{g.key}</code>
+                <div className="muted small">{MODE_LABEL[g.mode] ?? g.mode}</div>
+              </td>
+              <td>
+                <ul className="plain">
+                  {g.tenants.map((t) => (
+                    <li key={t.tenant_id}>
+                      {t.tenant_id} <StateBadge state={t.l1_state} />
+                      {t.key_mode !== "platform-managed" && confirm !== t.tenant_id && (
+                        <button type="button" className="link" onClick={() => setConfirm(t.tenant_id)} disabled={action.busy} aria-label={`Unassign the master key of ${t.tenant_id}`}>
+                          unassign
+                        </button>
+                      )}
+                      {confirm === t.tenant_id && (
+                        <span className="inline">
+                          <span>Return {t.tenant_id} to platform-managed keys?</span>
+                          <button type="button" className="danger" onClick={() => unassign(t.tenant_id)} autoFocus>Unassign</button>
+                          <button type="button" onClick={() => setConfirm(undefined)}>Cancel</button>
+                        </span>
+                      )}
+                    </li>
+                  ))}
+                </ul>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+
+      <h3>Assign a master key to a tenant</h3>
+      <ErrorMessage error={stores.error} />
+      {stores.loading && !stores.data && <Loading label="Loading keystores…" />}
+      {stores.data && stores.data.items.length === 0 && <p className="muted">No keystore yet: create one with the Master key wizard.</p>}
+      {stores.data && stores.data.items.length > 0 && (
+        <form className="filters" onSubmit={(e) => { e.preventDefault(); assign(); }}>
+          <div className="field">
+            <label htmlFor="assign-store">Keystore</label>
+            <select id="assign-store" value={storeId} onChange={(e) => setStoreId(e.target.value)}>
+              <option value="">Choose…</option>
+              {stores.data.items.map((s) => (
+                <option key={s.keystore_id} value={s.keystore_id}>{s.name || s.keystore_id} ({s.provider})</option>
+              ))}
+            </select>
+          </div>
+          <div className="field">
+            <label htmlFor="assign-key">Key reference</label>
+            <input id="assign-key" list="known-l1" value={keyRef} onChange={(e) => setKeyRef(e.target.value)} size={40} placeholder="ARN, key name or label" autoComplete="off" />
+            <datalist id="known-l1">{knownRefs.map((r) => <option key={r} value={r} />)}</datalist>
+          </div>
+          <div className="field">
+            <label htmlFor="assign-tenant">Tenant</label>
+            <select id="assign-tenant" value={target} onChange={(e) => setTarget(e.target.value)}>
+              <option value="">Choose…</option>
+              {tenants.map((t) => <option key={t.tenant_id} value={t.tenant_id}>{t.name ? `${t.name} (${t.tenant_id})` : t.tenant_id}</option>)}
+            </select>
+          </div>
+          <button type="submit" className="primary" disabled={action.busy}>{action.busy ? "Assigning…" : "Assign & activate"}</button>
+        </form>
+      )}
+      {action.busy && <Progress label="Re-wrapping the tenant's key versions under the new master key" />}
+      {steps && (
+        <div role="status">
+          <p className="ok-text">Done.</p>
+          {steps.length > 0 && <ol className="progress-steps" aria-label="Progress">{steps.map((s, i) => <li key={i}>{s}</li>)}</ol>}
+        </div>
       )}
       <ErrorMessage error={action.error} />
     </Section>
@@ -84,57 +137,57 @@ function L1Keys({ api, tenants }: { api: CmkApi; tenants: Tenant[] }) {
 }
 
 function TenantKeys({ api, tenant }: { api: CmkApi; tenant: string }) {
-  const versions = useAsync(() => api.l2Versions(tenant), [api, tenant]);
+  const dash = useAsync(() => api.dashboard(tenant), [api, tenant]);
   const policy = useAsync(() => api.rotationPolicy(tenant), [api, tenant]);
   const rotate = useAction();
   const save = useAction();
   const [period, setPeriod] = useState("");
   const [saved, setSaved] = useState(false);
-  const [rotated, setRotated] = useState(false);
+  const [rotated, setRotated] = useState<number>();
   const doRotate = async () => {
-    setRotated(false);
-    if ((await rotate.run(() => api.rotate(tenant))) !== undefined) {
-      setRotated(true);
-      versions.reload();
+    setRotated(undefined);
+    const reply = await rotate.run(() => api.rotate(tenant, "rotated from the web UI"));
+    if (reply) {
+      setRotated(reply.current_l2_version);
+      dash.reload();
     }
   };
   const doSave = async () => {
     setSaved(false);
     const days = Number(period);
-    if (await save.run(async () => {
+    const reply = await save.run(async () => {
       if (!Number.isInteger(days) || days < 1 || days > 3650) throw new Error("The rotation period is a whole number of days between 1 and 3650.");
       return api.setRotationPolicy(tenant, days);
-    })) {
+    });
+    if (reply) {
       setSaved(true);
+      setPeriod("");
       policy.reload();
     }
   };
-  const current = versions.data?.items.reduce((m, v) => Math.max(m, v.version), 0);
+  const versions = [...(dash.data?.l2_versions ?? [])].sort((a, b) => b.version - a.version);
   return (
     <Section
       title="Tenant key (L2)"
-      actions={
-        <button type="button" className="primary" onClick={doRotate} disabled={rotate.busy}>
-          {rotate.busy ? "Rotating…" : "Rotate now"}
-        </button>
-      }
+      actions={<button type="button" className="primary" onClick={doRotate} disabled={rotate.busy}>{rotate.busy ? "Rotating…" : "Rotate now"}</button>}
     >
       {rotate.busy && <Progress label="Rotating the tenant key" />}
-      {rotated && <p role="status" className="ok-text">Rotated: version {current} is now current.</p>}
+      {rotated !== undefined && <p role="status" className="ok-text">Rotated: version {rotated} is now current.</p>}
       <ErrorMessage error={rotate.error} />
-      {versions.loading && !versions.data && <Loading />}
-      <ErrorMessage error={versions.error} />
-      {versions.data && (
+      {dash.loading && !dash.data && <Loading />}
+      <ErrorMessage error={dash.error} />
+      {dash.data && (
         <table>
           <thead>
-            <tr><th scope="col">Version</th><th scope="col">Created</th><th scope="col">State</th></tr>
+            <tr><th scope="col">Version</th><th scope="col">Created</th><th scope="col">State</th><th scope="col">Wrapped by</th></tr>
           </thead>
           <tbody>
-            {[...versions.data.items].sort((a, b) => b.version - a.version).map((v) => (
+            {versions.map((v) => (
               <tr key={v.version} data-testid="l2-version">
-                <td>{v.version}{v.version === current && " (current)"}</td>
+                <td>{v.version}{v.current && <strong> (current)</strong>}</td>
                 <td>{formatTime(v.created_at)}</td>
-                <td>{v.state ? <StateBadge state={v.state} /> : "—"}</td>
+                <td><StateBadge state={v.state} /></td>
+                <td>{v.parent ?? "—"}</td>
               </tr>
             ))}
           </tbody>
@@ -142,12 +195,7 @@ function TenantKeys({ api, tenant }: { api: CmkApi; tenant: string }) {
       )}
       <h3>Rotation policy</h3>
       <ErrorMessage error={policy.error} />
-      {policy.data && (
-        <p>
-          Rotates every <strong>{policy.data.period_days}</strong> days
-          {policy.data.next_rotation && <>; next rotation {formatTime(policy.data.next_rotation)}</>}.
-        </p>
-      )}
+      {policy.data && <p data-testid="rotation-policy">Rotates every <strong>{policy.data.rotation_period_days}</strong> days.</p>}
       <form className="inline" onSubmit={(e) => { e.preventDefault(); doSave(); }}>
         <label htmlFor="period">New period (days)</label>
         <input id="period" inputMode="numeric" value={period} onChange={(e) => setPeriod(e.target.value)} size={6} />
@@ -167,29 +215,30 @@ function ManagedObjects({ api, tenant }: { api: CmkApi; tenant: string }) {
     <Section title="Managed objects">
       {page.loading && !page.data && <Loading />}
       <ErrorMessage error={page.error} />
-      {page.data && page.data.items.length === 0 && <p className="muted">No managed objects yet. Objects appear when a service creates keys over KMIP.</p>}
+      {page.data && page.data.items.length === 0 && <p className="muted">No managed objects yet. They appear when a service creates keys over KMIP.</p>}
       {page.data && page.data.items.length > 0 && (
         <table>
           <thead>
-            <tr><th scope="col">Object</th><th scope="col">State</th><th scope="col">Algorithm</th><th scope="col">Created by</th><th scope="col">Last use</th></tr>
+            <tr><th scope="col">Object</th><th scope="col">Type</th><th scope="col">State</th><th scope="col">Algorithm</th><th scope="col">Created by</th><th scope="col">Last use</th></tr>
           </thead>
           <tbody>
             {page.data.items.map((o) => (
               <tr key={o.object_id}>
-                <td><code>{o.name || o.object_id}</code></td>
+                <td><code className="wrap">{o.names?.[0] || o.object_id}</code></td>
+                <td>{o.object_type ?? "—"}</td>
                 <td><StateBadge state={o.state} /></td>
-                <td>{o.algorithm ?? "—"}</td>
+                <td>{o.algorithm ?? "—"}{o.length ? ` ${o.length}` : ""}</td>
                 <td>{o.created_by ?? "—"}</td>
-                <td>{formatTime(o.last_used)}</td>
+                <td>{formatTime(o.last_used_at)}</td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
-      <div className="pager">
+      <nav className="pager" aria-label="Managed object pages">
         <button type="button" disabled={!history.length} onClick={() => { const h = [...history]; setToken(h.pop()); setHistory(h); }}>Previous</button>
         <button type="button" disabled={!page.data?.next_token} onClick={() => { setHistory([...history, token]); setToken(page.data?.next_token ?? undefined); }}>Next</button>
-      </div>
+      </nav>
     </Section>
   );
 }

@@ -1,11 +1,11 @@
 import { useEffect, useRef, useState } from "react";
-import type { CmkApi } from "../api/client";
-import type { ConnectionTest, Keystore, KeystoreType, L1Key, MasterKeyMode, Operation } from "../api/types";
+import { ApiError, type CmkApi } from "../api/client";
+import type { ConnectionTest, Keystore, KeystoreProvider, Tenant } from "../api/types";
 import { ErrorMessage, Progress, Section, StateBadge } from "../components/common";
-import { KEYSTORE_FIELDS, validateAll, validateField, type FieldErrors, type Fields } from "../lib/validation";
+import { KEYSTORE_FIELDS, toRequest, validateAll, validateField, type FieldErrors, type Fields } from "../lib/validation";
 import { useAction } from "../lib/useAsync";
 
-type Choice = "platform-managed" | KeystoreType;
+type Choice = "platform-managed" | KeystoreProvider;
 
 const CHOICES: { value: Choice; label: string; detail: string }[] = [
   { value: "platform-managed", label: "Platform-managed", detail: "OpenKCM's own root key protects your tenant key. Nothing to configure." },
@@ -15,114 +15,114 @@ const CHOICES: { value: Choice; label: string; detail: string }[] = [
   { value: "pkcs11", label: "HYOK — PKCS#11 HSM", detail: "Keep the master key in your own HSM. Changes need a multi-factor sign-in." },
 ];
 
-const STEPS = ["Choose", "Connection", "Test", "Save", "Activate"];
+const STEPS = ["Choose", "Connection", "Test connection", "Save & activate"];
+const LAST = STEPS.length - 1;
 
-export function modeOf(choice: Choice): MasterKeyMode {
-  return choice === "platform-managed" ? "platform-managed" : choice === "pkcs11" ? "hyok" : "byok";
-}
-
-/** The key reference the API links as L1, taken from the connection details of each store type. */
-export function keyRefOf(type: KeystoreType, fields: Fields): string {
-  switch (type) {
-    case "aws-kms":
-      return fields.key_arn?.trim() ?? "";
-    case "azure-key-vault":
-      return fields.key_name?.trim() ?? "";
-    case "gcp-kms":
-      return fields.key_name?.trim() ?? "";
-    case "pkcs11":
-      return fields.key_label?.trim() ?? "";
+/** One progress report of the link/re-wrap flow, as a sentence. */
+export function describeStep(step: unknown): string {
+  if (typeof step === "string") return step;
+  if (step && typeof step === "object") {
+    const s = step as Record<string, unknown>;
+    const text = s.message ?? s.step ?? s.phase ?? s.stage ?? s.event;
+    const counts = typeof s.done === "number" && typeof s.total === "number" ? ` (${s.done}/${s.total})` : "";
+    const who = typeof s.tenant_id === "string" ? `${s.tenant_id}: ` : "";
+    if (typeof text === "string") return `${who}${text}${counts}`;
+    if (Array.isArray(s.args)) return (s.args as unknown[]).join(" ");
+    return JSON.stringify(step);
   }
+  return String(step);
 }
 
-const TERMINAL = new Set(["succeeded", "failed", "rolled_back"]);
-
-export function MasterKeyWizard({ api, tenant, pollMs = 500 }: { api: CmkApi; tenant: string; pollMs?: number }) {
+export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; account: string; tenant: string; mfa: boolean }) {
   const [step, setStep] = useState(0);
   const [choice, setChoice] = useState<Choice>("aws-kms");
+  const [name, setName] = useState("");
   const [fields, setFields] = useState<Fields>({});
   const [errors, setErrors] = useState<FieldErrors>({});
   const [keystore, setKeystore] = useState<Keystore>();
   const [test, setTest] = useState<ConnectionTest>();
-  const [l1, setL1] = useState<L1Key>();
-  const [op, setOp] = useState<Operation>();
+  const [steps, setSteps] = useState<string[]>();
+  const [after, setAfter] = useState<Tenant>();
+  const [failed, setFailed] = useState(false);
   const action = useAction();
   const headingRef = useRef<HTMLHeadingElement>(null);
+  const first = useRef(true);
 
-  useEffect(() => headingRef.current?.focus(), [step]);
-
-  // Poll the activation until it ends.
   useEffect(() => {
-    if (!op || TERMINAL.has(op.state)) return;
-    const timer = window.setTimeout(async () => {
-      const next = await action.run(() => api.operation(op.operation_id));
-      if (next) setOp(next);
-    }, pollMs);
-    return () => window.clearTimeout(timer);
-  }, [op, api, pollMs, action]);
+    if (first.current) {
+      first.current = false;
+      return;
+    }
+    headingRef.current?.focus();
+  }, [step]);
 
   const isStore = choice !== "platform-managed";
   const specs = isStore ? KEYSTORE_FIELDS[choice] : [];
 
-  const setField = (name: string, value: string) => {
-    setFields((f) => ({ ...f, [name]: value }));
-    if (errors[name]) {
-      const spec = specs.find((s) => s.name === name)!;
-      setErrors((e) => ({ ...e, [name]: validateField(spec, value) ?? "" }));
+  const setField = (field: string, value: string) => {
+    setFields((f) => ({ ...f, [field]: value }));
+    setTest(undefined);
+    if (errors[field]) {
+      const spec = specs.find((s) => s.name === field)!;
+      setErrors((e) => ({ ...e, [field]: validateField(spec, value) ?? "" }));
     }
   };
-  const blur = (name: string) => {
-    const spec = specs.find((s) => s.name === name)!;
-    setErrors((e) => ({ ...e, [name]: validateField(spec, fields[name] ?? "") ?? "" }));
+  const blur = (field: string) => {
+    const spec = specs.find((s) => s.name === field)!;
+    setErrors((e) => ({ ...e, [field]: validateField(spec, fields[field] ?? "") ?? "" }));
   };
-
-  const configFromFields = (): Record<string, unknown> => {
-    const out: Record<string, unknown> = {};
-    for (const s of specs) if ((fields[s.name] ?? "").trim() !== "") out[s.name] = fields[s.name].trim();
-    return out;
+  const valid = () => {
+    const found = validateAll(choice as KeystoreProvider, fields);
+    setErrors(found);
+    return Object.keys(found).length === 0;
   };
 
   const runTest = async () => {
-    if (!isStore) return;
-    const found = validateAll(choice, fields);
-    setErrors(found);
-    if (Object.keys(found).length) return;
+    if (!isStore || !valid()) return;
     setTest(undefined);
+    const { config, secrets, keyRef } = toRequest(choice, fields);
+    const label = name.trim() || `${choice} for ${tenant}`;
     const result = await action.run(async () => {
-      const config = configFromFields();
-      const name = fields.name?.trim() || `${choice} for ${tenant}`;
-      const store = keystore ? await api.updateKeystore(keystore.keystore_id, name, config) : await api.createKeystore(choice, name, config);
+      let store = keystore;
+      if (!store || store.provider !== choice) {
+        store = await api.createKeystore(account, { provider: choice, name: label, config, secrets });
+      } else {
+        store = await api.updateKeystore(account, store.keystore_id, { name: label, config, ...(Object.keys(secrets).length ? { secrets } : {}) });
+      }
       setKeystore(store);
-      return api.testKeystore(store.keystore_id, keyRefOf(choice, fields));
+      return api.testKeystore(account, store.keystore_id, keyRef);
     });
     if (result) setTest(result);
   };
 
-  const save = async () => {
-    if (!keystore || !isStore) return;
-    const linked = await action.run(async () => {
-      const key = await api.linkL1Key(keystore.keystore_id, keyRefOf(choice, fields));
-      return key.tenants.includes(tenant) ? key : api.assignL1Key(key.l1_id, tenant);
+  const activate = async () => {
+    setSteps(undefined);
+    setAfter(undefined);
+    setFailed(false);
+    const reply = await action.run(async () => {
+      if (isStore) {
+        if (!keystore) throw new Error("Test the connection first: it saves the keystore.");
+        return api.linkL1Key(account, keystore.keystore_id, toRequest(choice, fields).keyRef, [tenant]);
+      }
+      return api.returnToPlatform(tenant);
     });
-    if (linked) {
-      setL1(linked);
-      setStep(4);
+    if (reply) setSteps((reply.progress ?? []).map(describeStep));
+    else setFailed(true);
+    // The tenant's state after the switch (or after the rollback) comes from the API, not from us.
+    try {
+      setAfter(await api.tenant(tenant));
+    } catch {
+      /* the error of the switch itself is already shown */
     }
   };
 
-  const activate = async () => {
-    const started = await action.run(() => api.activateMasterKey(tenant, modeOf(choice), l1?.l1_id));
-    if (started) setOp(started);
-  };
-
   const next = () => {
-    if (step === 0) setStep(isStore ? 1 : 4);
-    else if (step === 1) {
-      const found = validateAll(choice as KeystoreType, fields);
-      setErrors(found);
-      if (!Object.keys(found).length) setStep(2);
-    } else if (step === 2) setStep(3);
+    if (step === 0) setStep(isStore ? 1 : LAST);
+    else if (step === 1 && valid()) setStep(2);
+    else if (step === 2 && test?.ok) setStep(LAST);
   };
+  const back = () => setStep(step === LAST && !isStore ? 0 : Math.max(0, step - 1));
+  const done = steps !== undefined || failed;
 
   return (
     <Section title="Master key configuration">
@@ -137,10 +137,10 @@ export function MasterKeyWizard({ api, tenant, pollMs = 500 }: { api: CmkApi; te
 
       {step === 0 && (
         <fieldset>
-          <legend>Where should your tenant's master key (L1) live?</legend>
+          <legend>Where should the master key (L1) of tenant {tenant} live?</legend>
           {CHOICES.map((c) => (
             <label key={c.value} className="choice">
-              <input type="radio" name="mode" value={c.value} checked={choice === c.value} onChange={() => setChoice(c.value)} />
+              <input type="radio" name="mode" value={c.value} checked={choice === c.value} onChange={() => { setChoice(c.value); setTest(undefined); setErrors({}); }} />
               <span>
                 <strong>{c.label}</strong>
                 <br />
@@ -148,45 +148,46 @@ export function MasterKeyWizard({ api, tenant, pollMs = 500 }: { api: CmkApi; te
               </span>
             </label>
           ))}
+          {choice === "pkcs11" && !mfa && (
+            <p className="error" role="alert">
+              Your sign-in has no second factor: the API refuses HYOK changes without MFA. Sign out and sign in again with MFA.
+            </p>
+          )}
         </fieldset>
       )}
 
       {step === 1 && isStore && (
-        <form
-          noValidate
-          onSubmit={(e) => {
-            e.preventDefault();
-            next();
-          }}
-        >
+        <form noValidate onSubmit={(e) => { e.preventDefault(); next(); }}>
           <div className="field">
-            <label htmlFor="f-name">Display name</label>
-            <input id="f-name" value={fields.name ?? ""} onChange={(e) => setFields((f) => ({ ...f, name: e.target.value }))} placeholder={`${choice} for ${tenant}`} />
+            <label htmlFor="f-name">Keystore name</label>
+            <input id="f-name" value={name} onChange={(e) => setName(e.target.value)} placeholder={`${choice} for ${tenant}`} maxLength={128} />
           </div>
           {specs.map((s) => {
             const id = `f-${s.name}`;
             const err = errors[s.name];
-            const Input = s.name === "credentials_json" ? "textarea" : "input";
+            const common = {
+              id,
+              name: s.name,
+              autoComplete: "off",
+              spellCheck: false,
+              required: s.required,
+              placeholder: s.placeholder,
+              value: fields[s.name] ?? "",
+              "aria-invalid": err ? true : undefined,
+              "aria-describedby": `${id}-help ${id}-err`,
+              onBlur: () => blur(s.name),
+            };
             return (
               <div className="field" key={s.name}>
                 <label htmlFor={id}>
                   {s.label}
-                  {s.required && <span aria-hidden="true"> *</span>}
+                  {s.required ? <span aria-hidden="true"> *</span> : <span className="muted"> (optional)</span>}
                 </label>
-                <Input
-                  id={id}
-                  name={s.name}
-                  type={s.secret && Input === "input" ? "password" : undefined}
-                  autoComplete="off"
-                  spellCheck={false}
-                  required={s.required}
-                  placeholder={s.placeholder}
-                  value={fields[s.name] ?? ""}
-                  aria-invalid={err ? true : undefined}
-                  aria-describedby={`${id}-help ${id}-err`}
-                  onChange={(e: React.ChangeEvent<HTMLInputElement | HTMLTextAreaElement>) => setField(s.name, e.target.value)}
-                  onBlur={() => blur(s.name)}
-                />
+                {s.multiline ? (
+                  <textarea rows={5} {...common} onChange={(e) => setField(s.name, e.target.value)} />
+                ) : (
+                  <input type={s.secret ? "password" : "text"} {...common} onChange={(e) => setField(s.name, e.target.value)} />
+                )}
                 {s.help && <small id={`${id}-help`} className="muted">{s.help}</small>}
                 <small id={`${id}-err`} className="field-error" role={err ? "alert" : undefined}>{err}</small>
               </div>
@@ -198,54 +199,63 @@ export function MasterKeyWizard({ api, tenant, pollMs = 500 }: { api: CmkApi; te
 
       {step === 2 && (
         <div>
-          <p>OpenKCM checks that it can reach the key and use it for wrapping before you save.</p>
+          <p>
+            OpenKCM saves the keystore and checks that it can reach <code>{toRequest(choice as KeystoreProvider, fields).keyRef}</code> and
+            use it for wrapping. Nothing changes for the tenant yet.
+          </p>
           <button type="button" className="primary" onClick={runTest} disabled={action.busy}>
-            {action.busy ? "Testing…" : "Test connection"}
+            {action.busy ? "Testing…" : test ? "Test again" : "Test connection"}
           </button>
           {action.busy && <Progress label="Running connection checks" />}
           {test && <TestResult test={test} />}
         </div>
       )}
 
-      {step === 3 && (
-        <div>
-          <p>
-            Link <code>{keyRefOf(choice as KeystoreType, fields)}</code> as the master key of tenant <code>{tenant}</code>. Nothing
-            changes for running services until you activate.
-          </p>
-          <button type="button" className="primary" onClick={save} disabled={action.busy}>
-            {action.busy ? "Saving…" : "Save"}
-          </button>
-        </div>
-      )}
-
-      {step === 4 && (
+      {step === LAST && (
         <div>
           <p>
             Activation re-wraps every retained version of the tenant key under the{" "}
-            {choice === "platform-managed" ? "platform root key" : "new master key"} and switches over atomically. If anything fails, the
+            {isStore ? "new master key" : "platform root key"}, then switches over atomically. If anything fails, it is rolled back and the
             previous master key stays in force.
           </p>
-          {!op && (
+          {!done && (
             <button type="button" className="primary" onClick={activate} disabled={action.busy}>
-              {action.busy ? "Starting…" : "Activate"}
+              {action.busy ? "Activating…" : isStore ? "Save & activate" : "Switch to platform-managed"}
             </button>
           )}
-          {op && <Activation op={op} />}
+          {action.busy && <Progress label="Re-wrapping every tenant key version and switching over" />}
+          {steps && steps.length > 0 && (
+            <ol className="progress-steps" aria-label="Activation progress">
+              {steps.map((s, i) => <li key={i}>{s}</li>)}
+            </ol>
+          )}
+          {failed && (
+            <p className="error" role="alert">
+              Activation failed and was rolled back{after ? `: tenant ${tenant} still uses ${after.key_mode} (${after.l1_state})` : ""}.
+            </p>
+          )}
+          {after && (
+            <p role="status" data-testid="activation-result">
+              Master key of {tenant}: {after.key_mode} — <StateBadge state={after.l1_state} />
+              {after.l1_reason && <span className="reason"> {after.l1_reason}</span>}
+            </p>
+          )}
         </div>
       )}
 
       <ErrorMessage error={action.error} />
+      {action.error instanceof ApiError && action.error.body !== undefined && <ErrorFix body={action.error.body} />}
 
       <div className="wizard-nav">
-        {step > 0 && !op && (
-          <button type="button" onClick={() => setStep(step === 4 && !isStore ? 0 : step - 1)} disabled={action.busy}>
-            Back
-          </button>
+        {step > 0 && !done && (
+          <button type="button" onClick={back} disabled={action.busy}>Back</button>
         )}
         {(step === 0 || (step === 2 && test?.ok)) && (
-          <button type="button" className="primary" onClick={next}>
-            Next
+          <button type="button" className="primary" onClick={next}>Next</button>
+        )}
+        {done && (
+          <button type="button" onClick={() => { setStep(0); setSteps(undefined); setAfter(undefined); setFailed(false); setTest(undefined); setKeystore(undefined); action.clearError(); }}>
+            Start again
           </button>
         )}
       </div>
@@ -253,62 +263,37 @@ export function MasterKeyWizard({ api, tenant, pollMs = 500 }: { api: CmkApi; te
   );
 }
 
+function ErrorFix({ body }: { body: unknown }) {
+  const details = (body as { details?: Record<string, unknown> })?.details;
+  const fix = details && typeof details.fix === "string" ? details.fix : undefined;
+  return fix ? <p className="fix">How to fix: {fix}</p> : null;
+}
+
 function TestResult({ test }: { test: ConnectionTest }) {
   return (
-    <div className={`test-result ${test.ok ? "ok" : "bad"}`} aria-live="polite">
+    <div className={`test-result ${test.ok ? "ok" : "bad"}`}>
       <p role="status">
         <strong>{test.ok ? "All checks passed." : "Some checks failed — fix them and test again."}</strong>
       </p>
-      <ul className="checks">
-        {test.checks.map((c) => (
-          <li key={c.name} className={c.ok ? "ok" : "bad"}>
-            <span className="mark" aria-hidden="true">{c.ok ? "✓" : "✗"}</span>
-            <span className="sr-only">{c.ok ? "passed" : "failed"}:</span> <strong>{c.name}</strong>
-            {c.detail && <span> — {c.detail}</span>}
-            {!c.ok && c.missing_permissions && c.missing_permissions.length > 0 && (
-              <div>
-                Missing permissions:{" "}
-                {c.missing_permissions.map((p) => (
-                  <code key={p} className="perm">{p}</code>
-                ))}
-              </div>
-            )}
-            {!c.ok && c.fix && <div className="fix">How to fix: {c.fix}</div>}
-          </li>
-        ))}
+      <ul className="checks" aria-label="Connection checks">
+        {test.checks.map((c, i) => {
+          const missing = c.missing_permissions ?? (!c.ok && typeof c.action === "string" ? [c.action] : []);
+          return (
+            <li key={`${c.name}-${i}`} className={c.ok ? "ok" : "bad"} data-testid="check">
+              <span className="mark" aria-hidden="true">{c.ok ? "✓" : "✗"}</span>
+              <span className="sr-only">{c.ok ? "passed" : "failed"}:</span> <strong>{c.name}</strong>
+              {(c.message ?? c.detail) && <span> — {c.message ?? c.detail}</span>}
+              {!c.ok && missing.length > 0 && (
+                <div>
+                  Missing permission{missing.length > 1 ? "s" : ""}:{" "}
+                  {missing.map((p) => <code key={p} className="perm">{p}</code>)}
+                </div>
+              )}
+              {!c.ok && c.fix && <div className="fix">How to fix: {c.fix}</div>}
+            </li>
+          );
+        })}
       </ul>
-    </div>
-  );
-}
-
-function Activation({ op }: { op: Operation }) {
-  const label =
-    op.state === "succeeded"
-      ? "Active"
-      : op.state === "rolled_back"
-        ? "Rolled back"
-        : op.state === "failed"
-          ? "Failed"
-          : "Re-wrapping tenant key versions";
-  return (
-    <div className="activation">
-      {!TERMINAL.has(op.state) && <Progress label={label} done={op.progress?.done} total={op.progress?.total} />}
-      {TERMINAL.has(op.state) && (
-        <p role="status" data-testid="activation-result">
-          Result: <StateBadge state={label} />
-          {op.progress && ` — ${op.progress.done} of ${op.progress.total} versions re-wrapped`}
-        </p>
-      )}
-      {op.state === "rolled_back" && (
-        <p className="error" role="alert">
-          The switch was rolled back: the previous master key is still in force. {op.message}
-        </p>
-      )}
-      {op.state === "failed" && op.message && (
-        <p className="error" role="alert">
-          {op.message}
-        </p>
-      )}
     </div>
   );
 }

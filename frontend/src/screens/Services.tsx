@@ -6,7 +6,7 @@ import { download, formatTime } from "../lib/format";
 import { useAction, useAsync } from "../lib/useAsync";
 import { validateCsr, validateServiceId } from "../lib/validation";
 
-export function Services({ api, tenant }: { api: CmkApi; tenant: string }) {
+export function Services({ api, tenant, kmipEndpoint }: { api: CmkApi; tenant: string; kmipEndpoint?: string }) {
   const certs = useAsync(() => api.certificates(tenant), [api, tenant]);
   const dash = useAsync(() => api.dashboard(tenant), [api, tenant]);
   return (
@@ -17,7 +17,7 @@ export function Services({ api, tenant }: { api: CmkApi; tenant: string }) {
         <ErrorMessage error={certs.error} />
         {certs.data && <CertificateTable api={api} tenant={tenant} items={certs.data.items} onChange={certs.reload} />}
       </Section>
-      <IntegrationGuide tenant={tenant} endpoint={dash.data?.kmip_endpoint} />
+      <IntegrationGuide tenant={tenant} endpoint={dash.data?.kmip_endpoint ?? kmipEndpoint} />
     </div>
   );
 }
@@ -33,7 +33,7 @@ function IssueCertificate({ api, tenant, onIssued }: { api: CmkApi; tenant: stri
     setErrors(found);
     if (found.service || found.csr) return;
     setIssued(undefined);
-    const cert = await action.run(() => api.issueCertificate(tenant, serviceId, csr.trim() + "\n"));
+    const cert = await action.run(() => api.issueCertificate(tenant, { service_id: serviceId, csr: csr.trim() + "\n", validity_days: 365 }));
     if (cert) {
       setIssued(cert);
       setCsr("");
@@ -83,8 +83,8 @@ function IssueCertificate({ api, tenant, onIssued }: { api: CmkApi; tenant: stri
 function CaBundleButton({ api }: { api: CmkApi }) {
   const action = useAction();
   const get = async () => {
-    const pem = await action.run(() => api.caBundle());
-    if (pem) download("openkcm-ca.pem", pem, "application/x-pem-file");
+    const bundle = await action.run(() => api.caBundle());
+    if (bundle) download("openkcm-ca.pem", bundle.ca_pem, "application/x-pem-file");
   };
   return (
     <span>
@@ -100,7 +100,7 @@ function CertificateTable({ api, tenant, items, onChange }: { api: CmkApi; tenan
   if (!items.length) return <p className="muted">No certificates issued yet.</p>;
   const revoke = async (serial: string) => {
     setConfirming(undefined);
-    if (await action.run(() => api.revokeCertificate(tenant, serial))) onChange();
+    if (await action.run(() => api.revokeCertificate(tenant, serial, "revoked from the web UI"))) onChange();
   };
   return (
     <>
@@ -110,13 +110,13 @@ function CertificateTable({ api, tenant, items, onChange }: { api: CmkApi; tenan
         </thead>
         <tbody>
           {items.map((c) => (
-            <tr key={c.serial}>
+            <tr key={c.serial} data-testid="certificate-row">
               <td>{c.service_id}</td>
               <td><code className="wrap">{c.serial}</code></td>
               <td>{formatTime(c.not_after)}</td>
-              <td><StateBadge state={c.revoked ? "revoked" : "valid"} /></td>
+              <td><StateBadge state={c.status} />{c.revoked_at && <div className="muted small">{formatTime(c.revoked_at)}</div>}</td>
               <td>
-                {!c.revoked && confirming !== c.serial && (
+                {c.status !== "revoked" && confirming !== c.serial && (
                   <button type="button" onClick={() => setConfirming(c.serial)} aria-label={`Revoke certificate ${c.serial}`}>Revoke</button>
                 )}
                 {confirming === c.serial && (
@@ -166,7 +166,7 @@ opts = AutoEncryptionOpts(
 }
 
 function IntegrationGuide({ tenant, endpoint }: { tenant: string; endpoint?: string }) {
-  const ep = endpoint ?? "kmip.openkcm.example:5696";
+  const ep = endpoint || "kmip.openkcm.example:5696";
   const s = mongoSettings(ep);
   return (
     <Section title="Integration guide: MongoDB">

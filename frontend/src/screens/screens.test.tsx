@@ -1,44 +1,49 @@
-import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { CmkApi } from "../api/client";
+import type { Tenant } from "../api/types";
 import { OpsChart } from "../components/OpsChart";
 import { fakeFetch } from "../test/fakeServer";
 import { Audit } from "./Audit";
 import { Dashboard } from "./Dashboard";
-import { MasterKeyWizard } from "./MasterKeyWizard";
+import { groupByL1, Keys } from "./Keys";
+import { describeStep, MasterKeyWizard } from "./MasterKeyWizard";
 import { mongoSettings, Services } from "./Services";
 
 const ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+function tenant(id: string, over: Partial<Tenant> = {}): Tenant {
+  return { tenant_id: id, account_id: "acme", status: "Ready", key_mode: "platform-managed", l1_state: "Active", current_l2_version: 1, rotation_period_days: 90, ...over };
+}
 
 describe("master key wizard", () => {
   it("validates inline, lists failed checks with the missing permission, then saves and activates to Active", async () => {
     const user = userEvent.setup();
     let tests = 0;
-    let polls = 0;
+    let linked = false;
     const log: string[] = [];
     const api = new CmkApi("http://api.test", fakeFetch({
-      "POST /v1/keystores": ({ body }) => ({ status: 201, body: { keystore_id: "ks1", type: "aws-kms", config: (body as { config: object }).config } }),
-      "PUT /v1/keystores/ks1": ({ body }) => ({ body: { keystore_id: "ks1", type: "aws-kms", config: (body as { config: object }).config } }),
-      "POST /v1/keystores/ks1/test": () => (++tests === 1
+      "POST /v1/accounts/acme/keystores": ({ body }) => ({ status: 201, body: { keystore_id: "ks1", provider: "aws-kms", config: (body as { config: object }).config } }),
+      "PATCH /v1/accounts/acme/keystores/ks1": () => ({ body: { keystore_id: "ks1", provider: "aws-kms", config: {} } }),
+      "POST /v1/accounts/acme/keystores/ks1/test": () => (++tests === 1
         ? { body: { ok: false, checks: [
-            { name: "describe key", ok: true, detail: "key is Enabled" },
-            { name: "encrypt", ok: false, detail: "AccessDenied", fix: "Add kms:Encrypt to the key policy for the OpenKCM role.", missing_permissions: ["kms:Encrypt"] },
+            { name: "connect", ok: true, message: "AWS KMS in us-east-1 answered" },
+            { name: "permission", ok: false, message: `permission kms:DescribeKey missing on ${ARN}`, fix: "Add a statement to the key policy that allows kms:DescribeKey.", action: "kms:DescribeKey" },
           ] } }
-        : { body: { ok: true, checks: [{ name: "describe key", ok: true }, { name: "encrypt", ok: true }, { name: "decrypt", ok: true }] } }),
-      "POST /v1/l1-keys": () => ({ status: 201, body: { l1_id: "l1-a", keystore_id: "ks1", key_ref: ARN, tenants: [] } }),
-      "POST /v1/l1-keys/l1-a/assignments": () => ({ body: { l1_id: "l1-a", keystore_id: "ks1", key_ref: ARN, tenants: ["t1"] } }),
-      "POST /v1/tenants/t1/master-key": () => ({ status: 202, body: { operation_id: "op1", state: "running", progress: { done: 0, total: 2 } } }),
-      "GET /v1/operations/op1": () => (++polls < 2
-        ? { body: { operation_id: "op1", state: "running", progress: { done: 1, total: 2 } } }
-        : { body: { operation_id: "op1", state: "succeeded", progress: { done: 2, total: 2 } } }),
+        : { body: { ok: true, checks: [{ name: "connect", ok: true }, { name: "permission", ok: true }, { name: "wrap", ok: true }] } }),
+      "POST /v1/accounts/acme/keystores/ks1/link": ({ body }) => {
+        linked = (body as { tenant_ids: string[] }).tenant_ids[0] === "t1";
+        return { body: { keystore_id: "ks1", result: {}, progress: [{ tenant_id: "t1", step: "re-wrapped L2", done: 1, total: 1 }, "switched"] } };
+      },
+      "GET /v1/tenants/t1": () => ({ body: tenant("t1", { key_mode: linked ? "byok" : "platform-managed", l1_state: "Active", l1_key_ref: ARN }) }),
     }, log));
-    render(<MasterKeyWizard api={api} tenant="t1" pollMs={10} />);
+    render(<MasterKeyWizard api={api} account="acme" tenant="t1" mfa={false} />);
 
     await user.click(screen.getByLabelText(/BYOK — AWS KMS/));
     await user.click(screen.getByRole("button", { name: "Next" }));
     const arn = screen.getByLabelText(/KMS key ARN/);
-    await user.type(arn, "not-an-arn");
+    await user.type(arn, "not an arn");
     await user.tab();
     expect(await screen.findByText(/Enter a KMS key ARN/)).toBeTruthy();
     expect(arn.getAttribute("aria-invalid")).toBe("true");
@@ -49,69 +54,113 @@ describe("master key wizard", () => {
 
     await user.click(screen.getByRole("button", { name: "Test connection" }));
     expect(await screen.findByText(/Some checks failed/)).toBeTruthy();
-    expect(screen.getByText("kms:Encrypt")).toBeTruthy();
-    expect(screen.getByText(/How to fix: Add kms:Encrypt/)).toBeTruthy();
+    expect(screen.getByText("kms:DescribeKey", { selector: "code" })).toBeTruthy();
+    expect(screen.getByText(/How to fix: Add a statement/)).toBeTruthy();
     expect(screen.queryByRole("button", { name: "Next" })).toBeNull(); // cannot go on after a failed test
 
-    await user.click(screen.getByRole("button", { name: "Test connection" }));
+    await user.click(screen.getByRole("button", { name: "Test again" }));
     expect(await screen.findByText(/All checks passed/)).toBeTruthy();
-    expect(log).toContain("PUT /v1/keystores/ks1"); // the second test updates the same keystore
+    expect(log.filter((l) => l.startsWith("POST /v1/accounts/acme/keystores")).length).toBe(3); // created once, tested twice
+    expect(log).toContain("PATCH /v1/accounts/acme/keystores/ks1");
     await user.click(screen.getByRole("button", { name: "Next" }));
-    await user.click(screen.getByRole("button", { name: "Save" }));
-    await user.click(await screen.findByRole("button", { name: "Activate" }));
-    const result = await screen.findByTestId("activation-result", {}, { timeout: 2000 });
-    expect(result.textContent).toMatch(/Active/);
-    expect(result.textContent).toMatch(/2 of 2/);
+    await user.click(screen.getByRole("button", { name: "Save & activate" }));
+    const result = await screen.findByTestId("activation-result");
+    expect(result.textContent).toMatch(/byok — Active/);
+    expect(screen.getByText("t1: re-wrapped L2 (1/1)")).toBeTruthy();
   });
 
-  it("shows the rollback and the API's message when activation fails", async () => {
+  it("shows the API's error, the fix and the rolled-back state when activation fails", async () => {
     const user = userEvent.setup();
     const api = new CmkApi("http://api.test", fakeFetch({
-      "POST /v1/tenants/t1/master-key": () => ({ status: 202, body: { operation_id: "op2", state: "rolled_back", progress: { done: 1, total: 3 }, message: "re-wrap of version 2 failed: key disabled" } }),
+      "POST /v1/tenants/t1/return-to-platform": () => ({ status: 422, body: { error: "keystore_permission_missing", message: "permission kms:Decrypt missing", details: { fix: "Allow kms:Decrypt." } } }),
+      "GET /v1/tenants/t1": () => ({ body: tenant("t1", { key_mode: "byok", l1_state: "Active" }) }),
     }));
-    render(<MasterKeyWizard api={api} tenant="t1" />);
+    render(<MasterKeyWizard api={api} account="acme" tenant="t1" mfa={false} />);
     await user.click(screen.getByLabelText(/Platform-managed/));
     await user.click(screen.getByRole("button", { name: "Next" }));
-    await user.click(screen.getByRole("button", { name: "Activate" }));
-    expect(await screen.findByText(/rolled back: the previous master key is still in force/)).toBeTruthy();
-    expect(screen.getByText(/key disabled/)).toBeTruthy();
+    await user.click(screen.getByRole("button", { name: "Switch to platform-managed" }));
+    expect(await screen.findByText(/rolled back: tenant t1 still uses byok \(Active\)/)).toBeTruthy();
+    expect(screen.getByText(/HTTP 422/).parentElement!.textContent).toMatch(/permission kms:Decrypt missing/);
+    expect(screen.getByText("How to fix: Allow kms:Decrypt.")).toBeTruthy();
   });
 
-  it("shows the API's error (e.g. the MFA rule) verbatim", async () => {
+  it("warns before a HYOK change without MFA", async () => {
     const user = userEvent.setup();
-    const api = new CmkApi("http://api.test", fakeFetch({
-      "POST /v1/tenants/t1/master-key": () => ({ status: 403, body: { error: "permission_denied", message: "needs a multi-factor login" } }),
-    }));
-    render(<MasterKeyWizard api={api} tenant="t1" />);
-    await user.click(screen.getByLabelText(/Platform-managed/));
-    await user.click(screen.getByRole("button", { name: "Next" }));
-    await user.click(screen.getByRole("button", { name: "Activate" }));
-    expect((await screen.findByRole("alert")).textContent).toMatch(/HTTP 403.*needs a multi-factor login/);
+    render(<MasterKeyWizard api={new CmkApi("http://api.test", fakeFetch({}))} account="acme" tenant="t1" mfa={false} />);
+    await user.click(screen.getByLabelText(/HYOK — PKCS#11/));
+    expect(screen.getByRole("alert").textContent).toMatch(/refuses HYOK changes without MFA/);
+  });
+
+  it("describes progress reports of any shape", () => {
+    expect(describeStep("switched")).toBe("switched");
+    expect(describeStep({ message: "re-wrapping", done: 2, total: 5 })).toBe("re-wrapping (2/5)");
+    expect(describeStep({ args: ["rewrap", "3"] })).toBe("rewrap 3");
   });
 });
 
 describe("dashboard", () => {
-  it("shows mode, state with reason, services and the chart", async () => {
+  it("shows mode, state with reason, isolation, services and the chart", async () => {
     const api = new CmkApi("http://api.test", fakeFetch({
       "GET /v1/tenants/t1/dashboard": () => ({ body: {
-        tenant_id: "t1", status: "active", region: "eu-west-1",
+        tenant: tenant("t1", { region: "eu-west-1" }), status: "Ready", region: "eu-west-1", key_mode: "byok",
         master_key: { mode: "byok", state: "Error", reason: "KMS key is disabled" },
-        isolation: { status: "ok" }, services: [{ service_id: "mongodb-prod", last_seen: "2026-11-29T09:00:00Z" }],
-        operations_per_day: [{ date: "2026-11-28", count: 5 }, { date: "2026-11-29", count: 9 }],
+        l2_versions: [{ version: 1, state: "Active", current: true }],
+        services: [{ service_id: "mongodb-prod", last_seen: "2026-11-29T09:00:00+00:00", operations: 14 }],
+        operations_per_day: [{ day: "2026-11-28", count: 5 }, { day: "2026-11-29", count: 9 }],
       } }),
     }));
     render(<Dashboard api={api} tenant="t1" />);
     expect((await screen.findByTestId("master-key-mode")).textContent).toMatch(/BYOK/);
     expect(screen.getByTestId("master-key-state").textContent).toBe("Error");
     expect(screen.getByText("KMS key is disabled")).toBeTruthy();
+    expect(screen.getByText("Enforced")).toBeTruthy();
+    expect(screen.getByText("Connected")).toBeTruthy();
     expect(screen.getByText("2026-11-29 09:00:00 UTC")).toBeTruthy();
     expect(screen.getByRole("img", { name: /14 over 2 days/ })).toBeTruthy();
   });
 });
 
+describe("keys", () => {
+  it("groups tenants by master key", () => {
+    const groups = groupByL1([tenant("a", { key_mode: "byok", l1_key_ref: ARN }), tenant("b", { key_mode: "byok", l1_key_ref: ARN }), tenant("c")]);
+    expect(groups.map((g) => [g.key, g.tenants.map((t) => t.tenant_id)])).toEqual([[ARN, ["a", "b"]], ["platform root key", ["c"]]]);
+  });
+
+  it("assigns a key to a second tenant and rotates", async () => {
+    const user = userEvent.setup();
+    let version = 1;
+    let sent: unknown;
+    const api = new CmkApi("http://api.test", fakeFetch({
+      "GET /v1/accounts/acme/keystores": () => ({ body: { items: [{ keystore_id: "ks1", provider: "aws-kms", name: "prod kms", config: {} }] } }),
+      "POST /v1/accounts/acme/keystores/ks1/link": ({ body }) => { sent = body; return { body: { keystore_id: "ks1", result: {}, progress: ["t2: re-wrapped 1 version"] } }; },
+      "GET /v1/tenants/t1/dashboard": () => ({ body: { tenant: tenant("t1"), status: "Ready", key_mode: "byok", master_key: { mode: "byok", state: "Active" },
+        l2_versions: Array.from({ length: version }, (_, i) => ({ version: i + 1, state: i + 1 === version ? "Active" : "Retired", current: i + 1 === version, created_at: "2026-11-29T09:00:00+00:00" })),
+        services: [], operations_per_day: [] } }),
+      "GET /v1/tenants/t1/rotation-policy": () => ({ body: { tenant_id: "t1", rotation_period_days: 90 } }),
+      "POST /v1/tenants/t1/rotate": () => ({ body: { tenant_id: "t1", current_l2_version: ++version } }),
+      "GET /v1/tenants/t1/keys": () => ({ body: { items: [{ object_id: "o1", object_type: "SymmetricKey", state: "Active", algorithm: "AES", length: 256, names: ["dek"], created_by: "mongodb-prod" }], next_token: null } }),
+    }));
+    const tenants = [tenant("t1", { key_mode: "byok", l1_key_ref: ARN }), tenant("t2")];
+    render(<Keys api={api} account="acme" tenant="t1" tenants={tenants} onChanged={() => {}} />);
+    await user.selectOptions(await screen.findByLabelText("Keystore"), "ks1");
+    await user.type(screen.getByLabelText("Key reference"), ARN);
+    await user.selectOptions(screen.getByLabelText("Tenant"), "t2");
+    await user.click(screen.getByRole("button", { name: "Assign & activate" }));
+    expect(await screen.findByText("t2: re-wrapped 1 version")).toBeTruthy();
+    expect(sent).toEqual({ key_ref: ARN, tenant_ids: ["t2"] });
+
+    expect(await screen.findAllByTestId("l2-version")).toHaveLength(1);
+    await user.click(screen.getByRole("button", { name: "Rotate now" }));
+    expect(await screen.findByText("Rotated: version 2 is now current.")).toBeTruthy();
+    await waitFor(() => expect(screen.getAllByTestId("l2-version")).toHaveLength(2));
+    expect(screen.getByText("dek")).toBeTruthy();
+    expect(screen.getByTestId("rotation-policy").textContent).toMatch(/90/);
+  });
+});
+
 describe("ops chart", () => {
   it("draws one bar per day scaled to the maximum", () => {
-    const { container } = render(<OpsChart data={[{ date: "2026-11-01", count: 2 }, { date: "2026-11-02", count: 4 }]} />);
+    const { container } = render(<OpsChart data={[{ day: "2026-11-01", count: 2 }, { day: "2026-11-02", count: 4 }]} />);
     const bars = container.querySelectorAll("rect");
     expect(bars.length).toBe(2);
     expect(Number(bars[1].getAttribute("height"))).toBeCloseTo(2 * Number(bars[0].getAttribute("height")));
@@ -124,17 +173,18 @@ describe("audit log", () => {
     const log: string[] = [];
     const api = new CmkApi("http://api.test", fakeFetch({
       "GET /v1/tenants/t1/audit": ({ query }) => ({ body: query.get("next_token")
-        ? { items: [{ event_id: "e3", time: "2026-11-29T09:02:00Z", kind: "key_rotation" }] }
-        : { items: [{ event_id: "e1", time: "2026-11-29T09:00:00Z", kind: "key_rotation" }], next_token: "p2" } }),
+        ? { items: [{ event_id: "e3", time: "2026-11-29T09:02:00+00:00", kind: "lifecycle", operation: "RotateL2", result: "success", l2_version: 2 }] }
+        : { items: [{ event_id: "e1", time: "2026-11-29T09:00:00+00:00", kind: "lifecycle", operation: "CreateTenant", result: "success" }], next_token: "p2" } }),
     }, log));
     render(<Audit api={api} tenant="t1" />);
     expect(await screen.findAllByTestId("audit-row")).toHaveLength(1);
-    await user.type(screen.getByLabelText("Kind"), "key_rotation");
+    await user.selectOptions(screen.getByLabelText("Kind"), "lifecycle");
     await user.click(screen.getByRole("button", { name: "Apply filter" }));
-    await waitFor(() => expect(log.some((l) => l.includes("kind=key_rotation"))).toBe(true));
+    await waitFor(() => expect(log.some((l) => l.includes("kind=lifecycle"))).toBe(true));
     await user.click(await screen.findByRole("button", { name: "Next page" }));
     await waitFor(() => expect(log.some((l) => l.includes("next_token=p2"))).toBe(true));
-    expect(await screen.findByText("2026-11-29 09:02:00 UTC")).toBeTruthy();
+    expect(await screen.findByText("RotateL2")).toBeTruthy();
+    expect(screen.getByText("L2 v2")).toBeTruthy();
     expect(screen.getByRole("button", { name: "Previous page" }).hasAttribute("disabled")).toBe(false);
   });
 });
@@ -145,10 +195,10 @@ describe("services", () => {
     const log: string[] = [];
     const api = new CmkApi("http://api.test", fakeFetch({
       "GET /v1/tenants/t1/certificates": () => ({ body: { items: [] } }),
-      "GET /v1/tenants/t1/dashboard": () => ({ body: { tenant_id: "t1", status: "active", master_key: { mode: "platform-managed", state: "Active" }, services: [], operations_per_day: [], kmip_endpoint: "127.0.0.1:15696" } }),
-      "POST /v1/tenants/t1/certificates": () => ({ status: 201, body: { serial: "0a1b", service_id: "mongodb-prod", spiffe_id: "spiffe://openkcm/tenant/t1/service/mongodb-prod" } }),
+      "GET /v1/tenants/t1/dashboard": () => ({ body: { tenant: tenant("t1"), status: "Ready", key_mode: "platform-managed", master_key: { mode: "platform-managed", state: "Active" }, l2_versions: [], services: [], operations_per_day: [] } }),
+      "POST /v1/tenants/t1/certificates": () => ({ status: 201, body: { serial: "0a1b", service_id: "mongodb-prod", status: "active", spiffe_id: "spiffe://openkcm/tenant/t1/service/mongodb-prod" } }),
     }, log));
-    render(<Services api={api} tenant="t1" />);
+    render(<Services api={api} tenant="t1" kmipEndpoint="127.0.0.1:15696" />);
     await user.type(screen.getByLabelText("Service id"), "mongodb-prod");
     fireEvent.change(screen.getByLabelText(/Certificate signing request/), { target: { value: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----" } });
     await user.click(screen.getByRole("button", { name: "Issue certificate" }));
@@ -159,7 +209,6 @@ describe("services", () => {
     const status = await screen.findByText(/issued for/);
     expect(within(status).getByText("0a1b")).toBeTruthy();
     expect((await screen.findByTestId("kmip-endpoint")).textContent).toBe("127.0.0.1:15696");
-    await act(async () => {});
   });
 
   it("gives MongoDB the kmip endpoint and TLS files", () => {
