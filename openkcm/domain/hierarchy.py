@@ -97,6 +97,7 @@ class TenantKeyring:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int], _Cached] = {}
         self._tenant_seen: dict[str, tuple[float, int, int]] = {}  # tenant -> (checked_at, epoch, current)
+        self._tenant_status: dict[str, str] = {}  # tenant -> status as last polled
 
     # ---- parents -------------------------------------------------------------------------------
     def parent_of(self, record: TenantKeyModel) -> WrappingKey:
@@ -235,9 +236,19 @@ class TenantKeyring:
             raise NotFound("no such tenant") from None
         epoch, current = int(tenant.epoch), int(tenant.current_l2_version)
         with self._lock:
+            self._tenant_status[tenant_id] = str(tenant.status)
             if seen is not None and seen[1] != epoch:
                 self._drop(tenant_id)
             self._tenant_seen[tenant_id] = (now, epoch, current)
+
+    def tenant_state(self, tenant_id: str) -> tuple[int, str]:
+        """(epoch, status) of a tenant as last polled, at most ``epoch_poll`` seconds old. Lets a KMIP
+        worker key its own caches (objects, certificates) on the same epoch poll instead of a second one."""
+        self._check_epoch(tenant_id)
+        with self._lock:
+            seen = self._tenant_seen.get(tenant_id)
+            status = self._tenant_status.get(tenant_id, "")
+        return (seen[1] if seen else -1), status
 
     def invalidate(self, tenant_id: str) -> None:
         """Drop everything cached of a tenant (rotation, revocation, L1 change, disable)."""
@@ -279,3 +290,4 @@ class TenantKeyring:
                 destroyed.append(int(record.l2_version))
         self.invalidate(tenant_id)
         return destroyed
+

@@ -1,0 +1,283 @@
+"""The bytes-in/bytes-out KMIP core: ``KmipCore.handle(request, identity) -> response``.
+
+Every transport (the mTLS socket server, tests, a future HTTP binding) calls this one function. Per
+request message it: decodes (strictly, bounded), authorizes the certificate's tenant (known, Ready, the
+certificate serial not revoked: cached, refreshed with the tenant epoch), runs each batch item through the
+dispatch table with a frozen :class:`RequestContext`, records one audit event per item with
+``sync=False`` and makes them durable with ONE ``audit.sync()`` before the response is encoded (group
+commit). There is no global lock and no request state outside the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from openkcm.domain.audit import AuditEvent
+from openkcm.domain.hierarchy import derive_l4
+from openkcm.domain.objects import ManagedObject, ObjectStore
+from openkcm.domain.pki import ClientIdentity
+from openkcm.domain.tenants import PLATFORM_TENANT, READY
+from openkcm.errors import InvalidRequest, NotFound, OpenKCMError
+from openkcm.kmip.context import BatchState, Outcome, RequestContext
+from openkcm.kmip.dispatch import HANDLERS
+from openkcm.kmip.errors import KmipError, from_domain
+from openkcm.ops.runtime import Runtime
+from openkcm.protocol import messages, ttlv
+from openkcm.protocol.messages import MessageError, RequestItem, ResponseItem
+from openkcm.protocol.tags import OPERATION_NAMES, BatchContinuation, Reason, Status, Tag
+from openkcm.storage import CertificateModel
+
+log = logging.getLogger("openkcm.kmip")
+
+
+@dataclass(frozen=True)
+class KmipConfig:
+    max_message_size: int = 1 << 20
+    max_depth: int = 16
+    max_batch_items: int = 64
+    server_name: str = "OpenKCM KMIP server"
+
+
+def operation_name(op: int | None) -> str:
+    """KMIP operation in audit form: ``GET_ATTRIBUTES`` -> ``GetAttributes``."""
+    if op is None:
+        return "Message"
+    name = OPERATION_NAMES.get(op)
+    return "".join(part.capitalize() for part in name.split("_")) if name else f"Operation{op}"
+
+
+class Metrics:
+    """Operation counts, errors and a latency histogram (ms buckets), drained as EMF by the server."""
+
+    BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.ops: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: list[int] = [0] * (len(self.BUCKETS) + 1)
+        self.messages = 0
+
+    def observe(self, ops: list[tuple[str, str]], seconds: float) -> None:
+        ms = seconds * 1000
+        bucket = next((i for i, b in enumerate(self.BUCKETS) if ms <= b), len(self.BUCKETS))
+        with self._lock:
+            self.messages += 1
+            self.latency[bucket] += 1
+            for key in ops:
+                self.ops[key] += 1
+
+    def drain(self) -> dict[str, Any]:
+        with self._lock:
+            snapshot = {"messages": self.messages, "ops": dict(self.ops), "latency": list(self.latency)}
+            self.reset()
+        return snapshot
+
+
+class KmipServices:
+    """What operations use. Built once per process; immutable afterwards."""
+
+    def __init__(self, runtime: Runtime, config: KmipConfig, store: ObjectStore) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.store = store
+        self.audit = runtime.audit
+        self.clock = runtime.clock
+        self.keyring = runtime.keyring
+
+
+def _derive(base: bytes, obj: ManagedObject) -> bytes:
+    """Material of a derived (L4) object: recomputed from its base on every use, never stored."""
+    recipe: dict[str, Any] = obj.first("_derived")
+    data = bytes.fromhex(recipe["data"])
+    length = int(recipe["length"])
+    if recipe["method"] == "hmac":
+        import hashlib
+        import hmac
+
+        return hmac.new(base, data, hashlib.sha256).digest()[:length]
+    salt = bytes.fromhex(recipe["salt"]) if recipe.get("salt") else None
+    return derive_l4(base, data, length, salt)
+
+
+class KmipCore:
+    def __init__(self, runtime: Runtime, config: KmipConfig | None = None, store: ObjectStore | None = None) -> None:
+        self.config = config or KmipConfig()
+        if store is None:
+            store = ObjectStore(runtime.keyring, clock=runtime.clock, ttl=runtime.settings.epoch_poll_seconds)
+        store.deriver = _derive
+        self.services = KmipServices(runtime, self.config, store)
+        self.metrics = Metrics()
+        self._cert_cache: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._cert_lock = threading.Lock()
+        self._poll = runtime.settings.epoch_poll_seconds
+
+    # ---- authorization -------------------------------------------------------------------------
+    def _revoked(self, tenant_id: str, serial_hex: str, epoch: int) -> bool:
+        now = time.monotonic()
+        key = (tenant_id, serial_hex)
+        with self._cert_lock:
+            hit = self._cert_cache.get(key)
+        if hit is not None and hit[1] == epoch and now - hit[0] < self._poll:
+            return hit[2]
+        try:
+            cert = CertificateModel.get(tenant_id, CertificateModel.sort_key(serial_hex))
+            revoked = cert.revoked_at is not None
+        except CertificateModel.DoesNotExist:
+            revoked = False
+        with self._cert_lock:
+            if len(self._cert_cache) > 100_000:
+                self._cert_cache.clear()
+            self._cert_cache[key] = (now, epoch, revoked)
+        return revoked
+
+    def authorize(self, identity: ClientIdentity) -> KmipError | None:
+        """None when the caller may proceed; otherwise the error every item gets."""
+        try:
+            epoch, status = self.services.keyring.tenant_state(identity.tenant_id)
+        except NotFound:
+            return KmipError(Reason.AUTHENTICATION_NOT_SUCCESSFUL, "the client certificate is not accepted")
+        if status != READY:
+            return KmipError(Reason.PERMISSION_DENIED, "the tenant is not enabled")
+        if self._revoked(identity.tenant_id, identity.serial_hex, epoch):
+            return KmipError(Reason.AUTHENTICATION_NOT_SUCCESSFUL, "the client certificate is not accepted")
+        return None
+
+    # ---- audit ---------------------------------------------------------------------------------
+    def _audit(self, identity: ClientIdentity | None, tenant_id: str, operation: str, *, result: str,
+               kind: str = "operation", object_id: str = "", reason: str = "", l2_version: int = 0,
+               client_address: str = "", request_id: str = "", details: dict[str, str] | None = None) -> None:
+        fields: dict[str, Any] = dict(
+            tenant_id=tenant_id, source="kmip", operation=operation, result=result, kind=kind,
+            actor=identity.subject[:256] if identity else "", actor_role=identity.service_id if identity else "",
+            object_id=object_id, reason=reason[:200], l2_version=l2_version, client_address=client_address,
+            request_id=request_id, details=details or {},
+        )
+        try:
+            event = AuditEvent(**fields)
+        except InvalidRequest:  # a client-chosen identifier the schema refuses: keep the event, not the id
+            fields["object_id"] = "<unprintable>"
+            event = AuditEvent(**fields)
+        self.services.audit.record(event, sync=False)
+
+    # ---- the core ------------------------------------------------------------------------------
+    def handle(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        now = int(self.services.clock.timestamp())
+        counted: list[tuple[str, str]] = []
+        try:
+            message = messages.decode_request(
+                request, max_size=self.config.max_message_size, max_depth=self.config.max_depth
+            )
+        except MessageError as exc:
+            self._audit(identity, identity.tenant_id or PLATFORM_TENANT, "Message", result="failure",
+                        reason=f"invalid message: {exc.message}"[:200], client_address=client_address,
+                        request_id=request_id)
+            self._sync()
+            counted.append(("Message", "failure"))
+            self.metrics.observe(counted, time.perf_counter() - started)
+            return messages.error_response(exc, now)
+        header = message.header
+        version = header.version
+        refusal = self.authorize(identity)
+        if refusal is None and len(message.items) > self.config.max_batch_items:
+            refusal = KmipError(Reason.INVALID_MESSAGE, "too many batch items")
+        if refusal is None and header.asynchronous:
+            refusal = KmipError(Reason.FEATURE_NOT_SUPPORTED, "asynchronous operations are not supported")
+        if refusal is None:
+            try:
+                self.services.audit.ensure_writable()
+            except OpenKCMError as exc:
+                refusal = from_domain(exc)
+        results: list[ResponseItem] = []
+        if refusal is not None:
+            security = refusal.reason in (Reason.AUTHENTICATION_NOT_SUCCESSFUL, Reason.PERMISSION_DENIED)
+            tenant = identity.tenant_id if refusal.reason != Reason.AUTHENTICATION_NOT_SUCCESSFUL else PLATFORM_TENANT
+            for item in message.items:
+                name = operation_name(item.operation)
+                results.append(ResponseItem(item.operation, Status.OPERATION_FAILED, refusal.reason, refusal.message,
+                                            item_id=item.item_id))
+                counted.append((name, "denied"))
+            try:
+                self._audit(identity, tenant, operation_name(message.items[0].operation), result="denied",
+                            kind="security" if security else "operation", reason=refusal.message,
+                            client_address=client_address, request_id=request_id,
+                            details={"claimed_tenant": identity.tenant_id[:64], "serial": identity.serial_hex[:64]})
+            except OpenKCMError:
+                pass
+        else:
+            ctx = RequestContext(identity.tenant_id, identity.service_id, identity.subject, identity.serial_hex,
+                                 client_address, version, request_id, self.services)
+            batch = BatchState()
+            stop_on_error = header.batch_error_continuation != BatchContinuation.CONTINUE
+            for item in message.items:
+                result = self._run_item(ctx, item, batch, identity)
+                results.append(result)
+                counted.append((operation_name(item.operation), "success" if result.status == Status.SUCCESS else "failure"))
+                if result.status != Status.SUCCESS and stop_on_error:
+                    break
+        self._sync()
+        response = messages.encode_response(version, results, now)
+        limit = header.max_response_size
+        if limit is not None and len(response) > limit:
+            too_large = [
+                ResponseItem(r.operation, Status.OPERATION_FAILED, Reason.RESPONSE_TOO_LARGE,
+                             "the response exceeds Maximum Response Size", item_id=r.item_id)
+                for r in results
+            ]
+            response = messages.encode_response(version, too_large, now)
+        self.metrics.observe(counted, time.perf_counter() - started)
+        return response
+
+    def _sync(self) -> None:
+        try:
+            self.services.audit.sync()
+        except Exception:  # noqa: BLE001 - the sink keeps events and fails closed on the next request
+            log.exception("audit sync failed")
+
+    def _run_item(self, ctx: RequestContext, item: RequestItem, batch: BatchState,
+                  identity: ClientIdentity) -> ResponseItem:
+        handler = HANDLERS.get(item.operation)
+        name = operation_name(item.operation)
+        crossed = len(batch.cross_tenant)
+        outcome: Outcome | None = None
+        error: KmipError | None = None
+        if handler is None:
+            error = KmipError(Reason.OPERATION_NOT_SUPPORTED, "operation not supported")
+        else:
+            payload = item.payload if item.payload is not None else ttlv.structure(Tag.REQUEST_PAYLOAD, [])
+            try:
+                outcome = handler(ctx, payload, batch)
+            except KmipError as exc:
+                error = exc
+            except OpenKCMError as exc:
+                error = from_domain(exc)
+            except ttlv.TTLVError as exc:
+                error = KmipError(Reason.INVALID_MESSAGE, str(exc)[:200])
+            except Exception:  # noqa: BLE001 - never a crash or a stack trace to the client
+                log.exception("operation %s failed", name)
+                error = KmipError(Reason.GENERAL_FAILURE, "internal error")
+        cross = len(batch.cross_tenant) > crossed
+        object_id = outcome.object_id if outcome else (batch.cross_tenant[-1] if cross else "")
+        self._audit(
+            identity, ctx.tenant_id, name,
+            result="success" if error is None else ("denied" if cross else "failure"),
+            kind="security" if cross else "operation",
+            object_id=object_id[:256],
+            reason="cross-tenant refusal" if cross else (error.message if error else ""),
+            l2_version=outcome.l2_version if outcome else 0,
+            client_address=ctx.client_address, request_id=ctx.request_id,
+        )
+        if error is not None:
+            return ResponseItem(item.operation, Status.OPERATION_FAILED, error.reason, error.message, item_id=item.item_id)
+        assert outcome is not None
+        return ResponseItem(item.operation, Status.SUCCESS, payload=outcome.payload, item_id=item.item_id)

@@ -1,0 +1,1 @@
+"""One module per KMIP operation. Each exposes ``handle(ctx, payload, batch) -> Outcome``."""
