@@ -1,0 +1,32 @@
+"""The environment variables the stack gives the service processes.
+
+Names that :class:`openkcm.config.Settings` reads are derived from its fields (``OPENKCM_`` + field
+name upper-cased) and checked to exist, so a renamed setting breaks synthesis instead of production.
+The few that no setting reads yet are listed in :data:`INFRA_ONLY` (and in infra_cdk/README.md)."""
+
+from __future__ import annotations
+
+from openkcm.config import Settings
+
+PREFIX = "OPENKCM_"
+
+INFRA_ONLY = frozenset(
+    {
+        "OPENKCM_CA_SECRET_ARN",  # Secrets Manager: {"ca_cert_pem", "ca_key_pem"} (CMK API issues certs)
+        "OPENKCM_KMIP_TLS_SECRET_ARN",  # Secrets Manager: {"server_cert_pem","server_key_pem","ca_cert_pem"}
+        "OPENKCM_KMIP_PORT",  # 5696
+    }
+)
+
+
+def setting(field: str) -> str:
+    """``OPENKCM_<FIELD>`` for a field that Settings really has."""
+    if field not in Settings.model_fields:
+        raise KeyError(f"openkcm.config.Settings has no field {field!r}")
+    return PREFIX + field.upper()
+
+
+def infra(name: str) -> str:
+    if name not in INFRA_ONLY:
+        raise KeyError(f"{name} is not a documented infrastructure variable")
+    return name
