@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import { ApiError, type CmkApi } from "../api/client";
-import type { ConnectionTest, Keystore, KeystoreProvider, Tenant } from "../api/types";
+import type { ConnectionCheck, ConnectionTest, Keystore, KeystoreProvider, Tenant } from "../api/types";
 import { ErrorMessage, Progress, Section, StateBadge } from "../components/common";
 import { KEYSTORE_FIELDS, toRequest, validateAll, validateField, type FieldErrors, type Fields } from "../lib/validation";
 import { useAction } from "../lib/useAsync";
@@ -17,6 +17,26 @@ const CHOICES: { value: Choice; label: string; detail: string }[] = [
 
 const STEPS = ["Choose", "Connection", "Test connection", "Save & activate"];
 const LAST = STEPS.length - 1;
+
+/** The per-tenant outcome of a link: undefined when it succeeded, else the reason it was rolled back. */
+export function tenantFailure(result: unknown, tenant: string): string | undefined {
+  const rows = Array.isArray(result) ? result : result && typeof result === "object" ? [result] : [];
+  for (const row of rows as Record<string, unknown>[]) {
+    if (row && (row.tenant_id === undefined || row.tenant_id === tenant) && row.ok === false) {
+      return typeof row.error === "string" && row.error ? row.error : "";
+    }
+  }
+  return undefined;
+}
+
+/** Permissions a failed check names, from the API's fields or its message ("permission kms:X missing"). */
+export function missingPermissions(check: ConnectionCheck): string[] {
+  if (check.ok) return [];
+  if (check.missing_permissions?.length) return check.missing_permissions;
+  if (typeof check.action === "string" && check.action) return [check.action];
+  const found = [...(check.message ?? check.detail ?? "").matchAll(/permissions? ([A-Za-z0-9]+:[A-Za-z0-9*]+) (?:is )?missing/g)].map((m) => m[1]);
+  return [...new Set(found)];
+}
 
 /** One progress report of the link/re-wrap flow, as a sentence. */
 export function describeStep(step: unknown): string {
@@ -44,6 +64,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
   const [steps, setSteps] = useState<string[]>();
   const [after, setAfter] = useState<Tenant>();
   const [failed, setFailed] = useState(false);
+  const [failure, setFailure] = useState<string>();
   const action = useAction();
   const headingRef = useRef<HTMLHeadingElement>(null);
   const first = useRef(true);
@@ -99,6 +120,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
     setSteps(undefined);
     setAfter(undefined);
     setFailed(false);
+    setFailure(undefined);
     const reply = await action.run(async () => {
       if (isStore) {
         if (!keystore) throw new Error("Test the connection first: it saves the keystore.");
@@ -106,8 +128,14 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
       }
       return api.returnToPlatform(tenant);
     });
-    if (reply) setSteps((reply.progress ?? []).map(describeStep));
-    else setFailed(true);
+    if (reply) {
+      setSteps((reply.progress ?? []).map(describeStep));
+      const failure = tenantFailure(reply.result, tenant);
+      if (failure !== undefined) {
+        setFailed(true);
+        setFailure(failure);
+      }
+    } else setFailed(true);
     // The tenant's state after the switch (or after the rollback) comes from the API, not from us.
     try {
       setAfter(await api.tenant(tenant));
@@ -232,6 +260,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
           {failed && (
             <p className="error" role="alert">
               Activation failed and was rolled back{after ? `: tenant ${tenant} still uses ${after.key_mode} (${after.l1_state})` : ""}.
+              {failure && <> {failure}</>}
             </p>
           )}
           {after && (
@@ -277,7 +306,7 @@ function TestResult({ test }: { test: ConnectionTest }) {
       </p>
       <ul className="checks" aria-label="Connection checks">
         {test.checks.map((c, i) => {
-          const missing = c.missing_permissions ?? (!c.ok && typeof c.action === "string" ? [c.action] : []);
+          const missing = missingPermissions(c);
           return (
             <li key={`${c.name}-${i}`} className={c.ok ? "ok" : "bad"} data-testid="check">
               <span className="mark" aria-hidden="true">{c.ok ? "✓" : "✗"}</span>

@@ -8,7 +8,7 @@ import { fakeFetch } from "../test/fakeServer";
 import { Audit } from "./Audit";
 import { Dashboard } from "./Dashboard";
 import { groupByL1, Keys } from "./Keys";
-import { describeStep, MasterKeyWizard } from "./MasterKeyWizard";
+import { describeStep, MasterKeyWizard, missingPermissions, tenantFailure } from "./MasterKeyWizard";
 import { mongoSettings, Services } from "./Services";
 
 const ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -29,7 +29,7 @@ describe("master key wizard", () => {
       "POST /v1/accounts/acme/keystores/ks1/test": () => (++tests === 1
         ? { body: { ok: false, checks: [
             { name: "connect", ok: true, message: "AWS KMS in us-east-1 answered" },
-            { name: "permission", ok: false, message: `permission kms:DescribeKey missing on ${ARN}`, fix: "Add a statement to the key policy that allows kms:DescribeKey.", action: "kms:DescribeKey" },
+            { name: "permission", ok: false, message: `permission kms:DescribeKey missing on ${ARN}`, fix: "Add a statement to the key policy that allows kms:DescribeKey." },
           ] } }
         : { body: { ok: true, checks: [{ name: "connect", ok: true }, { name: "permission", ok: true }, { name: "wrap", ok: true }] } }),
       "POST /v1/accounts/acme/keystores/ks1/link": ({ body }) => {
@@ -89,6 +89,13 @@ describe("master key wizard", () => {
     render(<MasterKeyWizard api={new CmkApi("http://api.test", fakeFetch({}))} account="acme" tenant="t1" mfa={false} />);
     await user.click(screen.getByLabelText(/HYOK — PKCS#11/));
     expect(screen.getByRole("alert").textContent).toMatch(/refuses HYOK changes without MFA/);
+  });
+
+  it("reads missing permissions and per-tenant failures from the API's answers", () => {
+    expect(missingPermissions({ name: "permission", ok: false, message: `permission kms:DescribeKey missing on ${ARN}` })).toEqual(["kms:DescribeKey"]);
+    expect(missingPermissions({ name: "permission", ok: true, message: "permission kms:DescribeKey missing" })).toEqual([]);
+    expect(tenantFailure([{ tenant_id: "t1", ok: true }], "t1")).toBeUndefined();
+    expect(tenantFailure([{ tenant_id: "t1", ok: false, error: "re-wrap failed: key disabled" }], "t1")).toBe("re-wrap failed: key disabled");
   });
 
   it("describes progress reports of any shape", () => {

@@ -1,0 +1,227 @@
+"""The CMK web UI in real headless Chromium against a real ``openkcm local up``.
+
+One scenario in steps that build on each other (pytest runs them in file order on one page): sign in
+through the local OIDC issuer (code flow + PKCE), see the dashboard, configure BYOK with an AWS KMS key in
+the stack's moto (first failing the connection test on a missing permission, then passing it), activate,
+rotate, assign the key to a second tenant, issue and revoke a certificate, read the audit log. Each main
+screen is saved to test-artifacts/screenshots/. No step may log a console error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import ACCOUNT, ConsoleLog, LocalStackProcess, screenshot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PROD, STAGING = "acme-prod", "acme-staging"
+DENY_DESCRIBE = {"Version": "2012-10-17", "Statement": [
+    {"Sid": "deny-describe", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:DescribeKey", "Resource": "*"},
+]}
+ALLOW_ALL = {"Version": "2012-10-17", "Statement": [
+    {"Sid": "allow", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"},
+]}
+
+
+def _kms(stack: LocalStackProcess) -> Any:
+    return boto3.client("kms", endpoint_url=stack.aws_endpoint, region_name="us-east-1",
+                        aws_access_key_id="openkcm-local", aws_secret_access_key="openkcm-local")
+
+
+@pytest.fixture(scope="module")
+def world(local_stack: LocalStackProcess) -> dict[str, str]:
+    """Two tenants of one account (created through the API) and a KMS key whose policy denies DescribeKey."""
+    for tenant_id, name in ((PROD, "Production"), (STAGING, "Staging")):
+        local_stack.api("POST", f"/v1/accounts/{ACCOUNT}/tenants",
+                        {"tenant_id": tenant_id, "name": name, "region": "us-east-1"})
+    key = _kms(local_stack).create_key(Description="acme BYOK master key", Policy=json.dumps(DENY_DESCRIBE))
+    return {"key_arn": key["KeyMetadata"]["Arn"], "key_id": key["KeyMetadata"]["KeyId"]}
+
+
+def _tab(page: Any, name: str) -> None:
+    page.get_by_role("navigation", name="Tenant sections").get_by_role("link", name=name).click()
+
+
+def test_sign_in_with_oidc_code_flow_and_pkce(page: Any, local_stack: LocalStackProcess, world: dict[str, str]) -> None:
+    page.goto(local_stack.base_url + "/")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    screenshot(page, "01-sign-in")
+    page.get_by_role("button", name="Sign in").click()
+    # the local issuer's login form (authorization endpoint), reached with an S256 challenge
+    expect(page.get_by_role("heading", name="OpenKCM local sign-in")).to_be_visible()
+    assert "code_challenge_method=S256" in page.url and "code_challenge=" in page.url
+    page.get_by_role("textbox", name="User").fill("alice@acme.example")
+    page.get_by_role("textbox", name="Account").fill(ACCOUNT)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("who")).to_contain_text("alice@acme.example")
+    expect(page.get_by_test_id("who")).to_contain_text("account-admin")
+    stored = page.evaluate("() => [window.localStorage.length, Object.keys(window.sessionStorage)]")
+    assert stored[0] == 0, "nothing (least of all the token) goes to localStorage"
+    assert "openkcm.pkce" not in stored[1], "the PKCE verifier is dropped once redeemed"
+
+
+def test_dashboard_and_tenant_switcher(page: Any) -> None:
+    switcher = page.locator("#tenant-switcher")
+    expect(switcher.locator("option")).to_have_count(2)
+    switcher.select_option(PROD)
+    expect(page).to_have_url(f"{page.url.split('/tenants/')[0]}/tenants/{PROD}/dashboard")
+    expect(page.get_by_test_id("tenant-status")).to_contain_text("Ready")
+    expect(page.get_by_test_id("master-key-mode")).to_have_text("Platform-managed")
+    expect(page.get_by_text("Enforced")).to_be_visible()
+    expect(page.get_by_text("version 1 current")).to_be_visible()
+    screenshot(page, "02-dashboard")
+
+
+def test_byok_aws_kms_missing_permission_then_pass_then_activate(page: Any, local_stack: LocalStackProcess,
+                                                                 world: dict[str, str]) -> None:
+    _tab(page, "Master key")
+    page.get_by_label("BYOK — AWS KMS").check()
+    page.get_by_role("button", name="Next").click()
+    arn = page.get_by_label("KMS key ARN")
+    arn.fill("not-an-arn!")
+    page.get_by_label("Region").focus()  # leaving the field validates it inline
+    expect(page.get_by_text("Enter a KMS key ARN")).to_be_visible()
+    expect(arn).to_have_attribute("aria-invalid", "true")
+    arn.fill(world["key_arn"])
+    page.get_by_label("Region").fill("us-east-1")
+    page.get_by_label("Keystore name").fill("acme production KMS")
+    page.get_by_role("button", name="Next").click()
+
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_text("Some checks failed")).to_be_visible()
+    failed = page.get_by_test_id("check").filter(has_text="permission")
+    expect(failed).to_contain_text("kms:DescribeKey")
+    expect(failed.locator("code.perm")).to_have_text("kms:DescribeKey")
+    expect(failed).to_contain_text("How to fix:")
+    expect(page.get_by_role("button", name="Next")).to_have_count(0)
+    screenshot(page, "03-master-key-test-failed")
+
+    # the customer fixes the key policy on their side, then tests again
+    _kms(local_stack).put_key_policy(KeyId=world["key_id"], PolicyName="default", Policy=json.dumps(ALLOW_ALL))
+    page.get_by_role("button", name="Test again").click()
+    expect(page.get_by_text("All checks passed.")).to_be_visible()
+    expect(page.get_by_test_id("check").filter(has_text="round_trip")).to_contain_text("wrapped and unwrapped")
+    screenshot(page, "04-master-key-test-passed")
+
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Save & activate").click()
+    result = page.get_by_test_id("activation-result")
+    expect(result).to_contain_text("byok")
+    expect(result).to_contain_text("Active")
+    expect(page.get_by_role("list", name="Activation progress")).to_contain_text("re-wrapped")
+    screenshot(page, "05-master-key-active")
+
+    tenant = local_stack.api("GET", f"/v1/tenants/{PROD}")
+    assert (tenant["key_mode"], tenant["l1_state"]) == ("byok", "Active")
+    _tab(page, "Dashboard")
+    expect(page.get_by_test_id("master-key-mode")).to_contain_text("BYOK")
+    expect(page.get_by_test_id("master-key-state")).to_have_text("Active")
+
+
+def test_rotate_now(page: Any, local_stack: LocalStackProcess) -> None:
+    _tab(page, "Keys")
+    versions = page.get_by_test_id("l2-version")
+    expect(versions).to_have_count(1)
+    page.get_by_role("button", name="Rotate now").click()
+    expect(page.get_by_text("Rotated: version 2 is now current.")).to_be_visible()
+    expect(versions).to_have_count(2)
+    expect(versions.first).to_contain_text("2 (current)")
+    assert local_stack.api("GET", f"/v1/tenants/{PROD}")["current_l2_version"] == 2
+
+
+def test_assign_the_key_to_a_second_tenant(page: Any, local_stack: LocalStackProcess, world: dict[str, str]) -> None:
+    page.get_by_label("Keystore").select_option(label="acme production KMS (aws-kms)")
+    page.get_by_label("Key reference").fill(world["key_arn"])
+    page.locator("#assign-tenant").select_option(STAGING)
+    page.get_by_role("button", name="Assign & activate").click()
+    expect(page.get_by_role("list", name="Progress")).to_contain_text(STAGING)
+    staging = local_stack.api("GET", f"/v1/tenants/{STAGING}")
+    assert (staging["key_mode"], staging["l1_state"]) == ("byok", "Active")
+    expect(page.get_by_test_id("l1-row").filter(has_text=STAGING)).to_contain_text("Active")
+    screenshot(page, "06-keys")
+
+
+def _csr(service: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)])
+    ).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_issue_and_revoke_a_certificate(page: Any, local_stack: LocalStackProcess) -> None:
+    _tab(page, "Services & certificates")
+    page.get_by_label("Service id").fill("mongodb-prod")
+    page.get_by_label("Certificate signing request (PEM)").fill(_csr("mongodb-prod"))
+    page.get_by_role("button", name="Issue certificate").click()
+    expect(page.get_by_text("issued for")).to_be_visible()
+    expect(page.get_by_text(f"spiffe://", exact=False).first).to_be_visible()
+    rows = page.get_by_test_id("certificate-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("active")
+    expect(page.get_by_role("heading", name="Integration guide: MongoDB")).to_be_visible()
+    expect(page.locator("pre").first).to_contain_text('kmsProviders: { kmip: { endpoint:')
+    screenshot(page, "07-services")
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CA bundle").click()
+    assert download.value.suggested_filename == "openkcm-ca.pem"
+    assert "BEGIN CERTIFICATE" in open(download.value.path()).read()
+
+    rows.first.get_by_role("button", name="Revoke").click()
+    page.get_by_role("button", name="Confirm revoke").click()
+    expect(rows.first).to_contain_text("revoked")
+    certs = local_stack.api("GET", f"/v1/tenants/{PROD}/certificates")["items"]
+    assert [c["status"] for c in certs] == ["revoked"]
+
+
+def test_audit_log(page: Any) -> None:
+    _tab(page, "Audit log")
+    rows = page.get_by_test_id("audit-row")
+    expect(rows.first).to_be_visible()
+    expect(page.get_by_role("table")).to_contain_text("RotateL2")
+    expect(page.get_by_role("table")).to_contain_text("IssueCertificate")
+    screenshot(page, "08-audit")
+    page.get_by_label("Kind").select_option("security")
+    page.get_by_role("button", name="Apply filter").click()
+    expect(page.get_by_role("table")).not_to_contain_text("RotateL2")
+    for kind in rows.locator("td:nth-child(2)").all_inner_texts():
+        assert kind == "security"
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export (JSON lines)").click()
+    lines = open(download.value.path()).read().splitlines()
+    assert lines and all(json.loads(line)["kind"] == "security" for line in lines)
+
+
+def test_keyboard_only_navigation(page: Any) -> None:
+    page.reload()  # the session survives a reload of the tab (sessionStorage), the focus starts at the top
+    expect(page.get_by_test_id("who")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    # Tab on to the "Keys" section link (bounded), open it with Enter, and rotate with the keyboard
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.textContent") == "Keys":
+            break
+    else:
+        raise AssertionError("the Keys link cannot be reached with Tab")
+    page.keyboard.press("Enter")
+    rotate = page.get_by_role("button", name="Rotate now")
+    rotate.focus()
+    expect(rotate).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Rotated: version 3 is now current.")).to_be_visible()
+
+
+def test_no_console_errors(console: ConsoleLog) -> None:
+    assert console.errors == []
