@@ -149,6 +149,11 @@ def reference_name(node: TTLV) -> str:
     """2.0 Attribute Reference (an enumeration of the attribute's tag) -> attribute name."""
     if node.type == ttlv.ENUMERATION and node.value in SPECS_BY_TAG:
         return SPECS_BY_TAG[node.value].name  # type: ignore[index]
+    if node.type == ttlv.STRUCTURE:  # {Vendor Identification, Attribute Name}: standard names only
+        name = node.child_value(Tag.ATTRIBUTE_NAME)
+        vendor = node.child_value(Tag.VENDOR_IDENTIFICATION, "")
+        if not vendor and isinstance(name, str) and name in SPECS:
+            return name
     raise _bad("attribute reference not supported", Reason.UNSUPPORTED_ATTRIBUTE)
 
 

@@ -166,10 +166,9 @@ def encode_object(obj: ManagedObject, material: bytes, *, wrapped: bool = False,
                   wrapping: TTLV | None = None) -> TTLV:
     """The Managed Object structure of a Get response. Symmetric keys come as Raw with algorithm and
     length in the Key Block (what mongod parses); Secret Data as registered (Opaque for libmongocrypt)."""
-    if wrapped:
-        key_value = ttlv.byte_string(Tag.KEY_VALUE, material)
-    else:
-        key_value = ttlv.structure(Tag.KEY_VALUE, [ttlv.byte_string(Tag.KEY_MATERIAL, material)])
+    # With Encoding Option "No Encoding" (the only one supported) a wrapped key keeps its Key Value
+    # structure and the Key Material byte string holds the wrapped bytes (spec 2.1.5).
+    key_value = ttlv.structure(Tag.KEY_VALUE, [ttlv.byte_string(Tag.KEY_MATERIAL, material)])
     if obj.object_type == "SYMMETRIC_KEY":
         fmt = obj.first("_kft", KeyFormat.RAW)
         return ttlv.structure(Tag.SYMMETRIC_KEY, [_key_block(fmt, key_value, obj, True, wrapping)])

@@ -278,6 +278,7 @@ class KmipCore:
             client_address=ctx.client_address, request_id=ctx.request_id,
         )
         if error is not None:
-            return ResponseItem(item.operation, Status.OPERATION_FAILED, error.reason, error.message, item_id=item.item_id)
+            return ResponseItem(item.operation, Status.OPERATION_FAILED, error.reason, error.message,
+                                payload=error.payload, item_id=item.item_id)
         assert outcome is not None
         return ResponseItem(item.operation, Status.SUCCESS, payload=outcome.payload, item_id=item.item_id)

@@ -8,17 +8,27 @@ from collections.abc import Callable
 from openkcm.kmip.context import BatchState, Outcome, RequestContext
 from openkcm.kmip.operations import (
     activate,
+    add_attribute,
+    check,
     create,
     decrypt,
+    delete_attribute,
+    derive_key,
     destroy,
     discover_versions,
     encrypt,
     get,
     get_attribute_list,
     get_attributes,
+    locate,
+    mac,
+    mac_verify,
+    modify_attribute,
     query,
     register,
+    rekey,
     revoke,
+    set_attribute,
 )
 from openkcm.protocol.tags import Op
 from openkcm.protocol.ttlv import TTLV
@@ -38,6 +48,16 @@ HANDLERS: dict[int, Handler] = {
     Op.DESTROY: destroy.handle,
     Op.ENCRYPT: encrypt.handle,
     Op.DECRYPT: decrypt.handle,
+    Op.ADD_ATTRIBUTE: add_attribute.handle,
+    Op.MODIFY_ATTRIBUTE: modify_attribute.handle,
+    Op.DELETE_ATTRIBUTE: delete_attribute.handle,
+    Op.SET_ATTRIBUTE: set_attribute.handle,
+    Op.LOCATE: locate.handle,
+    Op.CHECK: check.handle,
+    Op.REKEY: rekey.handle,
+    Op.MAC: mac.handle,
+    Op.MAC_VERIFY: mac_verify.handle,
+    Op.DERIVE_KEY: derive_key.handle,
 }
 
 SINCE: dict[int, tuple[int, int]] = {

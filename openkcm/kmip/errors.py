@@ -10,10 +10,11 @@ class KmipError(Exception):
     """An operation failed with a KMIP Result Reason. ``message`` goes to the client: never a secret,
     never anything that tells one tenant about another."""
 
-    def __init__(self, reason: int, message: str) -> None:
+    def __init__(self, reason: int, message: str, payload: list | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.payload = payload  # a few operations (Check) name the failing fields in the payload
 
 
 def from_domain(exc: OpenKCMError) -> KmipError:
