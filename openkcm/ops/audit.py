@@ -87,6 +87,9 @@ def wire_sink(runtime: Runtime) -> None:
     """Called by ``build_runtime``: security events to EventBridge, periodic checkpoints in WAL mode."""
     sink = runtime.audit
     sink.set_security_listener(security_publisher(runtime))
+    if isinstance(sink, ChainedAuditSink):
+        sink.set_chain_resolver(lambda tenant_id, version: runtime.keyring.record(tenant_id, version).parent_ref,
+                                ttl=runtime.settings.l2_cache_ttl_seconds)
     if isinstance(sink, ChainedAuditSink) and runtime.settings.audit_checkpoint_seconds > 0:
         sink.set_checkpointer(lambda tenant_id: checkpoint_tenant(runtime, tenant_id),
                               runtime.settings.audit_checkpoint_seconds)
@@ -123,6 +126,9 @@ def verify_tenant(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
     checkpoint C" or names the first missing/altered/reordered/inserted record or forged checkpoint."""
     runtime.audit.flush()
     return verify_tenant_chain(tenant_id, signer(runtime), archive_store(runtime))
+
+
+verify = verify_tenant  # the name the CMK API route looks up
 
 
 def archive(runtime: Runtime, tenant_id: str, *, before: datetime | None = None,
@@ -279,12 +285,16 @@ def _per_day(events: list[dict[str, Any]], start: datetime, end: datetime) -> li
     return [{"day": d, "count": c} for d, c in counts.items()]
 
 
-def compliance_report(runtime: Runtime, tenant_id: str, since: datetime | date | str, until: datetime | date | str,
-                      fmt: str = "json") -> dict[str, Any] | str:
+def compliance_report(runtime: Runtime, tenant_id: str, since: datetime | date | str | None = None,
+                      until: datetime | date | str | None = None, fmt: str = "json") -> dict[str, Any] | str:
     """Per tenant and period: key configuration and its history, services x keys, rotations versus policy,
-    certificates issued and revoked, refusals and security events, chain verification, operations per day."""
+    certificates issued and revoked, refusals and security events, chain verification, operations per day.
+    Without a period: the last 30 days up to and including today."""
     if fmt not in ("json", "html"):
         raise InvalidRequest("format must be json or html", field="format")
+    today = runtime.clock.now().date()
+    until = until if until not in (None, "") else today
+    since = since if since not in (None, "") else today - timedelta(days=29)
     start, end = _as_time(since), _as_time(until, end=True)
     if end <= start or end - start > timedelta(days=3660):
         raise InvalidRequest("the period must be positive and at most 10 years")

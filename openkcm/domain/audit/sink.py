@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SecurityListener = Callable[[AuditEvent], None]
 Checkpointer = Callable[[str], Any]
+ChainResolver = Callable[[str, int], str]  # (tenant, L2 version) -> parent (L1 or root key) reference
 MAX_PENDING = 20_000  # the bound can only be made stricter (smaller), never looser
 
 
@@ -94,6 +95,9 @@ class ChainedAuditSink(AuditSink):
         self._probed_at = -1e18
         self._on_security = on_security_event
         self._security: deque[AuditEvent] = deque(maxlen=1000)
+        self._resolve_chain: ChainResolver | None = None
+        self._chain_ttl = 60.0
+        self._chain_cache: dict[tuple[str, int], tuple[str, float]] = {}
         self._checkpointer = checkpointer
         self._checkpoint_interval = checkpoint_interval
         self._checkpointed_at = time.monotonic()
@@ -152,6 +156,8 @@ class ChainedAuditSink(AuditSink):
     def record(self, event: AuditEvent, *, sync: bool = True) -> None:
         self.ensure_writable()
         record = event.to_record()
+        if record["l2_version"] and not record["l1_ref"]:
+            record["l1_ref"] = self._l1_ref(record["tenant_id"], record["l2_version"])
         if not record["time"]:
             record["time"] = self._clock.now().isoformat(timespec="microseconds")
         with self._lock:
@@ -175,6 +181,29 @@ class ChainedAuditSink(AuditSink):
 
     def set_security_listener(self, listener: SecurityListener | None) -> None:
         self._on_security = listener
+
+    def set_chain_resolver(self, resolver: ChainResolver | None, ttl: float = 60.0) -> None:
+        """Fill ``l1_ref`` of events that name an L2 version but not its parent, so every record traces
+        back to its L1 key. Answers are cached ``ttl`` seconds per (tenant, version); a failed lookup
+        leaves the field empty rather than refusing the record."""
+        self._resolve_chain, self._chain_ttl = resolver, ttl
+        self._chain_cache.clear()
+
+    def _l1_ref(self, tenant_id: str, l2_version: int) -> str:
+        if self._resolve_chain is None:
+            return ""
+        now = time.monotonic()
+        cached = self._chain_cache.get((tenant_id, l2_version))
+        if cached is not None and now - cached[1] < self._chain_ttl:
+            return cached[0]
+        try:
+            ref = self._resolve_chain(tenant_id, l2_version) or ""
+        except Exception:
+            return ""
+        if len(self._chain_cache) > 10_000:
+            self._chain_cache.clear()
+        self._chain_cache[(tenant_id, l2_version)] = (ref, now)
+        return ref
 
     def set_checkpointer(self, checkpointer: Checkpointer | None, interval: float) -> None:
         """Have the flusher thread (WAL mode) checkpoint the tenants it wrote to every ``interval`` s."""

@@ -1,0 +1,133 @@
+"""The compliance report for a tenant with BYOK (an L1 key in KMS), a rotation, certificates and a refused
+cross-tenant probe: every section is there in JSON and in the standalone HTML; the CLI writes both."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from openkcm.cli import main
+from openkcm.domain.audit import AuditEvent
+from openkcm.ops import audit
+from openkcm.ops import keystores as ks
+from openkcm.ops.rotation import rotate_tenant
+from openkcm.storage import CertificateModel
+from tests.audit.helpers import event
+
+ACCOUNT = "acme-corp-12345"
+
+
+@pytest.fixture
+def busy_tenant(runtime, tenant_factory):
+    tenant = tenant_factory(ACCOUNT)
+    other = tenant_factory("globex-999")
+    tid = tenant.tenant_id
+    # BYOK: link a customer KMS key as L1 (the keystores feature's one change-parent operation).
+    arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+    store = ks.create_keystore(runtime, ACCOUNT, "aws-kms", "acme prod KMS", {"region": "us-east-1"}, {}, "alice")
+    [linked] = ks.link_l1_key(runtime, ACCOUNT, store.keystore_id, arn, [tid], "alice")
+    assert linked["ok"], linked
+    rotate_tenant(runtime, tid, actor="bob")
+    # Two services using two keys, as the KMIP server records them.
+    for n in range(6):
+        runtime.audit.record(event(tid, n % 2, actor_role=f"mongo-{n % 3}", l1_ref=f"l1:{store.keystore_id}/{arn}",
+                                   l2_version=2, operation="Get" if n % 2 else "Encrypt"))
+    # A certificate issued and one revoked.
+    ca = runtime.certificate_authority()
+    for service, revoke in (("mongo-0", False), ("mongo-9", True)):
+        cert, _ = ca.issue_client(tid, service)
+        serial = format(cert.serial_number, "x")
+        item = CertificateModel(tid, CertificateModel.sort_key(serial), serial=serial, service_id=service,
+                                subject=cert.subject.rfc4514_string(), issued_at=runtime.clock.now(),
+                                not_after=cert.not_valid_after_utc)
+        item.save()
+        runtime.audit.record(AuditEvent(tenant_id=tid, source="api", operation="IssueCertificate", kind="config",
+                                        actor="alice", actor_role="key-admin", object_id=serial))
+        if revoke:
+            item.update(actions=[CertificateModel.revoked_at.set(runtime.clock.now()),
+                                 CertificateModel.revoked_reason.set("key compromise")])
+            runtime.audit.record(AuditEvent(tenant_id=tid, source="api", operation="RevokeCertificate",
+                                            kind="config", actor="alice", actor_role="key-admin", object_id=serial,
+                                            reason="key compromise"))
+    # A service of another tenant probes this tenant's object: refused and logged on both sides.
+    for victim in (tid, other.tenant_id):
+        runtime.audit.record(AuditEvent(tenant_id=victim, source="kmip", operation="Get", kind="security",
+                                        result="denied", reason="cross-tenant access refused",
+                                        actor="<script>alert(1)</script>", actor_role="intruder-svc",
+                                        object_id="obj-0", client_address="127.0.0.1"))
+    audit.checkpoint_tenant(runtime, tid)
+    return tid
+
+
+def test_report_sections_json(runtime, busy_tenant):
+    today = runtime.clock.now().date()
+    report = audit.compliance_report(runtime, busy_tenant, today - timedelta(days=6), today)
+    assert set(audit.REPORT_SECTIONS) <= set(report)
+    config = report["key_configuration"]
+    assert config["mode"] == "byok" and config["l1_key_ref"].startswith("l1:")
+    assert [v["version"] for v in config["l2_versions"]] == [1, 2]
+    assert all(v["parent_kind"] == "l1" for v in config["l2_versions"])  # every retained version re-wrapped
+    assert {"CreateTenant", "RotateL2"} <= {h["operation"] for h in config["history"]}
+    assert any(h["actor"] == "bob" for h in config["history"])
+    services = {(row["service"], row["key"]): row["operations"] for row in report["services_keys"]}
+    assert services[("mongo-0", "obj-0")] == 1 and services[("mongo-0", "obj-1")] == 1
+    assert len(services) == 6 and ("intruder-svc", "obj-0") not in services  # refusals have their section
+    rotations = report["rotations"]
+    assert rotations["rotations_in_period"] == 1 and rotations["policy_days"] == 90 and rotations["compliant"]
+    certificates = report["certificates"]
+    assert len(certificates["issued"]) == 2 and [c["service"] for c in certificates["revoked"]] == ["mongo-9"]
+    refusals = report["refusals_and_security"]
+    assert refusals["security_events"] == 1 and refusals["by_reason"] == {"cross-tenant access refused": 1}
+    assert report["chain_verification"]["intact"], report["chain_verification"]
+    assert sum(d["count"] for d in report["operations_per_day"]) == 6
+    assert len(report["operations_per_day"]) == 7
+    json.dumps(report)  # JSON-ready as it is
+
+
+def test_report_html_is_standalone_and_escaped(runtime, busy_tenant):
+    html = audit.compliance_report(runtime, busy_tenant, None, None, fmt="html")
+    for section in audit.REPORT_SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert "<svg" in html and "<rect" in html and "chain intact through checkpoint 1" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
+
+
+def test_cli_verify_and_report(runtime, busy_tenant, monkeypatch, tmp_path: Path, capsys):
+    monkeypatch.setenv("OPENKCM_TABLE_PREFIX", runtime.settings.table_prefix)
+    data_dir = str(runtime.settings.data_dir)
+    assert main(["audit", "verify", "--tenant", busy_tenant, "--data-dir", data_dir]) == 0
+    assert "chain intact through checkpoint" in capsys.readouterr().out
+    day = runtime.clock.now().date().isoformat()
+    out = tmp_path / "report.html"
+    assert main(["audit", "report", "--tenant", busy_tenant, "--from", day, "--to", day, "--format", "html",
+                 "--out", str(out), "--data-dir", data_dir]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert main(["audit", "report", "--tenant", busy_tenant, "--from", day, "--to", day, "--format", "json",
+                 "--data-dir", data_dir]) == 0
+    assert json.loads(capsys.readouterr().out)["tenant_id"] == busy_tenant
+    assert main(["audit", "report", "--tenant", busy_tenant, "--from", "yesterday", "--to", day,
+                 "--data-dir", data_dir]) == 2  # a clear error, no traceback
+
+
+def test_usage_and_paged_events(runtime, busy_tenant):
+    figures = audit.usage(runtime, busy_tenant, days=7)
+    assert figures["total"] == 6 and len(figures["per_day"]) == 7
+    assert figures["per_operation"] == {"Encrypt": 3, "Get": 3}
+    assert {s["service"] for s in figures["services"]} == {"mongo-0", "mongo-1", "mongo-2"}
+    assert all(s["last_seen"] for s in figures["services"])
+    day = runtime.clock.now().date()
+    seen, token, pages = [], None, 0
+    while True:
+        page, token = audit.query_events(runtime, busy_tenant, day, day, limit=4, next_token=token)
+        seen += page
+        pages += 1
+        if token is None:
+            break
+    assert len(seen) == len({e["event_id"] for e in seen}) == 13 and pages == 4
+    security, _ = audit.query_events(runtime, busy_tenant, day, day, kinds=["security"])
+    assert [e["reason"] for e in security] == ["cross-tenant access refused"]
