@@ -16,11 +16,17 @@ export function Keys({ api, account, tenant, tenants, onChanged }: { api: CmkApi
   );
 }
 
+/** "l1:<keystore>/<key ref>" (the parent reference the keystores feature stores) -> its parts. */
+export function splitL1Ref(ref: string): { keystore?: string; keyRef: string } {
+  const m = /^l1:([^/]+)\/(.+)$/.exec(ref);
+  return m ? { keystore: m[1], keyRef: m[2] } : { keyRef: ref };
+}
+
 /** L1 keys of the account, grouped by key reference, with the tenants each one protects. */
 export function groupByL1(tenants: Tenant[]): { key: string; mode: string; tenants: Tenant[] }[] {
   const groups = new Map<string, { key: string; mode: string; tenants: Tenant[] }>();
   for (const t of tenants) {
-    const key = t.key_mode === "platform-managed" ? "platform root key" : t.l1_key_ref || `linked key of ${t.tenant_id}`;
+    const key = t.key_mode === "platform-managed" ? "platform root key" : t.l1_key_ref || `master key linked to ${t.tenant_id}`;
     const g = groups.get(key) ?? { key, mode: t.key_mode, tenants: [] };
     g.tenants.push(t);
     groups.set(key, g);
@@ -65,8 +71,11 @@ function MasterKeys({ api, account, tenants, onChanged }: { api: CmkApi; account
           {groupByL1(tenants).map((g) => (
             <tr key={g.key} data-testid="l1-row">
               <td>
-                <code className="wrap">{g.key}</code>
-                <div className="muted small">{MODE_LABEL[g.mode] ?? g.mode}</div>
+                <code className="wrap">{splitL1Ref(g.key).keyRef}</code>
+                <div className="muted small">
+                  {MODE_LABEL[g.mode] ?? g.mode}
+                  {splitL1Ref(g.key).keystore && <> · keystore {splitL1Ref(g.key).keystore}</>}
+                </div>
               </td>
               <td>
                 <ul className="plain">

@@ -44,7 +44,7 @@ export function describeStep(step: unknown): string {
   if (step && typeof step === "object") {
     const s = step as Record<string, unknown>;
     const text = s.message ?? s.step ?? s.phase ?? s.stage ?? s.event;
-    const counts = typeof s.done === "number" && typeof s.total === "number" ? ` (${s.done}/${s.total})` : "";
+    const counts = typeof s.done === "number" && typeof s.total === "number" && s.total > 0 ? ` (${s.done}/${s.total})` : "";
     const who = typeof s.tenant_id === "string" ? `${s.tenant_id}: ` : "";
     if (typeof text === "string") return `${who}${text}${counts}`;
     if (Array.isArray(s.args)) return (s.args as unknown[]).join(" ");

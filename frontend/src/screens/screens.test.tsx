@@ -7,7 +7,7 @@ import { OpsChart } from "../components/OpsChart";
 import { fakeFetch } from "../test/fakeServer";
 import { Audit } from "./Audit";
 import { Dashboard } from "./Dashboard";
-import { groupByL1, Keys } from "./Keys";
+import { groupByL1, Keys, splitL1Ref } from "./Keys";
 import { describeStep, MasterKeyWizard, missingPermissions, tenantFailure } from "./MasterKeyWizard";
 import { mongoSettings, Services } from "./Services";
 
@@ -128,6 +128,11 @@ describe("dashboard", () => {
 });
 
 describe("keys", () => {
+  it("splits the stored parent reference", () => {
+    expect(splitL1Ref(`l1:ks-1/${ARN}`)).toEqual({ keystore: "ks-1", keyRef: ARN });
+    expect(splitL1Ref("alias/x")).toEqual({ keyRef: "alias/x" });
+  });
+
   it("groups tenants by master key", () => {
     const groups = groupByL1([tenant("a", { key_mode: "byok", l1_key_ref: ARN }), tenant("b", { key_mode: "byok", l1_key_ref: ARN }), tenant("c")]);
     expect(groups.map((g) => [g.key, g.tenants.map((t) => t.tenant_id)])).toEqual([[ARN, ["a", "b"]], ["platform root key", ["c"]]]);
