@@ -4,16 +4,16 @@ KMS keys in the session's moto server, and runtimes whose settings allow the Sof
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-SO_PIN = "87654321"
-USER_PIN = "1234"
-OTHER_PIN = "5678"
+SO_PIN = "so-" + secrets.token_hex(6)
+USER_PIN = "pin-" + secrets.token_hex(8)  # random, so a scan for it cannot match by accident
+OTHER_PIN = "pin-" + secrets.token_hex(8)
 TOKEN = "openkcm-hyok"
 OTHER_TOKEN = "openkcm-other"
 _CANDIDATES = (
@@ -114,7 +114,3 @@ def raw_items(table_name: str) -> list[dict]:
     for page in client.get_paginator("scan").paginate(TableName=table_name):
         items.extend(page["Items"])
     return items
-
-
-def path_of(tmp: Path, name: str) -> Path:
-    return tmp / name
