@@ -53,10 +53,16 @@ def _load_private_key(der: bytes) -> Any:
     return serialization.load_der_private_key(der, None)
 
 
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
 class _BackendPickler(pickle.Pickler):
-    """moto's KMS backend holds cryptography private keys, which do not pickle: store them as DER."""
+    """Pickles moto's backends. Two kinds of member do not pickle and are rebuilt instead: cryptography
+    private keys of the KMS backend (stored as DER) and the locks some backends keep (a new lock)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _LOCK_TYPES):
+            return (threading.RLock if "RLock" in type(obj).__name__ else threading.Lock), ()
         if type(obj).__module__.startswith("cryptography.hazmat.bindings") and hasattr(obj, "private_bytes"):
             der = obj.private_bytes(
                 serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -123,9 +123,6 @@ def test_durable_store_compaction_keeps_every_write(tmp_path):
         handle.write('{"m": "POST", "torn')  # a write that was never acknowledged
     (tmp_path / "aws" / "moto-snapshot.tmp").write_bytes(b"half-written")
 
-    from moto.backends import get_backend
-
-    get_backend("dynamodb").clear()
     again = DurableMotoServer(tmp_path / "aws", port=0)
     endpoint = again.start()
     try:
