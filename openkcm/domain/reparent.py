@@ -242,7 +242,7 @@ class ParentChange:
             raise ConcurrentUpdate(
                 "the tenant's keys changed while its parent key was being changed (a rotation?); retry"
             ) from None
-        return int(tenant.epoch)
+        return int(tenant.epoch) + 1  # the transaction added one; the local model does not know
 
     def _rolled_back(
         self,

@@ -129,6 +129,22 @@ def _check_key_ref(provider: str, key_ref: str) -> str:
     return validator(key_ref.strip()) if validator else key_ref.strip()
 
 
+def _publish_l1_changed(runtime: Runtime, result: dict[str, Any]) -> None:
+    """DECISIONS 14: an ``l1_changed`` domain event after a successful switch. Best effort: the epoch bump in
+    the switch's transaction is what makes every worker drop the tenant's cached keys."""
+    if not result.get("ok"):
+        return
+    try:
+        from openkcm.ops.events import L1_CHANGED, publish
+
+        publish(
+            runtime, L1_CHANGED, result["tenant_id"], key_mode=result["key_mode"],
+            l1_key_ref=audit_safe(result["l1_key_ref"] or "platform"), epoch=int(result["epoch"]),
+        )
+    except Exception:  # noqa: BLE001 - never fail a committed change over a notification
+        pass
+
+
 def _set_status(item: KeystoreModel, status: str, reason: str | None, runtime: Runtime) -> None:
     actions = [KeystoreModel.status.set(status), KeystoreModel.updated_at.set(runtime.clock.now())]
     actions.append(KeystoreModel.status_reason.set(reason[:1000]) if reason else KeystoreModel.status_reason.remove())
@@ -341,6 +357,7 @@ def link_l1_key(
     for tenant in tenants:
         result = change.run(tenant.tenant_id, connector, key_mode=key_mode, actor=actor, source="api", progress=progress)
         results.append(result.to_dict())
+        _publish_l1_changed(runtime, results[-1])
     ok = [r for r in results if r["ok"]]
     if ok:
         _set_status(item, CONNECTED, None, runtime)
@@ -355,9 +372,11 @@ def return_to_platform(runtime: Runtime, tenant_id: str, actor: str, progress: P
     tenant = runtime.tenants.get(tenant_id)
     if tenant.key_mode == PLATFORM:
         raise WrongState("the tenant uses the platform key already")
-    return _parent_change(runtime).run(
+    result = _parent_change(runtime).run(
         tenant_id, runtime.root, key_mode=PLATFORM, actor=actor, source="api", progress=progress
     ).to_dict()
+    _publish_l1_changed(runtime, result)
+    return result
 
 
 # ---- EXTERNAL-origin import (AWS KMS, DECISIONS 5) ----------------------------------------------

@@ -62,7 +62,7 @@ def test_link_rewraps_every_retained_version_and_switches(ks_runtime, kms):
 
     fresh = TenantModel.get(tenant.tenant_id, TenantModel.SORT_KEY)
     assert (fresh.key_mode, fresh.l1_state, fresh.l1_key_ref) == ("byok", "Active", f"l1:{store.keystore_id}/{arn}")
-    assert fresh.epoch > tenant.epoch
+    assert fresh.epoch > tenant.epoch and results[0]["epoch"] == fresh.epoch
     for record in TenantKeyModel.query(tenant.tenant_id, TenantKeyModel.sk.startswith("L2#")):
         assert (record.parent_kind, record.parent_ref) == ("l1", fresh.l1_key_ref)
     # Data sealed before the switch opens afterwards, through the L1 key now.
