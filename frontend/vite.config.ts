@@ -15,8 +15,8 @@ export default defineConfig({
   server: {
     // `npm run dev` proxies the API and the local OIDC issuer to a running `openkcm local up`.
     proxy: {
-      "/v1": process.env.OPENKCM_API ?? "http://127.0.0.1:8480",
-      "/oidc": process.env.OPENKCM_API ?? "http://127.0.0.1:8480",
+      "/v1": process.env.OPENKCM_API ?? "http://127.0.0.1:8080",
+      "/oidc": process.env.OPENKCM_API ?? "http://127.0.0.1:8080",
     },
   },
   test: {

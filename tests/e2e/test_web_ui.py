@@ -9,14 +9,20 @@ screen is saved to test-artifacts/screenshots/. No step may log a console error.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
@@ -203,6 +209,41 @@ def test_audit_log(page: Any) -> None:
     assert lines and all(json.loads(line)["kind"] == "security" for line in lines)
 
 
+def test_provisioning_notification_banner(page: Any, local_stack: LocalStackProcess) -> None:
+    """A marketplace tenant_created event (signed webhook) provisions a tenant; its Ready notification
+    from the outbox shows as a banner, and the new tenant joins the switcher."""
+    body = json.dumps({
+        "event_id": f"evt-{uuid.uuid4().hex[:12]}", "event": "tenant_created", "customer": ACCOUNT,
+        "service": "openkcm", "region": "us-east-1", "tenant": "acme-dev",
+        "timestamp": datetime.now(UTC).isoformat(),
+    }).encode()
+    secret = (local_stack.data_dir / "secrets" / "webhook-secret").read_bytes().strip()
+    stamp = int(time.time())
+    signature = hmac.new(secret, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(f"{local_stack.base_url}/v1/marketplace/events", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "X-OpenKCM-Signature": f"t={stamp},v1={signature}"})
+    with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310 (loopback)
+        assert reply.status in (200, 202)
+    deadline = time.monotonic() + 90
+    while True:
+        notes = local_stack.api("GET", f"/v1/accounts/{ACCOUNT}/notifications")["items"]
+        if any(n.get("tenant_id") == "acme-dev" for n in notes):
+            break
+        assert time.monotonic() < deadline, "provisioning wrote no notification within 90 s"
+        time.sleep(1)
+    page.reload()
+    banner = page.get_by_test_id("notification").filter(has_text="acme-dev")
+    if banner.count() == 0:  # the subject may name the customer rather than the tenant
+        banner = page.get_by_test_id("notification").first
+    expect(banner).to_be_visible()
+    screenshot(page, "09-notification-banner")
+    expect(page.locator("#tenant-switcher option")).to_have_count(3)
+    text = banner.first.inner_text().split("Dismiss")[0].strip()
+    banner.first.get_by_role("button", name="Dismiss").click()
+    expect(page.get_by_test_id("notification").filter(has_text=text)).to_have_count(0)
+
+
 def test_keyboard_only_navigation(page: Any) -> None:
     page.reload()  # the session survives a reload of the tab (sessionStorage), the focus starts at the top
     expect(page.get_by_test_id("who")).to_be_visible()
@@ -225,3 +266,22 @@ def test_keyboard_only_navigation(page: Any) -> None:
 
 def test_no_console_errors(console: ConsoleLog) -> None:
     assert console.errors == []
+
+
+def test_api_errors_are_shown(page: Any, console: ConsoleLog) -> None:
+    """A CSR the API refuses (RSA 1024): the UI shows the API's own message. Runs after the console check:
+    Chromium itself logs every 4xx answer as a console error, so only that network line is allowed here."""
+    seen = len(console.errors)
+    _tab(page, "Services & certificates")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    weak = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")])
+    ).sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    page.get_by_label("Service id").fill("legacy-app")
+    page.get_by_label("Certificate signing request (PEM)").fill(weak)
+    page.get_by_role("button", name="Issue certificate").click()
+    alert = page.get_by_role("alert").filter(has_text="HTTP 400")
+    expect(alert).to_contain_text("RSA (2048 bits or more)")
+    screenshot(page, "10-api-error")
+    extra = console.errors[seen:]
+    assert all("status of 400" in line for line in extra), extra

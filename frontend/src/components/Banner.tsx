@@ -45,7 +45,7 @@ export function NotificationBanner({ api, account, intervalMs = 30000 }: { api: 
       {visible.map((n) => (
         <div key={id(n)} className={`banner ${level(n.kind)}`} role={level(n.kind) === "error" ? "alert" : "status"} data-testid="notification">
           <span>
-            <strong>{n.subject}</strong> {n.message}
+            <strong>{n.subject}</strong>{n.message.startsWith(n.subject) ? n.message.slice(n.subject.length).replace(/^[!.:,]?\s*/, " ") : ` ${n.message}`}
           </span>
           <button type="button" className="link" onClick={() => dismiss(n)} aria-label={`Dismiss: ${n.subject}`}>
             Dismiss
