@@ -13,6 +13,8 @@ from aws_cdk import Stack
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
+from openkcm.config import Settings
+
 if TYPE_CHECKING:
     from infra_cdk.stack import OpenKcmStack
 
@@ -50,15 +52,18 @@ def suppress(stack: OpenKcmStack) -> None:
         _on(fn.role, _s("IAM5", VPC_ENI, ["Resource::*"]))
     if getattr(api, "pretoken", None) is not None:
         _on(api.pretoken, _s("L1", PYTHON_PINNED), children=False)
-    _on(
-        rotation.rotate.role,
-        _s(
-            "IAM5",
-            "Audit archive objects are written under the archive prefix with one generated key per exported "
-            "batch; the grant is PutObject/PutObjectRetention on that prefix of one bucket, never read or delete.",
-            ["Resource::<DataAuditArchive586763B5.Arn>/audit/*"],
-        ),
-    )
+    archive = stack.resolve(stack.data.audit_archive.bucket_arn)["Fn::GetAtt"][0]
+    prefix = Settings.model_fields["audit_archive_prefix"].default
+    for role in (rotation.rotate.role, api.cmk_api.role):
+        _on(
+            role,
+            _s(
+                "IAM5",
+                "Audit archive segments are objects under the archive prefix, one generated key per segment; "
+                "the grant is Get (and for the archiving job Put) on that prefix of one bucket, never delete.",
+                [f"Resource::<{archive}.Arn>/{prefix}*"],
+            ),
+        )
 
     # -- API -----------------------------------------------------------------------------------------
     webhook_route = api.http_api.node.try_find_child("POST--v1--marketplace--events")

@@ -123,7 +123,11 @@ class Api(Construct):
             asset="cmk_api",
             handler="functions/cmk_api/handler.handler",
             description="OpenKCM CMK REST API",
-            environment={**base_env, infra("OPENKCM_CA_SECRET_ARN"): self.ca_secret.secret_arn},
+            environment={
+                **base_env,
+                infra("OPENKCM_CA_SECRET_ARN"): self.ca_secret.secret_arn,
+                setting("audit_archive_bucket"): data.audit_archive.bucket_name,
+            },
             reserved_concurrency=config.api_reserved_concurrency,
             vpc=network.vpc,
             subnets=network.private_subnets,
@@ -199,6 +203,7 @@ class Api(Construct):
         data.allow_root_key(self.cmk_api.role, ["kms:Encrypt", "kms:Decrypt"], ("l2", "credentials"))
         data.allow_root_key(self.worker.role, ["kms:Encrypt", "kms:Decrypt"])
         data.allow_signing(self.cmk_api.role)
+        data.grant_archive(self.cmk_api.role, write=False)
         data.allow_signing(self.worker.role)
         self.ca_secret.grant_read(self.cmk_api.role)
         self.webhook_secret.grant_read(self.webhook.role)
@@ -206,7 +211,8 @@ class Api(Construct):
             iam.PolicyStatement(sid="EnqueueProvisioning", actions=["sqs:SendMessage"], resources=[self.queue.queue_arn])
         )
         data.allow_queue_or_topic_key(self.webhook.role, "sqs")
-        for fn in (self.cmk_api, self.worker):
+        # Every process publishes domain events, security events among them (a bad webhook signature too).
+        for fn in (self.cmk_api, self.webhook, self.worker):
             self.grant_events_and_notify(fn.role, bus, data)
 
         # -- HTTP API (routes come in add_routes, once the web client -- the JWT audience -- exists) -------

@@ -309,12 +309,23 @@ class Data(Construct):
             )
         )
 
-    def grant_archive_write(self, role: iam.IRole) -> None:
+    def grant_archive(self, role: iam.IRole, *, write: bool) -> None:
+        """Audit archive (openkcm.domain.audit.archive.S3ArchiveStore): list, head/get, and for the
+        archiving job put. Never delete: Object Lock would refuse it anyway."""
+        prefix = Settings.model_fields["audit_archive_prefix"].default
         role.add_to_principal_policy(
             iam.PolicyStatement(
-                sid="AuditArchiveWrite",
-                actions=["s3:PutObject", "s3:PutObjectRetention"],
-                resources=[self.audit_archive.arn_for_objects(f"{Settings.model_fields['audit_archive_prefix'].default}*")],
+                sid="AuditArchiveList",
+                actions=["s3:ListBucket"],
+                resources=[self.audit_archive.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="AuditArchiveObjects",
+                actions=["s3:GetObject", *(["s3:PutObject"] if write else [])],
+                resources=[self.audit_archive.arn_for_objects(f"{prefix}*")],
             )
         )
         self.allow_queue_or_topic_key(role, "s3")

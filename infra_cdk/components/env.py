@@ -15,6 +15,7 @@ INFRA_ONLY = frozenset(
         "OPENKCM_CA_SECRET_ARN",  # Secrets Manager: {"ca_cert_pem", "ca_key_pem"} (CMK API issues certs)
         "OPENKCM_KMIP_TLS_SECRET_ARN",  # Secrets Manager: {"server_cert_pem","server_key_pem","ca_cert_pem"}
         "OPENKCM_KMIP_PORT",  # 5696
+        "OPENKCM_KMIP_HEALTH_PORT",  # 8080: plain-HTTP health endpoint for the NLB
     }
 )
 

@@ -28,6 +28,9 @@ from infra_cdk.components.network import Network
 from infra_cdk.config import DeployConfig
 
 KMIP_PORT = 5696
+# The server's plain-HTTP health endpoint (ServerConfig.health_port): "GET" -> 200 {"healthy": true} or 503.
+# Checking it instead of 5696 keeps health probes from showing up as failed TLS handshakes.
+HEALTH_PORT = 8080
 
 
 class Kmip(Construct):
@@ -101,9 +104,13 @@ class Kmip(Construct):
                 **base_env,
                 infra("OPENKCM_KMIP_TLS_SECRET_ARN"): self.tls_secret.secret_arn,
                 infra("OPENKCM_KMIP_PORT"): str(KMIP_PORT),
+                infra("OPENKCM_KMIP_HEALTH_PORT"): str(HEALTH_PORT),
             },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="kmip", log_group=self.log_group),
-            port_mappings=[ecs.PortMapping(container_port=KMIP_PORT, protocol=ecs.Protocol.TCP)],
+            port_mappings=[
+                ecs.PortMapping(container_port=KMIP_PORT, protocol=ecs.Protocol.TCP),
+                ecs.PortMapping(container_port=HEALTH_PORT, protocol=ecs.Protocol.TCP),
+            ],
             readonly_root_filesystem=True,
             stop_timeout=Duration.seconds(30),
         )
@@ -125,8 +132,9 @@ class Kmip(Construct):
         )
         for cidr in config.kmip_allowed_cidrs:
             self.nlb_sg.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(KMIP_PORT), "KMIP clients (mutual TLS)")
-        self.nlb_sg.add_egress_rule(task_sg, ec2.Port.tcp(KMIP_PORT), "to KMIP tasks")
-        task_sg.add_ingress_rule(self.nlb_sg, ec2.Port.tcp(KMIP_PORT), "from the KMIP load balancer")
+        for port, what in ((KMIP_PORT, "KMIP"), (HEALTH_PORT, "health checks")):
+            self.nlb_sg.add_egress_rule(task_sg, ec2.Port.tcp(port), f"to KMIP tasks ({what})")
+            task_sg.add_ingress_rule(self.nlb_sg, ec2.Port.tcp(port), f"from the KMIP load balancer ({what})")
 
         self.service = ecs.FargateService(
             self,
@@ -167,8 +175,10 @@ class Kmip(Construct):
             targets=[self.service.load_balancer_target(container_name="kmip", container_port=KMIP_PORT)],
             deregistration_delay=Duration.seconds(30),
             health_check=elbv2.HealthCheck(
-                protocol=elbv2.Protocol.TCP,
-                port=str(KMIP_PORT),
+                protocol=elbv2.Protocol.HTTP,
+                port=str(HEALTH_PORT),
+                path="/healthz",
+                healthy_http_codes="200",
                 interval=Duration.seconds(10),
                 healthy_threshold_count=2,
                 unhealthy_threshold_count=2,

@@ -375,7 +375,14 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     t.has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {"Port": 5696, "Protocol": "TCP"})
     t.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup",
-        {"Port": 5696, "Protocol": "TCP", "TargetType": "ip", "HealthCheckProtocol": "TCP", "HealthCheckPort": "5696"},
+        {
+            "Port": 5696,
+            "Protocol": "TCP",
+            "TargetType": "ip",
+            "HealthCheckProtocol": "HTTP",
+            "HealthCheckPort": "8080",
+            "HealthCheckPath": "/healthz",
+        },
     )
     t.has_resource_properties("AWS::ElasticLoadBalancingV2::LoadBalancer", {"Type": "network"})
     service = synth.resources("AWS::ECS::Service").popitem()[1]["Properties"]
@@ -388,7 +395,7 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     task = synth.resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"]
     assert task["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
     container = task["ContainerDefinitions"][0]
-    assert container["PortMappings"] == [{"ContainerPort": 5696, "Protocol": "tcp"}]
+    assert {"ContainerPort": 5696, "Protocol": "tcp"} in container["PortMappings"]
     assert container["ReadonlyRootFilesystem"] is True
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["OPENKCM_KMIP_PORT"] == "5696" and "OPENKCM_KMIP_TLS_SECRET_ARN" in env
