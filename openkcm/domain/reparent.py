@@ -22,6 +22,7 @@ with phases validate / rewrap / switch / done / rolled_back.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from openkcm.storage import ConditionFailed, TenantKeyModel, TenantModel
 from openkcm.storage.models import condition_guard
 
 Progress = Callable[[dict[str, Any]], None]
+log = logging.getLogger("openkcm.reparent")
 
 # Key modes and L1 states of a tenant record.
 PLATFORM, BYOK, HYOK = "platform-managed", "byok", "hyok"
@@ -144,8 +146,12 @@ class ParentChange:
             raise WrongState(f"tenant is {tenant.status}; only a Ready tenant can change its parent key")
 
         def report(phase: str, done: int = 0, total: int = 0, message: str = "") -> None:
-            if progress is not None:
+            if progress is None:
+                return
+            try:
                 progress({"tenant_id": tenant_id, "phase": phase, "done": done, "total": total, "message": message})
+            except Exception:  # noqa: BLE001 - a broken progress listener never decides the outcome
+                log.warning("progress callback failed", extra={"tenant_id": tenant_id, "phase": phase})
 
         previous_ref = tenant.l1_key_ref or self._keyring.root.ref
         deadline = Deadline(self._budget, self._call_timeout)
@@ -157,7 +163,7 @@ class ParentChange:
                 raise InvalidRequest(f"tenant holds {len(records)} L2 versions; at most {MAX_VERSIONS_PER_SWITCH} switch at once")
             rewrapped = self._rewrap(tenant_id, records, new_parent, report)
             report("switch", len(rewrapped), len(rewrapped), "switching atomically")
-            epoch = self._switch(tenant, rewrapped, new_parent, parent_kind, key_mode, l1_key_ref)
+            epoch = self._switch_with_retry(tenant, rewrapped, new_parent, parent_kind, key_mode, l1_key_ref)
         except OpenKCMError as exc:
             return self._rolled_back(tenant, exc, l1_key_ref, key_mode, previous_ref, actor, source, report)
         self._keyring.invalidate(tenant_id)
@@ -202,6 +208,30 @@ class ParentChange:
             out.append((record, blob))
             report("rewrap", index + 1, total, f"L2 version {version} re-wrapped")
         return out
+
+    def _switch_with_retry(
+        self,
+        tenant: TenantModel,
+        rewrapped: list[tuple[TenantKeyModel, bytes]],
+        parent: WrappingKey,
+        parent_kind: str,
+        key_mode: str,
+        l1_key_ref: str | None,
+    ) -> int:
+        """The switch, retried once when only the tenant record moved meanwhile (a health probe noting the L1
+        state, an epoch bump) while its L2 versions are exactly the ones re-wrapped. Anything else — a new
+        version, a version re-wrapped by someone else — is a real conflict: roll back."""
+        try:
+            return self._switch(tenant, rewrapped, parent, parent_kind, key_mode, l1_key_ref)
+        except ConcurrentUpdate:
+            fresh = self._tenants.get(tenant.tenant_id)
+            if fresh.status != READY or int(fresh.current_l2_version) != int(tenant.current_l2_version):
+                raise
+            now = {r.sk: (r.version, bytes(r.wrapped or b"")) for r in self._keyring.records(tenant.tenant_id)}
+            for record, _ in rewrapped:
+                if now.get(record.sk) != (record.version, bytes(record.wrapped or b"")):
+                    raise
+            return self._switch(fresh, rewrapped, parent, parent_kind, key_mode, l1_key_ref)
 
     def _switch(
         self,

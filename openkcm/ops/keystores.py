@@ -366,10 +366,13 @@ def link_l1_key(
     return results
 
 
-def return_to_platform(runtime: Runtime, tenant_id: str, actor: str, progress: Progress | None = None) -> dict[str, Any]:
+def return_to_platform(
+    runtime: Runtime, tenant_id: str, actor: str, progress: Progress | None = None, *, account_id: str | None = None
+) -> dict[str, Any]:
     """Move a BYOK/HYOK tenant back to the internal root key (every retained L2 version re-wrapped,
-    atomically). The current L1 key must still unwrap (or its keys be cached within the grace period)."""
-    tenant = runtime.tenants.get(tenant_id)
+    atomically). The current L1 key must still unwrap (or its keys be cached within the grace period).
+    With ``account_id`` a tenant of another account is reported as missing."""
+    tenant = runtime.tenants.get_in_account(account_id, tenant_id) if account_id else runtime.tenants.get(tenant_id)
     if tenant.key_mode == PLATFORM:
         raise WrongState("the tenant uses the platform key already")
     result = _parent_change(runtime).run(

@@ -193,3 +193,43 @@ def test_probe_records_l1_health_and_audits_a_security_event(ks_runtime, kms):
     assert TenantModel.get(tenant.tenant_id, TenantModel.SORT_KEY).l1_state == "Active"
     assert [e["operation"] for e in events_of(tenant.tenant_id) if e["kind"] == "security"] == [
         "L1KeyUnavailable", "L1KeyRecovered"]
+
+
+def test_switch_survives_a_concurrent_tenant_update_and_a_broken_listener(ks_runtime, kms):
+    rt = ks_runtime
+    tenant = new_tenant(rt)
+    objects = seal_some(rt, tenant.tenant_id)
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    store = aws_keystore(rt)
+
+    def listener(event):
+        if event["phase"] == "switch":
+            rt.tenants.bump_epoch(tenant.tenant_id)  # e.g. a health probe or a disable elsewhere touches the record
+        if event["phase"] == "done":
+            raise RuntimeError("the client went away")
+
+    [result] = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, arn, [tenant.tenant_id], "alice", progress=listener)
+    assert result["ok"], result
+    rt.keyring.invalidate(tenant.tenant_id)
+    assert_readable(rt, tenant.tenant_id, objects)
+
+
+def test_rotation_during_the_link_rolls_the_link_back(ks_runtime, kms):
+    rt = ks_runtime
+    tenant = new_tenant(rt)
+    objects = seal_some(rt, tenant.tenant_id)
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    store = aws_keystore(rt)
+
+    def listener(event):
+        if event["phase"] == "switch":
+            rt.keyring.rotate(tenant.tenant_id)  # a new L2 version the re-wrap did not see
+
+    [result] = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, arn, [tenant.tenant_id], "alice", progress=listener)
+    assert not result["ok"] and result["error"]["error"] == "concurrent_update"
+    assert [r.parent_kind for r in rt.keyring.records(tenant.tenant_id)] == ["root", "root"]
+    assert TenantModel.get(tenant.tenant_id, TenantModel.SORT_KEY).key_mode == "platform-managed"
+    rt.keyring.invalidate(tenant.tenant_id)
+    assert_readable(rt, tenant.tenant_id, objects)
+    with pytest.raises(NotFound):
+        ks.return_to_platform(rt, tenant.tenant_id, "mallory", account_id="globex-999")
