@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(90.0, ge=0)  # in DynamoDB before archive + expiry
     audit_checkpoint_seconds: float = Field(300.0, ge=0)  # 0: only the scheduled job checkpoints
     audit_max_pending: int = Field(20_000, ge=1, le=20_000)  # fail-closed bound; only stricter
+    # True: a record is fsync'd before the operation is acknowledged; False: handed to the OS (survives a
+    # killed process) and fsync'd by the flusher within 0.2 s (a machine crash can lose that window).
+    audit_wal_fsync: bool = True
 
     @property
     def root_kms_key_list(self) -> list[str]:

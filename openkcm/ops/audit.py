@@ -88,6 +88,7 @@ def wire_sink(runtime: Runtime) -> None:
     sink = runtime.audit
     sink.set_security_listener(security_publisher(runtime))
     if isinstance(sink, ChainedAuditSink):
+        sink.set_wal_fsync(runtime.settings.audit_wal_fsync)
         sink.set_chain_resolver(lambda tenant_id, version: runtime.keyring.record(tenant_id, version).parent_ref,
                                 ttl=runtime.settings.l2_cache_ttl_seconds)
     if isinstance(sink, ChainedAuditSink) and runtime.settings.audit_checkpoint_seconds > 0:

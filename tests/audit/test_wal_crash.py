@@ -41,10 +41,11 @@ def _stored_ids(tenant_id: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_killed_before_flush_is_replayed(runtime, tenant_factory, tmp_path: Path):
+@pytest.mark.parametrize("mode", ["hang", "hang-os"])
+def test_killed_before_flush_is_replayed(runtime, tenant_factory, tmp_path: Path, mode: str):
     tenant = tenant_factory()
     wal = tmp_path / "wal"
-    ids = _run_and_kill("hang", runtime.settings, tenant.tenant_id, wal, dict(os.environ))
+    ids = _run_and_kill(mode, runtime.settings, tenant.tenant_id, wal, dict(os.environ))
     assert not set(ids) & _stored_ids(tenant.tenant_id)  # nothing reached the table before the kill
     sink = ChainedAuditSink(wal_dir=wal, flush_interval=3600)  # the next process claims the same slot
     assert sink.stats["replayed_events"] == 12

@@ -112,6 +112,9 @@ class ChainedAuditSink(AuditSink):
         self._links_wal: Any = None
         self._lock_fd: int | None = None
         self._dirty = False
+        self._sync_lock = threading.Lock()
+        self._wal_fsync = True
+        self._written_gen = self._synced_gen = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = {"stored_links": 0, "stored_events": 0, "replayed_events": 0, "replayed_links": 0}
@@ -173,14 +176,36 @@ class ChainedAuditSink(AuditSink):
             self.sync()
 
     def sync(self) -> None:
+        """Group commit: hand the buffered lines to the OS under the lock (that alone survives a killed
+        process), then fsync outside it; a caller whose lines an fsync already started after covers
+        returns without one, so concurrent callers share fsyncs and recorders never wait on the disk."""
         with self._lock:
-            if self._events_wal is not None and self._dirty:
-                self._events_wal.flush()
-                os.fsync(self._events_wal.fileno())
+            handle = self._events_wal
+            if handle is None or not self._dirty:
+                mine = self._written_gen
+            else:
+                handle.flush()
                 self._dirty = False
+                self._written_gen += 1
+                mine = self._written_gen
+        if handle is None or not self._wal_fsync:
+            return  # in the OS: survives a killed process; the flusher fsyncs within flush_interval
+        with self._sync_lock:
+            if self._synced_gen >= mine:
+                return
+            target = self._written_gen  # every generation up to here is in the OS already
+            os.fsync(handle.fileno())
+            self._synced_gen = target
 
     def set_security_listener(self, listener: SecurityListener | None) -> None:
         self._on_security = listener
+
+    def set_wal_fsync(self, enabled: bool) -> None:
+        """``True`` (default): :meth:`sync` returns after fsync — a record survives a machine crash.
+        ``False``: after the OS has the line — it survives a killed process (the SIGKILL tests), and the
+        flusher's fsync'd ``links.wal`` covers it within ``flush_interval``; a machine crash can lose that
+        window. Each deployment chooses; the fail-closed bound is unaffected."""
+        self._wal_fsync = enabled
 
     def set_chain_resolver(self, resolver: ChainResolver | None, ttl: float = 60.0) -> None:
         """Fill ``l1_ref`` of events that name an L2 version but not its parent, so every record traces
@@ -339,6 +364,7 @@ class ChainedAuditSink(AuditSink):
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
+                self.sync()  # hand any unsynced lines to the OS before they are linked
                 self.flush()
             except Exception as exc:
                 log.warning("audit flush failed: %s", type(exc).__name__)
