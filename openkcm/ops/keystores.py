@@ -39,6 +39,7 @@ CONNECTED, UNTESTED, ERROR = "Connected", "Untested", "Error"
 _NAME_MAX = 200
 
 __all__ = [
+    "aws_trust_template",
     "complete_key_import",
     "create_keystore",
     "delete_keystore",
@@ -410,6 +411,66 @@ def complete_key_import(
     info = _connector(runtime, item, ref).import_key_material(import_token, encrypted_key_material)  # type: ignore[attr-defined]
     _audit(runtime, account_id, "ImportKeyMaterial", actor, keystore_id=keystore_id, l1_ref=ref)
     return info.to_dict()
+
+
+# ---- trust template (seed 002 REQ-017) -----------------------------------------------------------
+def aws_trust_template(
+    runtime: Runtime, account_id: str, *, role_name: str = "OpenKCMKeyAccess", key_arn: str | None = None
+) -> dict[str, Any]:
+    """The IAM role trust policy and the key-policy statement a customer pastes into their AWS account so
+    OpenKCM can use their KMS key through a cross-account role. OpenKCM's principal is the role this process
+    runs as. The external id is the customer's choice and a secret of the keystore: the template shows where
+    it goes, never a value."""
+    import boto3
+
+    runtime.tenants.ensure_account(account_id)
+    identity = boto3.client("sts", region_name=runtime.settings.region).get_caller_identity()["Arn"]
+    principal = _role_arn_of(identity)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "OpenKCMAssumeRole",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": "<the external id you store in the keystore's secrets>"}},
+        }],
+    }
+    key_statement = {
+        "Sid": "OpenKCMUseOfTheKey",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::<your account id>:role/{role_name}"},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:EncryptionContext:purpose": "openkcm-l2"}},
+    }
+    if key_arn:
+        key_statement["Principal"] = {"AWS": f"arn:aws:iam::{_account_of(key_arn)}:role/{role_name}"}
+    return {
+        "openkcm_principal": principal,
+        "role_name": role_name,
+        "role_trust_policy": trust,
+        "key_policy_statement": key_statement,
+        "role_permissions": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": ["kms:ListAliases", "kms:ListKeys"], "Resource": "*"}]},
+        "keystore_config": {"region": runtime.settings.region, "role_arn": f"arn:aws:iam::<your account id>:role/{role_name}"},
+        "keystore_secrets": {"external_id": "<the same external id>"},
+    }
+
+
+def _role_arn_of(identity_arn: str) -> str:
+    """``arn:aws:sts::<acct>:assumed-role/<role>/<session>`` -> ``arn:aws:iam::<acct>:role/<role>``."""
+    parts = identity_arn.split(":")
+    if len(parts) == 6 and parts[5].startswith("assumed-role/"):
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{parts[5].split('/')[1]}"
+    return identity_arn
+
+
+def _account_of(key_arn: str) -> str:
+    parts = key_arn.split(":")
+    if len(parts) < 6 or not parts[4].isdigit():
+        raise InvalidRequest("key_arn must be a KMS key ARN", field="key_arn")
+    return parts[4]
 
 
 # ---- health probe (seed 002 REQ-016) -------------------------------------------------------------

@@ -233,3 +233,13 @@ def test_rotation_during_the_link_rolls_the_link_back(ks_runtime, kms):
     assert_readable(rt, tenant.tenant_id, objects)
     with pytest.raises(NotFound):
         ks.return_to_platform(rt, tenant.tenant_id, "mallory", account_id="globex-999")
+
+
+def test_aws_trust_template_names_openkcm_and_never_an_external_id(ks_runtime, kms):
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    template = ks.aws_trust_template(ks_runtime, ACCOUNT, key_arn=arn)
+    statement = template["role_trust_policy"]["Statement"][0]
+    assert statement["Action"] == "sts:AssumeRole" and statement["Principal"]["AWS"] == template["openkcm_principal"]
+    assert "sts:ExternalId" in statement["Condition"]["StringEquals"]
+    assert set(template["key_policy_statement"]["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
+    assert template["key_policy_statement"]["Principal"]["AWS"].startswith(f"arn:aws:iam::{arn.split(':')[4]}:role/")
