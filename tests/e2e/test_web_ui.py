@@ -244,6 +244,24 @@ def test_provisioning_notification_banner(page: Any, local_stack: LocalStackProc
     expect(page.get_by_test_id("notification").filter(has_text=text)).to_have_count(0)
 
 
+def test_failed_activation_is_rolled_back(page: Any, local_stack: LocalStackProcess) -> None:
+    """Assigning a disabled KMS key: the switch is rolled back and the UI says so, with the fix."""
+    kms = _kms(local_stack)
+    key = kms.create_key(Description="disabled key")["KeyMetadata"]
+    kms.disable_key(KeyId=key["KeyId"])
+    _tab(page, "Keys")
+    page.get_by_label("Keystore").select_option(label="acme production KMS (aws-kms)")
+    page.get_by_label("Key reference").fill(key["Arn"])
+    page.locator("#assign-tenant").select_option("acme-dev")
+    page.get_by_role("button", name="Assign & activate").click()
+    rolled = page.get_by_test_id("rolled-back")
+    expect(rolled).to_contain_text("Rolled back for acme-dev")
+    expect(rolled).to_contain_text("Disabled")
+    expect(rolled).to_contain_text("How to fix")
+    screenshot(page, "11-rollback")
+    assert local_stack.api("GET", "/v1/tenants/acme-dev")["key_mode"] == "platform-managed"
+
+
 def test_keyboard_only_navigation(page: Any) -> None:
     page.reload()  # the session survives a reload of the tab (sessionStorage), the focus starts at the top
     expect(page.get_by_test_id("who")).to_be_visible()

@@ -5,6 +5,7 @@ import { ErrorMessage, Loading, Progress, Section, StateBadge } from "../compone
 import { formatTime } from "../lib/format";
 import { useAction, useAsync } from "../lib/useAsync";
 import { MODE_LABEL, describeStepList } from "./keysHelpers";
+import { RolledBack, tenantFailures, type TenantFailure } from "./MasterKeyWizard";
 
 export function Keys({ api, account, tenant, tenants, onChanged }: { api: CmkApi; account: string; tenant: string; tenants: Tenant[]; onChanged: () => void }) {
   return (
@@ -42,22 +43,31 @@ function MasterKeys({ api, account, tenants, onChanged }: { api: CmkApi; account
   const [target, setTarget] = useState("");
   const [steps, setSteps] = useState<string[]>();
   const [confirm, setConfirm] = useState<string>();
+  const [failures, setFailures] = useState<TenantFailure[]>([]);
   const knownRefs = [...new Set(tenants.map((t) => t.l1_key_ref).filter((r): r is string => !!r))];
 
   const assign = async () => {
     setSteps(undefined);
+    setFailures([]);
     const reply = await action.run(async () => {
       if (!storeId || !keyRef.trim() || !target) throw new Error("Choose a keystore, a key and a tenant.");
       return api.linkL1Key(account, storeId, keyRef.trim(), [target]);
     });
-    if (reply) setSteps(describeStepList(reply.progress));
+    if (reply) {
+      setSteps(describeStepList(reply.progress));
+      setFailures(tenantFailures(reply.result));
+    }
     onChanged();
   };
   const unassign = async (tenantId: string) => {
     setConfirm(undefined);
     setSteps(undefined);
+    setFailures([]);
     const reply = await action.run(() => api.returnToPlatform(tenantId));
-    if (reply) setSteps(describeStepList(reply.progress));
+    if (reply) {
+      setSteps(describeStepList(reply.progress));
+      setFailures(tenantFailures(reply.result));
+    }
     onChanged();
   };
 
@@ -136,10 +146,11 @@ function MasterKeys({ api, account, tenants, onChanged }: { api: CmkApi; account
       {action.busy && <Progress label="Re-wrapping the tenant's key versions under the new master key" />}
       {steps && (
         <div role="status">
-          <p className="ok-text">Done.</p>
+          {failures.length === 0 && <p className="ok-text">Done.</p>}
           {steps.length > 0 && <ol className="progress-steps" aria-label="Progress">{steps.map((s, i) => <li key={i}>{s}</li>)}</ol>}
         </div>
       )}
+      <RolledBack failures={failures} />
       <ErrorMessage error={action.error} />
     </Section>
   );

@@ -18,15 +18,48 @@ const CHOICES: { value: Choice; label: string; detail: string }[] = [
 const STEPS = ["Choose", "Connection", "Test connection", "Save & activate"];
 const LAST = STEPS.length - 1;
 
-/** The per-tenant outcome of a link: undefined when it succeeded, else the reason it was rolled back. */
-export function tenantFailure(result: unknown, tenant: string): string | undefined {
+export interface TenantFailure {
+  tenant_id?: string;
+  message: string;
+  fix?: string;
+}
+
+/** The tenants a link or return rolled back (HTTP 200 with `ok: false` per tenant), with reason and fix. */
+export function tenantFailures(result: unknown): TenantFailure[] {
   const rows = Array.isArray(result) ? result : result && typeof result === "object" ? [result] : [];
+  const out: TenantFailure[] = [];
   for (const row of rows as Record<string, unknown>[]) {
-    if (row && (row.tenant_id === undefined || row.tenant_id === tenant) && row.ok === false) {
-      return typeof row.error === "string" && row.error ? row.error : "";
+    if (!row || row.ok !== false) continue;
+    const err = row.error;
+    if (err && typeof err === "object") {
+      const e = err as Record<string, unknown>;
+      const details = (e.details ?? {}) as Record<string, unknown>;
+      const fix = (e.fix ?? details.fix) as string | undefined;
+      out.push({ tenant_id: row.tenant_id as string | undefined, message: String(e.message ?? e.error ?? "failed"), fix });
+    } else {
+      out.push({ tenant_id: row.tenant_id as string | undefined, message: typeof err === "string" && err ? err : "failed" });
     }
   }
-  return undefined;
+  return out;
+}
+
+export function tenantFailure(result: unknown, tenant: string): string | undefined {
+  const f = tenantFailures(result).find((x) => x.tenant_id === undefined || x.tenant_id === tenant);
+  return f ? [f.message, f.fix && `How to fix: ${f.fix}`].filter(Boolean).join(" ") : undefined;
+}
+
+export function RolledBack({ failures }: { failures: TenantFailure[] }) {
+  if (!failures.length) return null;
+  return (
+    <div className="error" role="alert" data-testid="rolled-back">
+      {failures.map((f, i) => (
+        <p key={i}>
+          <strong>Rolled back{f.tenant_id ? ` for ${f.tenant_id}` : ""}:</strong> {f.message}. The previous master key stays in force.
+          {f.fix && <><br />How to fix: {f.fix}</>}
+        </p>
+      ))}
+    </div>
+  );
 }
 
 /** Permissions a failed check names, from the API's fields or its message ("permission kms:X missing"). */

@@ -96,6 +96,8 @@ describe("master key wizard", () => {
     expect(missingPermissions({ name: "permission", ok: true, message: "permission kms:DescribeKey missing" })).toEqual([]);
     expect(tenantFailure([{ tenant_id: "t1", ok: true }], "t1")).toBeUndefined();
     expect(tenantFailure([{ tenant_id: "t1", ok: false, error: "re-wrap failed: key disabled" }], "t1")).toBe("re-wrap failed: key disabled");
+    expect(tenantFailure([{ tenant_id: "t1", ok: false, error: { error: "keystore_key_disabled", message: "KMS key k is Disabled", details: { fix: "Enable the key." } } }], "t1"))
+      .toBe("KMS key k is Disabled How to fix: Enable the key.");
   });
 
   it("describes progress reports of any shape", () => {
