@@ -266,3 +266,18 @@ def test_configuration_is_checked_before_any_call():
         AzureKeyVaultConnector({"vault_url": "https://evil.example.com", "tenant_id": TENANT, "client_id": CLIENT}, {})
     with pytest.raises(KeystoreConfigInvalid):
         AzureKeyVaultConnector.validate_key_ref("https://other.example.com/keys/x")
+
+
+def test_client_secret_and_tokens_stay_out_of_the_logs(azure, caplog):
+    import logging
+
+    vault, _, _ = azure
+    caplog.set_level(logging.DEBUG)
+    conn = connect(vault, vault.key_name)
+    conn.unwrap(conn.wrap(os.urandom(32), CTX), CTX)
+    with pytest.raises(KeystoreAuthenticationFailed) as err:
+        connect(vault, vault.key_name, secret="wrong-" + SECRET).test_connection()
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert logged  # the SDKs did log their requests
+    for value in [SECRET, *vault.issued]:
+        assert value not in logged and value not in str(err.value.to_dict())

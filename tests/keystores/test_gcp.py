@@ -208,3 +208,16 @@ def test_configuration_is_checked_before_any_call():
         conn.wrap(b"x" * 32, CTX)  # no key named
     with pytest.raises(KeystoreAuthenticationFailed):
         conn.with_key("k").wrap(b"x" * 32, CTX)  # no credentials stored
+
+
+def test_service_account_key_and_tokens_stay_out_of_the_logs(gcp, caplog):
+    import logging
+
+    side, info = gcp
+    caplog.set_level(logging.DEBUG)
+    conn = connect(info)
+    conn.unwrap(conn.wrap(os.urandom(32), CTX), CTX)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    body = info["private_key"].split("-----")[2].strip().splitlines()
+    for value in [info["private_key_id"], *body[1:4], *side.issued]:
+        assert value not in logged

@@ -90,3 +90,18 @@ def test_module_must_be_on_the_operator_allow_list(softhsm):
     assert "allow-list" in err.value.message and "OPENKCM_PKCS11_MODULES" in err.value.fix
     with pytest.raises(KeystoreConfigInvalid):
         Pkcs11Connector({"module_path": "/tmp/evil.so", "token_label": "t"}, {}, allowed_modules=[softhsm["module"]])
+
+
+def test_token_by_slot_id(softhsm):
+    import pkcs11
+
+    make_hsm_key(softhsm, "by-slot")
+    lib = pkcs11.lib(softhsm["module"])
+    slot = next(s for s in lib.get_slots(token_present=True) if s.get_token().label == softhsm["token"])
+    conn = Pkcs11Connector(
+        {"module_path": softhsm["module"], "slot_id": str(slot.slot_id)}, {"pin": softhsm["pin"]},
+        allowed_modules=[softhsm["module"]], keystore_id="ks-hsm", key_ref="by-slot",
+    )
+    assert conn.unwrap(conn.wrap(b"s" * 32, CTX), CTX) == b"s" * 32
+    with pytest.raises(KeystoreConfigInvalid):
+        Pkcs11Connector({"module_path": softhsm["module"], "slot_id": "first"}, {}, allowed_modules=[softhsm["module"]])
