@@ -7,6 +7,7 @@ Routes that need no token (API Gateway routes without the JWT authorizer): :data
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ PUBLIC_ROUTES = frozenset({("GET", "/v1/health"), ("GET", "/v1/openapi.json")})
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
+
 
 app.include_router(health.router, prefix="/v1")
 app.include_router(certificates.ca_router, prefix="/v1")
@@ -70,8 +72,33 @@ def openapi_json() -> Response[str]:
     return Response(200, "application/json", openapi_document())
 
 
+def _unsupported_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Every request body of this API is JSON. Anything else is refused with 415 before Powertools tries
+    to parse it (its form/multipart parsing raises on malformed input)."""
+    if not event.get("body"):
+        return None
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        return _error(415, "unsupported_media_type", "send the request body as application/json",
+                      "Content-Type", "must be application/json")
+    if event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(event["body"], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "invalid_request", "the request body is not UTF-8 JSON", "body", "not UTF-8 text")
+    return None
+
+
+def _error(status: int, code: str, message: str, field: str, reason: str) -> dict[str, Any]:
+    body = {"error": code, "message": message, "details": {"field": field, "reason": reason}}
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body),
+            "isBase64Encoded": False, "cookies": []}
+
+
 def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return app.resolve(event, context)
+    """The API's entry point for the Lambda handler."""
+    return _unsupported_body(event) or app.resolve(event, context)
 
 
 def openapi_dict() -> dict[str, Any]:

@@ -19,7 +19,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import ApiGatewayResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
@@ -64,6 +67,11 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
             f"{first['field']}: {first['reason']}",
             {"field": first["field"], "reason": first["reason"], "errors": errors},
         )
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _content_type(exc: Exception) -> Response:
+        return error_response(415, "unsupported_media_type", "send the request body as application/json",
+                              {"field": "Content-Type", "reason": "must be application/json"})
 
     @app.exception_handler(IdempotencyValidationError)
     def _idem_mismatch(exc: Exception) -> Response:

@@ -65,7 +65,7 @@ class KeystoreCreate(Strict):
 class KeystoreUpdate(Strict):
     name: str | None = Field(None, min_length=1, max_length=128)
     config: dict[str, Any] | None = None
-    secrets: dict[str, str] | None = None
+    secrets: dict[str, str | None] | None = Field(None, description="fields to set; null or empty removes one")
 
 
 class KeystoreTest(Strict):
@@ -79,3 +79,14 @@ class L1Link(Strict):
 
 class ReturnToPlatform(Strict):
     confirm: bool = Field(..., description="must be true: re-wraps every L2 version under the platform root key")
+
+
+class KeyImportStart(Strict):
+    description: str = Field("", max_length=256)
+
+
+class KeyImportComplete(Strict):
+    key_ref: str = Field(..., min_length=1, max_length=2048)
+    import_token: str = Field(..., min_length=1, max_length=8192, description="base64, from the start call")
+    encrypted_key_material: str = Field(..., min_length=1, max_length=8192,
+                                        description="base64 key material wrapped on the customer's side")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from openkcm.ops.runtime import Runtime
 
 MAX_BODY = 1024 * 1024
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CMK_HANDLER = "functions.cmk_api.handler:handler"
 WEBHOOK_HANDLER = "functions.provision.handler:webhook_handler"
 MARKETPLACE_PREFIX = "/v1/marketplace/"
@@ -283,6 +284,10 @@ class LocalHttpAdapter:
             sys_version = ""
 
             def _serve(self) -> None:
+                if self.command not in ALLOWED_METHODS:
+                    self._send(405, {"Content-Type": "application/json", "Allow": ", ".join(sorted(ALLOWED_METHODS))},
+                               b'{"message":"Method Not Allowed"}')
+                    return
                 length_header = self.headers.get("Content-Length") or "0"
                 try:
                     length = int(length_header)
@@ -306,16 +311,28 @@ class LocalHttpAdapter:
             def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
                 self.send_response(status)
                 merged = {**security_headers(adapter.frame_ancestors), **headers}
-                if self.path.startswith(("/v1", "/oidc")):
+                if str(getattr(self, "path", "")).startswith(("/v1", "/oidc")):
                     merged.setdefault("Cache-Control", "no-store")
                 for name, value in merged.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if getattr(self, "command", "") != "HEAD":
                     self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+            def __getattr__(self, name: str) -> Any:
+                if name.startswith("do_"):  # every method reaches _serve, which refuses the unknown ones
+                    return self._serve
+                raise AttributeError(name)
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """Malformed requests get a JSON answer too (never http.server's HTML page)."""
+                self.close_connection = True
+                body = json.dumps({"message": message or "Bad Request"}).encode()
+                try:
+                    self._send(code, {"Content-Type": "application/json", "Connection": "close"}, body)
+                except OSError:
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 return None

@@ -304,3 +304,30 @@ def test_api_gateway_flattened_array_claims_are_understood(api, account, make_te
 def test_unknown_route_is_json_404(api, account):
     reply = api.call("GET", "/v1/nothing-here", claims(account))
     assert reply.status == 404 and reply.json()["error"] == "not_found"
+
+
+def test_body_with_another_content_type_is_415(api, account):
+    reply = api.call("POST", f"/v1/accounts/{account}/tenants", claims(account), body={"name": "x"},
+                     headers={"content-type": "text/plain"})
+    assert reply.status == 415 and reply.json()["details"]["field"] == "Content-Type"
+
+
+def test_multipart_body_is_415_not_a_crash(api, account):
+    reply = api.call("POST", f"/v1/accounts/{account}/tenants", claims(account), body="--x\r\n\r\n--x--",
+                     headers={"content-type": "multipart/form-data"})
+    assert reply.status == 415
+
+
+def test_binary_body_is_400_not_a_crash(api, account, make_tenant):
+    import base64
+
+    from tests.api.conftest import v2_event
+
+    tenant = make_tenant(account)
+    event = v2_event("DELETE", f"/v1/tenants/{tenant.tenant_id}", claims_=claims(account))
+    event.update(body=base64.b64encode(b"\x80").decode(), isBase64Encoded=True)
+    from functions.cmk_api.handler import handler
+    from openkcm.local.http_adapter import LocalLambdaContext
+
+    result = handler(event, LocalLambdaContext("t"))
+    assert result["statusCode"] == 400 and json.loads(result["body"])["details"]["field"] == "body"

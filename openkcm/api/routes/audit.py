@@ -76,14 +76,31 @@ def verify_audit(tenant_id: str) -> Response[dict[str, Any]]:
     """Verify the tenant's hash chains and signed checkpoints (the audit feature's verifier)."""
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
     module = optional_ops("openkcm.ops.audit", "audit verification")
-    return json_response(200, _plain(module.verify(runtime(), tenant_id)))
+    return json_response(200, _plain(module.verify_tenant(runtime(), tenant_id)))
+
+
+Day = Annotated[str | None, Query(max_length=40, description="ISO 8601 date or time")]
+ReportFormat = Annotated[str, Query(pattern="^(json|html)$", description="json (default) or html")]
 
 
 @router.get("/<tenant_id>/audit/compliance-report")
-def compliance_report(tenant_id: str) -> Response[dict[str, Any]]:
+def compliance_report(tenant_id: str, since: Day = None, until: Day = None,
+                      format: ReportFormat = "json") -> Response[Any]:  # noqa: A002 (the query parameter's name)
+    """Key configuration and history, services x keys, rotations versus policy, certificates, refusals and
+    security events, chain verification and operations per day, for a period (default: the last 30 days)."""
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
     module = optional_ops("openkcm.ops.audit", "the compliance report")
-    return json_response(200, _plain(module.compliance_report(runtime(), tenant_id)))
+    for name, value in (("since", since), ("until", until)):
+        if value:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidRequest(f"{name} must be an ISO 8601 date or time", field=name) from None
+    report = module.compliance_report(runtime(), tenant_id, since=since, until=until, fmt=format)
+    if format == "html":
+        return Response(200, "text/html; charset=utf-8", str(report),
+                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
+    return json_response(200, _plain(report))
 
 
 def _plain(value: Any) -> Any:

@@ -17,8 +17,16 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from openkcm.api import auth
 from openkcm.api.context import check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
 from openkcm.api.errors import json_response, optional_ops
-from openkcm.api.models import KeystoreCreate, KeystoreTest, KeystoreUpdate, L1Link, ReturnToPlatform
-from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso
+from openkcm.api.models import (
+    KeyImportComplete,
+    KeyImportStart,
+    KeystoreCreate,
+    KeystoreTest,
+    KeystoreUpdate,
+    L1Link,
+    ReturnToPlatform,
+)
+from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken
 from openkcm.domain.tenants import ACCOUNT_PATTERN, ID_PATTERN
 from openkcm.errors import InvalidRequest, NotFound
 from openkcm.storage import KeystoreModel
@@ -36,7 +44,8 @@ def _ops() -> Any:
 def _safe(value: Any) -> Any:
     """Drop anything that looks like a credential from what goes back to the caller."""
     if isinstance(value, dict):
-        return {k: _safe(v) for k, v in value.items() if not any(h in str(k).lower() for h in _HIDDEN)}
+        return {k: _safe(v) for k, v in value.items()
+                if isinstance(v, bool) or not any(h in str(k).lower() for h in _HIDDEN)}
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
     if isinstance(value, bytes):
@@ -48,17 +57,7 @@ def _safe(value: Any) -> Any:
 
 def _keystore(value: Any) -> dict[str, Any]:
     if isinstance(value, KeystoreModel):
-        import json
-
-        try:
-            config = json.loads(value.config_json or "{}")
-        except ValueError:
-            config = {}
-        value = {
-            "keystore_id": value.keystore_id, "account_id": value.account_id, "provider": value.provider,
-            "name": value.name, "config": config, "status": value.status, "status_reason": value.status_reason,
-            "created_at": iso(value.created_at), "updated_at": iso(value.updated_at),
-        }
+        value = _ops().keystore_view(value)
     elif hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
     elif not isinstance(value, dict):
@@ -185,6 +184,30 @@ def link_l1_key(account_id: str, keystore_id: str, body: L1Link) -> dict[str, An
     result = _ops().link_l1_key(runtime(), account_id, keystore_id, body.key_ref, list(body.tenant_ids),
                                 actor=who.subject, progress=progress)
     return {"keystore_id": keystore_id, "result": _safe(_plain(result)), "progress": progress.steps}
+
+
+@account_router.post("/<account_id>/keystores/<keystore_id>/import")
+def start_key_import(account_id: str, keystore_id: str, body: KeyImportStart) -> dict[str, Any]:
+    """BYOK with your own material (AWS KMS, DECISIONS 5), step 1: OpenKCM creates an EXTERNAL-origin key
+    and returns its import parameters (public wrapping key, import token, expiry)."""
+    who = _scope(account_id, auth.L1_WRITE)
+    _provider_of(account_id, keystore_id)
+    return _safe_import(_ops().start_key_import(runtime(), account_id, keystore_id, actor=who.subject,
+                                                description=body.description))
+
+
+@account_router.post("/<account_id>/keystores/<keystore_id>/import/complete")
+def complete_key_import(account_id: str, keystore_id: str, body: KeyImportComplete) -> dict[str, Any]:
+    """Step 2: forward the material the customer wrapped on their side; OpenKCM never sees it in clear."""
+    who = _scope(account_id, auth.L1_WRITE)
+    _provider_of(account_id, keystore_id)
+    return _safe(_ops().complete_key_import(runtime(), account_id, keystore_id, body.key_ref, body.import_token,
+                                            body.encrypted_key_material, actor=who.subject))
+
+
+def _safe_import(params: dict[str, Any]) -> dict[str, Any]:
+    """Import parameters are public by design (a public key and an opaque token): pass them through."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items() if not isinstance(v, bytes)}
 
 
 @tenant_router.post("/<tenant_id>/return-to-platform")

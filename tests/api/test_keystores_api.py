@@ -1,0 +1,88 @@
+"""Keystores and the L1 flows through the API against AWS KMS on the moto server: create (secrets in,
+never out), test, list keys, link + activate for a tenant (BYOK), return to platform; HYOK MFA rule."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from openkcm.storage import TenantModel
+from tests.api.conftest import claims
+
+pytest.importorskip("openkcm.ops.keystores")
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture
+def kms_key(aws_endpoint):
+    kms = boto3.client("kms", region_name="us-east-1", endpoint_url=aws_endpoint)
+    return kms.create_key(Description="customer L1", KeySpec="SYMMETRIC_DEFAULT")["KeyMetadata"]["Arn"]
+
+
+def _create(api, account, aws_endpoint, who=None):
+    body = {"provider": "aws-kms", "name": "prod kms", "config": {"region": "us-east-1", "endpoint_url": aws_endpoint},
+            "secrets": {"access_key_id": "AKIAEXAMPLE", "secret_access_key": SECRET}}
+    return api.call("POST", f"/v1/accounts/{account}/keystores", who or claims(account, "key-admin"), body=body)
+
+
+def test_keystore_crud_test_and_keys(api, account, aws_endpoint, kms_key):
+    created = _create(api, account, aws_endpoint)
+    assert created.status == 201, created.text
+    store = created.json()
+    assert store["provider"] == "aws-kms" and store["secrets_set"] is True and SECRET not in created.text
+    ks = store["keystore_id"]
+    base = f"/v1/accounts/{account}/keystores"
+    keyadmin = claims(account, "key-admin")
+    listed = api.call("GET", base, claims(account, "auditor")).json()
+    assert [k["keystore_id"] for k in listed["items"]] == [ks] and SECRET not in str(listed)
+    assert api.call("GET", f"{base}/{ks}", keyadmin).json()["name"] == "prod kms"
+    renamed = api.call("PATCH", f"{base}/{ks}", keyadmin, body={"name": "renamed"})
+    assert renamed.status == 200 and renamed.json()["name"] == "renamed"
+    assert api.call("PATCH", f"{base}/{ks}", keyadmin, body={}).status == 400
+    tested = api.call("POST", f"{base}/{ks}/test", keyadmin, body={"key_ref": kms_key})
+    assert tested.status == 200, tested.text
+    checks = tested.json()["checks"]
+    assert checks and all({"name", "ok", "message", "fix"} <= set(c) for c in checks)
+    keys = api.call("GET", f"{base}/{ks}/keys", keyadmin)
+    assert keys.status == 200, keys.text
+    assert kms_key in keys.text
+    bad = api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "x", "config": {"region": "nowhere"}})
+    assert bad.status == 400
+    unknown = api.call("POST", base, keyadmin, body={"provider": "vault", "name": "x"})
+    assert unknown.status == 400 and unknown.json()["details"]["field"] == "provider"
+    assert api.call("DELETE", f"{base}/{ks}", keyadmin).status == 200
+    assert api.call("GET", f"{base}/{ks}", keyadmin).status == 404
+
+
+def test_link_activate_and_return_to_platform(api, account, aws_endpoint, kms_key, make_tenant):
+    tenant = make_tenant(account)
+    ks = _create(api, account, aws_endpoint).json()["keystore_id"]
+    keyadmin = claims(account, "key-admin")
+    reply = api.call("POST", f"/v1/accounts/{account}/keystores/{ks}/link", keyadmin,
+                     body={"key_ref": kms_key, "tenant_ids": [tenant.tenant_id]})
+    assert reply.status == 200, reply.text
+    body = reply.json()
+    assert body["result"][0]["ok"] is True, body
+    assert body["progress"], "the flow reports its progress"
+    stored = TenantModel.get(tenant.tenant_id, "TENANT")
+    assert stored.key_mode == "byok" and stored.l1_state == "Active" and stored.l1_key_ref.endswith(kms_key)
+    other = make_tenant("elsewhere")
+    foreign = api.call("POST", f"/v1/accounts/{account}/keystores/{ks}/link", keyadmin,
+                       body={"key_ref": kms_key, "tenant_ids": [other.tenant_id]})
+    assert foreign.status == 404
+    back = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/return-to-platform", keyadmin, body={"confirm": True})
+    assert back.status == 200, back.text
+    assert TenantModel.get(tenant.tenant_id, "TENANT").key_mode == "platform-managed"
+    again = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/return-to-platform", keyadmin, body={"confirm": True})
+    assert again.status == 409
+
+
+def test_hyok_changes_need_mfa(api, account):
+    body = {"provider": "pkcs11", "name": "hsm", "config": {}, "secrets": {"pin": "123456"}}
+    base = f"/v1/accounts/{account}/keystores"
+    refused = api.call("POST", base, claims(account, "key-admin"), body=body)
+    assert refused.status == 403 and "mfa" in refused.json()["message"] and "123456" not in refused.text
+    # with MFA the request reaches the keystore feature (which judges the configuration itself)
+    allowed = api.call("POST", base, claims(account, "key-admin", mfa=True), body=body)
+    assert allowed.status != 403, allowed.text
