@@ -51,5 +51,14 @@ def _api() -> LocalService:
 _FACTORIES.append(_api)  # issue 5: CMK API + web UI + local OIDC issuer on ports["api"] (default 8080)
 
 
+def _kmip() -> LocalService:
+    from openkcm.local.kmip_service import KmipService
+
+    return KmipService()
+
+
+_FACTORIES.append(_kmip)  # issue 3: KMIP listener (mTLS) on ports["kmip"] (default 5696)
+
+
 def registered_services() -> list[LocalService]:
     return [factory() for factory in _FACTORIES]

@@ -1,0 +1,3 @@
+from kmip_fargate.main import main
+
+main()

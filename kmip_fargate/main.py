@@ -1,0 +1,91 @@
+"""Build and run the KMIP server of one process (the Fargate task's entry point, ``openkcm kmip serve``
+and ``openkcm local up`` all go through :func:`build_server`).
+
+Container configuration (environment): the ``OPENKCM_*`` settings of openkcm.config plus
+``OPENKCM_KMIP_PORT`` (5696), ``OPENKCM_KMIP_HEALTH_PORT`` (5697), ``OPENKCM_KMIP_CERT``,
+``OPENKCM_KMIP_KEY``, ``OPENKCM_KMIP_CA`` (PEM file paths), ``OPENKCM_KMIP_WORKERS`` (8),
+``OPENKCM_KMIP_MAX_MESSAGE_BYTES`` (1 MiB), ``OPENKCM_KMIP_MAX_CONNECTIONS_PER_CLIENT`` (64).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from kmip_fargate.server import KmipServer, ServerConfig
+from openkcm.config import Settings
+from openkcm.domain.pki import _write_private
+from openkcm.kmip.core import KmipConfig, KmipCore
+from openkcm.ops.runtime import Runtime, build_runtime
+
+
+def audit_wal_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "kmip-audit-wal"
+
+
+def write_server_certificate(runtime: Runtime, directory: Path, hostnames: list[str]) -> tuple[Path, Path, Path]:
+    """Issue the listener's certificate from the deployment CA (local stack / standalone without files)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca = runtime.certificate_authority()
+    cert_pem, key_pem = ca.issue_server(hostnames)
+    cert, key, ca_path = directory / "kmip-server.pem", directory / "kmip-server.key", directory / "ca.pem"
+    cert.write_bytes(cert_pem)
+    _write_private(key, key_pem)
+    if not ca_path.exists():
+        ca_path.write_bytes(ca.cert_pem)
+    return cert, key, ca_path
+
+
+def build_server(runtime: Runtime, config: ServerConfig) -> KmipServer:
+    core = KmipCore(runtime, KmipConfig(max_message_size=config.max_message_size))
+    return KmipServer(core, config)
+
+
+def config_from_env(settings: Settings) -> ServerConfig:
+    env = os.environ.get
+    pki = Path(settings.data_dir) / "pki"
+    return ServerConfig(
+        host=env("OPENKCM_KMIP_HOST", "0.0.0.0"),  # noqa: S104 - container interface
+        port=int(env("OPENKCM_KMIP_PORT", "5696")),
+        health_port=int(env("OPENKCM_KMIP_HEALTH_PORT", "5697")),
+        cert_file=Path(env("OPENKCM_KMIP_CERT", str(pki / "kmip-server.pem"))),
+        key_file=Path(env("OPENKCM_KMIP_KEY", str(pki / "kmip-server.key"))),
+        ca_file=Path(env("OPENKCM_KMIP_CA", str(pki / "ca.pem"))),
+        trust_domain=settings.trust_domain,
+        workers=int(env("OPENKCM_KMIP_WORKERS", "8")),
+        max_message_size=int(env("OPENKCM_KMIP_MAX_MESSAGE_BYTES", str(1 << 20))),
+        max_connections_per_client=int(env("OPENKCM_KMIP_MAX_CONNECTIONS_PER_CLIENT", "64")),
+    )
+
+
+def run(runtime: Runtime, config: ServerConfig) -> None:
+    """Serve until SIGTERM/SIGINT (ECS stops tasks with SIGTERM), then flush the audit trail."""
+    server = build_server(runtime, config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        await stop.wait()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+        runtime.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = Settings()
+    runtime = build_runtime(settings, audit_wal_dir=audit_wal_dir(settings))
+    run(runtime, config_from_env(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`openkcm kmip serve` as a real process, and the `openkcm local up` service factory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from openkcm.protocol.tags import Op, Status
+from tests.conftest import free_port
+from tests.kmip.conftest import KmipConnection
+from tests.kmip.wire import request, response
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "exited")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("never healthy")
+
+
+@pytest.mark.slow
+def test_openkcm_kmip_serve_process(runtime, settings, tenant_factory, bundle):
+    tenant_factory(tenant_id="cli-served")
+    runtime.certificate_authority()
+    port, health = free_port(), free_port()
+    env = {**os.environ, "OPENKCM_TABLE_PREFIX": settings.table_prefix, "OPENKCM_DATA_DIR": str(settings.data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openkcm.cli", "kmip", "serve", "--data-dir", str(settings.data_dir),
+         "--port", str(port), "--health-port", str(health)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{health}/healthz", proc)
+        with KmipConnection(port, bundle("cli-served")) as conn:
+            _, results = response(conn.call(request((1, 2), (Op.QUERY, []))))
+            assert results[0].status == Status.SUCCESS
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert (settings.data_dir / "kmip-audit-wal").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_local_up_service_factory(runtime, tenant_factory, bundle, tmp_path):
+    from openkcm.local.services import registered_services
+
+    service = next(s for s in registered_services() if s.name == "kmip")
+    port = free_port()
+    stack = SimpleNamespace(runtime=runtime, data_dir=Path(runtime.settings.data_dir),
+                            options=SimpleNamespace(host="127.0.0.1", ports={"kmip": port}))
+    details = service.start(stack)
+    try:
+        assert details["endpoint"] == f"127.0.0.1:{port}" and Path(details["server_certificate"]).exists()
+        assert service.healthy()
+        tenant_factory(tenant_id="local-up")
+        with KmipConnection(port, bundle("local-up")) as conn:
+            _, results = response(conn.call(request((1, 2), (Op.QUERY, []))))
+            assert results[0].status == Status.SUCCESS
+    finally:
+        service.stop()
