@@ -1,0 +1,539 @@
+"""KMIP load benchmark: OpenKCM's listener side by side with PyKMIP's own server, same requests, same run.
+
+How a run is measured (DECISIONS 20):
+- N persistent mutual-TLS connections, each with exactly ONE request in flight (the next is sent when the
+  previous answer has arrived completely); requests are pre-encoded, so the generator only writes bytes,
+  frames the answer, and checks it carries Result Status = Success (a failure is counted, never timed as
+  a success).
+- A warm-up (not counted), then a fixed measuring window; ops/s = answered requests / window; latency is
+  send -> last byte of the answer, per request, reported as p50/p95/p99/max.
+- Our server runs with its real audit sink (WAL mode, as a long-lived KMIP worker), a full decode,
+  authorization and object lookup on every request. ``--null-audit`` adds a second run of the same server
+  with the null sink, ONLY to print what auditing costs (issue 11); those figures do not count.
+- The generator is not the bottleneck: it runs the same loop against a trivial echo mTLS server (its own
+  ceiling at the same concurrency) and prints its own CPU time per request in every run, beside the
+  server's CPU time per request (from /proc).
+- New connections per second: threads doing connect + handshake + one Get + close, with TLS session
+  resumption (the session of the previous connection) and, for comparison, full handshakes.
+
+``python -m bench.kmip_load --help`` for the options; ``python -m bench`` runs everything with defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import kmip_requests as kr
+from bench.harness import CREATE_TENANT, TENANT, Harness, ServerProcess, call, read_message
+
+OPERATIONS = ("get", "encrypt", "decrypt", "locate", "create")
+PYKMIP_OPERATIONS = OPERATIONS  # PyKMIP 0.11's server supports all five (Encrypt/Decrypt with parameters)
+PAYLOAD = bytes(range(64))  # Encrypt: 64-byte plaintext
+
+
+@dataclass
+class Options:
+    connections: int = 16
+    duration: float = 5.0
+    warmup: float = 1.0
+    operations: tuple[str, ...] = OPERATIONS
+    keys: int = 8
+    pykmip: bool = True
+    pykmip_connections: int = 8
+    pykmip_duration: float = 5.0
+    null_audit: bool = True
+    echo: bool = True
+    conn_threads: int = 4
+    conn_duration: float = 3.0
+    workers: int | None = None
+    wal_fsync: str = "default"  # default | on | off (OPENKCM_AUDIT_WAL_FSYNC of the server process)
+    profile_dir: Path | None = None
+    json_out: Path | None = None
+    keep: bool = False
+
+
+@dataclass
+class RunResult:
+    server: str
+    operation: str
+    connections: int
+    seconds: float
+    count: int
+    errors: int
+    latencies_ms: dict[str, float] = field(default_factory=dict)
+    generator_cpu_us: float = 0.0  # generator CPU per answered request
+    server_cpu_us: float = 0.0  # server process CPU per answered request
+    moto_cpu_us: float = 0.0  # local AWS process CPU per answered request
+
+    @property
+    def ops(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+def percentiles(samples_ns: list[int]) -> dict[str, float]:
+    if not samples_ns:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(samples_ns)
+    n = len(ordered)
+
+    def at(p: float) -> float:
+        return ordered[min(n - 1, int(p * n))] / 1e6
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1] / 1e6}
+
+
+# ---- persistent connections, one request in flight each -------------------------------------------
+class _Conn(asyncio.Protocol):
+    """Sends its pre-encoded request, waits for the whole answer, sends again until ``stop_at``."""
+
+    def __init__(self, request: bytes, clock: dict[str, int], samples: list[int], done: asyncio.Future[None],
+                 counters: list[int]) -> None:
+        self.request = request
+        self.clock = clock
+        self.samples = samples
+        self.done = done
+        self.counters = counters  # [errors]
+        self.buf = bytearray()
+        self.need = 0
+        self.sent = 0
+        self.transport: Any = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ready.set_result(None)
+
+    def send(self) -> None:
+        self.sent = time.perf_counter_ns()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.need:
+            if len(buf) < 8:
+                return
+            self.need = 8 + int.from_bytes(buf[4:8], "big")
+        if len(buf) < self.need:
+            return
+        now = time.perf_counter_ns()
+        answer = bytes(buf[: self.need])
+        del buf[: self.need]
+        self.need = 0
+        if self.sent >= self.clock["measure_from"]:
+            self.samples.append(now - self.sent)
+            if kr.SUCCESS_BYTES not in answer:
+                self.counters[0] += 1
+        if now < self.clock["stop_at"]:
+            self.send()
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+
+async def _load(port: int, ctx: ssl.SSLContext, requests: list[bytes], connections: int, warmup: float,
+                duration: float) -> tuple[list[int], int, float, float]:
+    loop = asyncio.get_running_loop()
+    clock = {"measure_from": 1 << 62, "stop_at": 1 << 62}
+    samples: list[int] = []
+    counters = [0]
+    conns: list[_Conn] = []
+    dones: list[asyncio.Future[None]] = []
+    for index in range(connections):
+        done = loop.create_future()
+        request = requests[index % len(requests)]
+        _, conn = await loop.create_connection(
+            lambda r=request, d=done: _Conn(r, clock, samples, d, counters),  # type: ignore[misc]
+            "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
+        await conn.ready
+        conns.append(conn)
+        dones.append(done)
+    start = time.perf_counter_ns()
+    clock["measure_from"] = start + int(warmup * 1e9)
+    clock["stop_at"] = clock["measure_from"] + int(duration * 1e9)
+    for conn in conns:
+        conn.send()
+    await asyncio.sleep(warmup)
+    cpu0 = time.process_time()
+    await asyncio.wait_for(asyncio.gather(*dones), timeout=warmup + duration + 60)
+    cpu = time.process_time() - cpu0
+    elapsed = (time.perf_counter_ns() - clock["measure_from"]) / 1e9
+    for conn in conns:
+        conn.transport.close()
+    await asyncio.sleep(0.05)
+    return samples, counters[0], cpu, max(duration, min(elapsed, duration + 60))
+
+
+def run_load(server: str, operation: str, port: int, ctx: ssl.SSLContext, requests: list[bytes],
+             connections: int, warmup: float, duration: float, processes: list[ServerProcess | None]) -> RunResult:
+    before = [p.cpu_seconds() if p else 0.0 for p in processes]
+    samples, errors, gen_cpu, seconds = asyncio.run(_load(port, ctx, requests, connections, warmup, duration))
+    after = [p.cpu_seconds() if p else 0.0 for p in processes]
+    count = len(samples)
+    # Server CPU is sampled over warm-up + window; scale it to the window's share of the requests.
+    share = duration / (duration + warmup)
+    per = [((a - b) * share / count * 1e6) if count else 0.0 for a, b in zip(after, before, strict=True)]
+    return RunResult(server, operation, connections, duration, count, errors, percentiles(samples),
+                     gen_cpu / count * 1e6 if count else 0.0, per[0] if per else 0.0, per[1] if len(per) > 1 else 0.0)
+
+
+# ---- new connections per second (TLS session resumption) ----------------------------------------
+def run_new_connections(server: str, port: int, ctx: ssl.SSLContext, request: bytes, threads: int,
+                        duration: float, resume: bool) -> dict[str, Any]:
+    stop_at = time.perf_counter() + duration
+    samples: list[int] = []
+    stats = {"resumed": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        session: ssl.SSLSession | None = None
+        mine: list[int] = []
+        resumed = errors = 0
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter_ns()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    with ctx.wrap_socket(raw, server_hostname="127.0.0.1",
+                                         session=session if resume else None) as sock:
+                        sock.sendall(request)
+                        answer = read_message(sock)
+                        if sock.session_reused:
+                            resumed += 1
+                        if resume:
+                            session = sock.session
+                if kr.SUCCESS_BYTES not in answer:
+                    errors += 1
+            except (OSError, ssl.SSLError):
+                errors += 1
+                session = None
+                continue
+            mine.append(time.perf_counter_ns() - t0)
+        with lock:
+            samples.extend(mine)
+            stats["resumed"] += resumed
+            stats["errors"] += errors
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(duration + 60)
+    return {"server": server, "resume": resume, "threads": threads, "per_second": len(samples) / duration,
+            "connections": len(samples), "resumed": stats["resumed"], "errors": stats["errors"],
+            **percentiles(samples)}
+
+
+# ---- setup of keys on a server --------------------------------------------------------------------
+@dataclass
+class Keys:
+    get: list[bytes]
+    encrypt: list[bytes]
+    decrypt: list[bytes]
+    locate: list[bytes]
+    create: list[bytes]
+
+    def of(self, operation: str) -> list[bytes]:
+        return getattr(self, operation)
+
+
+def prepare_keys(port: int, ctx: ssl.SSLContext, count: int, prefix: str) -> Keys:
+    """Create, activate and use ``count`` AES-256 keys; every pre-encoded request is checked once."""
+    gets, encrypts, decrypts, locates = [], [], [], []
+    for index in range(count):
+        name = f"{prefix}-key-{index}"
+        uid = kr.payload_of(call(port, ctx, kr.create(name))).child_value(kr.Tag.UNIQUE_IDENTIFIER)
+        kr.payload_of(call(port, ctx, kr.activate(uid)))
+        enc = kr.payload_of(call(port, ctx, kr.encrypt(uid, PAYLOAD)))
+        data, iv = enc.child_value(kr.Tag.DATA), enc.child_value(kr.Tag.IV_COUNTER_NONCE)
+        gets.append(kr.get(uid))
+        encrypts.append(kr.encrypt(uid, PAYLOAD))
+        decrypts.append(kr.decrypt(uid, data, iv))
+        locates.append(kr.locate(name))
+    for request in (gets[0], encrypts[0], decrypts[0], locates[0]):
+        kr.payload_of(call(port, ctx, request))
+    plain = kr.payload_of(call(port, ctx, decrypts[0])).child_value(kr.Tag.DATA)
+    if plain != PAYLOAD:
+        raise RuntimeError("Decrypt did not return the plaintext")
+    return Keys(gets, encrypts, decrypts, locates, [kr.create()])
+
+
+# ---- profiling ------------------------------------------------------------------------------------
+def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        print(f"(py-spy not installed: {spy}; no profile)", file=sys.stderr)
+        return None
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                             "--rate", "200", "--format", "raw", "--nonblocking", "--threads", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 25) -> list[tuple[str, float, float]]:
+    """(function, inclusive %, self %) from py-spy's collapsed stacks, heaviest inclusive first.
+    Idle threads (waiting in select/epoll/queue/lock) are left out of the total."""
+    inclusive: dict[str, int] = {}
+    self_: dict[str, int] = {}
+    total = 0
+    idle = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
+            "_run (openkcm/domain/audit/sink.py", "serve_forever (socketserver.py")
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = stack.split(";")
+        leaf = frames[-1]
+        if any(leaf.startswith(i) for i in idle[:1]) or (leaf.startswith("wait (threading.py")):
+            continue
+        if "_worker (concurrent/futures/thread.py" in frames[-1]:
+            continue
+        count = int(count_text)
+        total += count
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + count
+        self_[leaf] = self_.get(leaf, 0) + count
+    if not total:
+        return []
+    rows = sorted(inclusive.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return [(name, 100 * n / total, 100 * self_.get(name, 0) / total) for name, n in rows]
+
+
+# ---- printing -------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "openssl": ssl.OPENSSL_VERSION, "kernel": platform.release(),
+            "load_average_1m": round(load[0], 2), "load_average_5m": round(load[1], 2)}
+
+
+def print_table(results: list[RunResult]) -> None:
+    head = (f"{'server':<22}{'operation':<10}{'conns':>6}{'ops/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+            f"{'max ms':>9}{'errors':>7}{'gen us/op':>10}{'srv us/op':>10}{'moto us/op':>11}")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        lat = r.latencies_ms
+        print(f"{r.server:<22}{r.operation:<10}{r.connections:>6}{r.ops:>10.0f}{lat['p50']:>9.2f}{lat['p95']:>9.2f}"
+              f"{lat['p99']:>9.2f}{lat['max']:>9.2f}{r.errors:>7}{r.generator_cpu_us:>10.1f}{r.server_cpu_us:>10.1f}"
+              f"{r.moto_cpu_us:>11.1f}")
+
+
+def print_ratios(results: list[RunResult], ours: str, theirs: str, label: str) -> None:
+    mine = {r.operation: r for r in results if r.server == ours}
+    other = {r.operation: r for r in results if r.server == theirs}
+    rows = [op for op in OPERATIONS if op in mine and op in other and other[op].ops]
+    if not rows:
+        return
+    print(f"\n{label}")
+    for op in rows:
+        a, b = mine[op], other[op]
+        p99 = f"{b.latencies_ms['p99'] / a.latencies_ms['p99']:.1f}x lower" if a.latencies_ms["p99"] else "-"
+        print(f"  {op:<9} {a.ops:>9.0f} vs {b.ops:>7.0f} ops/s  = {a.ops / b.ops:>6.1f}x   p99 {p99}")
+
+
+def print_connections(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print(f"\n{'new TLS connections (connect+handshake+Get+close)':<52}{'threads':>8}{'conn/s':>9}{'resumed':>9}"
+          f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}")
+    for row in rows:
+        label = f"{row['server']} ({'resumed session' if row['resume'] else 'full handshake'})"
+        print(f"{label:<52}{row['threads']:>8}{row['per_second']:>9.0f}{row['resumed']:>9}{row['p50']:>9.2f}"
+              f"{row['p99']:>9.2f}{row['errors']:>7}")
+
+
+# ---- the run --------------------------------------------------------------------------------------
+def _server_env(opts: Options) -> dict[str, str]:
+    if opts.wal_fsync == "default":
+        return {}
+    return {"OPENKCM_AUDIT_WAL_FSYNC": "true" if opts.wal_fsync == "on" else "false"}
+
+
+def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
+    results: list[RunResult] = []
+    conn_rows: list[dict[str, Any]] = []
+    profiles: dict[str, list[tuple[str, float, float]]] = {}
+    config = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+              "machine": machine(), "protocol": "KMIP 1.2, one request message = one batch item",
+              "encrypt": "AES-256-CBC PKCS5, random IV from the server, 64-byte plaintext",
+              "generator": "asyncio Protocol client, one process, one request in flight per connection"}
+    log("configuration: " + json.dumps(config, indent=None))
+    with Harness(keep=opts.keep) as harness:
+        harness.start_moto()
+        harness.provision()
+        ctx = harness.client_context(TENANT)
+        create_ctx = harness.client_context(CREATE_TENANT)
+        moto = harness.moto
+
+        def ours(label: str, null_audit: bool) -> None:
+            server = harness.start_openkcm(null_audit=null_audit, workers=opts.workers, env=_server_env(opts))
+            try:
+                keys = prepare_keys(server.port, ctx, opts.keys, label.replace(" ", "-").replace("(", "").replace(")", ""))
+                for op in opts.operations:
+                    op_ctx = create_ctx if op == "create" else ctx
+                    spy = None
+                    if opts.profile_dir is not None and op in ("get", "encrypt"):
+                        opts.profile_dir.mkdir(parents=True, exist_ok=True)
+                        out = opts.profile_dir / f"{label.split()[0]}-{'null' if null_audit else 'audit'}-{op}.txt"
+                        spy = start_profile(server.pid, out, opts.duration)
+                    result = run_load(label, op, server.port, op_ctx, keys.of(op), opts.connections, opts.warmup,
+                                      opts.duration, [server, moto])
+                    if spy is not None:
+                        spy.wait(opts.duration + 30)
+                        if out.exists():
+                            profiles[out.stem] = summarize_profile(out)
+                    results.append(result)
+                    log(f"  {label} {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms "
+                        f"errors {result.errors}")
+                if not null_audit and opts.conn_duration > 0:
+                    for resume in (True, False):
+                        conn_rows.append(run_new_connections(label, server.port, ctx, keys.get[0], opts.conn_threads,
+                                                             opts.conn_duration, resume))
+            finally:
+                harness.stop(server)
+
+        if opts.echo:
+            echo = harness.start_echo(_echo_reply())
+            try:
+                result = run_load("echo (generator ceiling)", "echo", echo.port, ctx, [kr.get("x" * 41)],
+                                  opts.connections, opts.warmup, opts.duration, [echo, None])
+                results.append(result)
+                log(f"  echo: {result.ops:.0f} round trips/s")
+            finally:
+                harness.stop(echo)
+        ours("openkcm", False)
+        if opts.null_audit:
+            ours("openkcm (null audit)", True)
+        if opts.pykmip:
+            py = harness.start_pykmip()
+            try:
+                keys = prepare_keys(py.port, ctx, min(opts.keys, 2), "pykmip")
+                for op in opts.operations:
+                    if op not in PYKMIP_OPERATIONS:
+                        continue
+                    result = run_load("pykmip", op, py.port, ctx, keys.of(op), opts.pykmip_connections,
+                                      opts.warmup, opts.pykmip_duration, [py, None])
+                    results.append(result)
+                    log(f"  pykmip {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms")
+                if opts.conn_duration > 0:
+                    for resume in (True, False):
+                        conn_rows.append(run_new_connections("pykmip", py.port, ctx, keys.get[0], opts.conn_threads,
+                                                             opts.conn_duration, resume))
+            finally:
+                harness.stop(py)
+    config["machine_after"] = machine()
+    print("\n=== KMIP load benchmark ===")
+    print("configuration: " + json.dumps(config))
+    print("ops/s over the window; latency = send -> whole answer; CPU columns: microseconds of CPU per answered"
+          " request (generator / server process / moto process)\n")
+    print_table(results)
+    print_ratios(results, "openkcm", "pykmip", "OpenKCM vs PyKMIP (ops/s, same run):")
+    audit = {r.operation: r for r in results if r.server == "openkcm"}
+    null = {r.operation: r for r in results if r.server == "openkcm (null audit)"}
+    if null:
+        print("\nAudit overhead (real sink vs null sink, same run; the null sink is for this figure only):")
+        for op in OPERATIONS:
+            if op in audit and op in null and null[op].ops:
+                a, n = audit[op], null[op]
+                print(f"  {op:<9} {a.ops:>9.0f} vs {n.ops:>9.0f} ops/s  throughput -{100 * (1 - a.ops / n.ops):.0f}%"
+                      f"   p99 {a.latencies_ms['p99']:.2f} vs {n.latencies_ms['p99']:.2f} ms"
+                      f"   server CPU {a.server_cpu_us:.0f} vs {n.server_cpu_us:.0f} us/op")
+    print_connections(conn_rows)
+    echo_rows = [r for r in results if r.operation == "echo"]
+    if echo_rows:
+        e = echo_rows[0]
+        busiest = max((r.ops for r in results if r.operation != "echo"), default=0.0)
+        print(f"\nGenerator ceiling: {e.ops:.0f} round trips/s against the echo server at {e.connections} connections "
+              f"({e.generator_cpu_us:.1f} us generator CPU per request); the fastest server run reached "
+              f"{busiest:.0f} ops/s = {100 * busiest / e.ops if e.ops else 0:.0f}% of that ceiling.")
+    for name, rows in profiles.items():
+        print(f"\nProfile {name} (py-spy, inclusive % / self % of non-idle samples):")
+        for fn, inc, own in rows:
+            print(f"  {inc:5.1f}% {own:5.1f}%  {fn}")
+    report = {"config": config, "results": [dict(asdict(r), ops=r.ops) for r in results],
+              "connections": conn_rows, "profiles": profiles}
+    if opts.json_out is not None:
+        opts.json_out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _echo_reply() -> bytes:
+    """A response of the size of a Get answer (a 32-byte key), built once."""
+    from openkcm.protocol import ttlv
+    from openkcm.protocol.tags import Op, Status, Tag
+
+    payload = ttlv.structure(Tag.RESPONSE_PAYLOAD, [ttlv.text(Tag.UNIQUE_IDENTIFIER, "x" * 41),
+                                                    ttlv.byte_string(Tag.KEY_MATERIAL, bytes(32)),
+                                                    ttlv.byte_string(Tag.KEY_MATERIAL, bytes(64))])
+    item = ttlv.structure(Tag.BATCH_ITEM, [ttlv.enumeration(Tag.OPERATION, Op.GET),
+                                           ttlv.enumeration(Tag.RESULT_STATUS, Status.SUCCESS), payload])
+    header = ttlv.structure(Tag.RESPONSE_HEADER, [ttlv.integer(Tag.BATCH_COUNT, 1)])
+    return ttlv.encode(ttlv.structure(Tag.RESPONSE_MESSAGE, [header, item]))
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    d = Options()
+    p = argparse.ArgumentParser(prog="python -m bench.kmip_load", description=__doc__.split("\n")[0])
+    p.add_argument("--connections", type=int, default=d.connections, help="persistent connections (ours)")
+    p.add_argument("--duration", type=float, default=d.duration, help="measuring window per operation, s")
+    p.add_argument("--warmup", type=float, default=d.warmup)
+    p.add_argument("--operations", default=",".join(d.operations), help="comma list of " + ",".join(OPERATIONS))
+    p.add_argument("--keys", type=int, default=d.keys, help="warm keys, spread over the connections")
+    p.add_argument("--no-pykmip", dest="pykmip", action="store_false")
+    p.add_argument("--pykmip-connections", type=int, default=d.pykmip_connections)
+    p.add_argument("--pykmip-duration", type=float, default=d.pykmip_duration)
+    p.add_argument("--no-null-audit", dest="null_audit", action="store_false",
+                   help="skip the null-sink run (audit overhead figure)")
+    p.add_argument("--no-echo", dest="echo", action="store_false")
+    p.add_argument("--conn-threads", type=int, default=d.conn_threads)
+    p.add_argument("--conn-duration", type=float, default=d.conn_duration, help="0 skips the new-connection figure")
+    p.add_argument("--workers", type=int, default=None, help="server worker threads (default: the server's)")
+    p.add_argument("--wal-fsync", choices=("default", "on", "off"), default=d.wal_fsync)
+    p.add_argument("--profile", dest="profile_dir", type=Path, default=None, help="py-spy profiles of Get/Encrypt here")
+    p.add_argument("--json", dest="json_out", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, WAL)")
+    a = p.parse_args(argv)
+    ops = tuple(o.strip().lower() for o in a.operations.split(",") if o.strip())
+    unknown = set(ops) - set(OPERATIONS)
+    if unknown:
+        p.error(f"unknown operations: {sorted(unknown)}")
+    return Options(a.connections, a.duration, a.warmup, ops, a.keys, a.pykmip, a.pykmip_connections,
+                   a.pykmip_duration, a.null_audit, a.echo, a.conn_threads, a.conn_duration, a.workers, a.wal_fsync,
+                   a.profile_dir, a.json_out, a.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
