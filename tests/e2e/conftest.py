@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class LocalStackProcess:
     data_dir: Path
     info: dict[str, Any]
     process: subprocess.Popen[bytes]
+    hsm: dict[str, str] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -92,17 +94,51 @@ def _ensure_ui_built() -> None:
     subprocess.run(["npm", "run", "--silent", "build"], cwd=FRONTEND, check=True, timeout=600)
 
 
+SOFTHSM_MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+                   "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so")
+HSM_TOKEN, HSM_PIN, HSM_KEY = "acme-hsm", "4711-e2e", "acme-hyok-master"
+
+
+def _softhsm(base: Path) -> dict[str, str] | None:
+    """A SoftHSM2 token with one AES-256 key, made before the stack starts (SoftHSM reads its
+    configuration once per process). The customer's HSM in the HYOK step; None without SoftHSM2."""
+    module = next((m for m in SOFTHSM_MODULES if Path(m).exists()), None)
+    if module is None or shutil.which("softhsm2-util") is None:
+        return None
+    (base / "tokens").mkdir()
+    conf = base / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**_clean_env(), "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", HSM_TOKEN, "--so-pin", "so-" + HSM_PIN,
+                    "--pin", HSM_PIN], check=True, capture_output=True, env=env, timeout=60)
+    make_key = (
+        "import os, sys, pkcs11\n"
+        "from pkcs11 import Attribute, KeyType\n"
+        "lib = pkcs11.lib(sys.argv[1])\n"
+        "with lib.get_token(token_label=sys.argv[2]).open(user_pin=sys.argv[3], rw=True) as s:\n"
+        "    s.generate_key(KeyType.AES, 256, label=sys.argv[4], id=os.urandom(8), store=True,\n"
+        "                   template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True})\n"
+    )
+    subprocess.run([sys.executable, "-c", make_key, module, HSM_TOKEN, HSM_PIN, HSM_KEY], check=True,
+                   capture_output=True, env=env, timeout=60)
+    return {"module": module, "conf": str(conf), "token": HSM_TOKEN, "pin": HSM_PIN, "key": HSM_KEY}
+
+
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
     _ensure_ui_built()
     data_dir = tmp_path_factory.mktemp("openkcm-e2e")
+    hsm = _softhsm(tmp_path_factory.mktemp("softhsm"))
+    env = _clean_env()
+    if hsm is not None:
+        env.update(SOFTHSM2_CONF=hsm["conf"], OPENKCM_PKCS11_MODULES=hsm["module"])
     log = (data_dir / "stack.log").open("wb")
     command = [
         *OPENKCM, "local", "up", "--data-dir", str(data_dir),
         "--moto-port", str(free_port()), "--health-port", str(free_port()),
         "--port", f"api={free_port()}", "--port", f"kmip={free_port()}",
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(),
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
     stack_file = data_dir / "stack.json"
     try:
@@ -113,7 +149,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
             time.sleep(0.25)
         info = json.loads(stack_file.read_text())
         assert "api" in info["services"], f"the local stack serves no API: {info['services']}"
-        yield LocalStackProcess(data_dir, info, process)
+        yield LocalStackProcess(data_dir, info, process, hsm=hsm)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

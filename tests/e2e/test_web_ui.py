@@ -303,3 +303,55 @@ def test_api_errors_are_shown(page: Any, console: ConsoleLog) -> None:
     screenshot(page, "10-api-error")
     extra = console.errors[seen:]
     assert all("status of 400" in line for line in extra), extra
+
+
+def _sign_in(page: Any, base_url: str, *, mfa: bool) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("textbox", name="User").fill("alice@acme.example")
+    page.get_by_role("textbox", name="Account").fill(ACCOUNT)
+    if mfa:
+        page.get_by_label("I signed in with a second factor (MFA)").check()
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("who")).to_contain_text("alice@acme.example")
+
+
+def test_hyok_pkcs11_needs_mfa_then_activates(page: Any, local_stack: LocalStackProcess, console: ConsoleLog) -> None:
+    """HYOK on a SoftHSM2 token: without MFA the UI warns and shows the API's 403; after signing in again
+    with MFA the test passes and the tenant's master key is Active in the HSM."""
+    hsm = local_stack.hsm
+    if hsm is None:
+        pytest.skip("SoftHSM2 is not installed (scripts/bootstrap.sh test installs softhsm2)")
+    seen = len(console.errors)
+
+    def fill_hsm() -> None:
+        page.get_by_label("HYOK — PKCS#11 HSM").check()
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("PKCS#11 module").fill(hsm["module"])
+        page.get_by_label("Token label").fill(hsm["token"])
+        page.get_by_label("Key label").fill(hsm["key"])
+        page.get_by_label("User PIN").fill(hsm["pin"])
+        page.get_by_role("button", name="Next").click()
+        page.get_by_role("button", name="Test connection").click()
+
+    page.goto(f"{local_stack.base_url}/tenants/acme-dev/master-key")
+    page.get_by_label("HYOK — PKCS#11 HSM").check()
+    expect(page.get_by_role("alert")).to_contain_text("without MFA")
+    fill_hsm()
+    expect(page.get_by_role("alert").filter(has_text="HTTP 403")).to_contain_text("mfa")
+
+    _sign_in(page, local_stack.base_url, mfa=True)
+    expect(page.get_by_test_id("who")).to_contain_text("MFA")
+    page.goto(f"{local_stack.base_url}/tenants/acme-dev/master-key")
+    fill_hsm()
+    expect(page.get_by_text("All checks passed.")).to_be_visible()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Save & activate").click()
+    result = page.get_by_test_id("activation-result")
+    expect(result).to_contain_text("hyok")
+    expect(result).to_contain_text("Active")
+    screenshot(page, "12-hyok-active")
+    tenant = local_stack.api("GET", "/v1/tenants/acme-dev")
+    assert (tenant["key_mode"], tenant["l1_state"]) == ("hyok", "Active")
+    extra = console.errors[seen:]
+    assert all("status of 403" in line for line in extra), extra
