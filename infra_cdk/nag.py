@@ -31,6 +31,12 @@ VPC_ENI = (
     "written out to avoid a managed policy) support no resource-level permissions."
 )
 
+CUSTOMER_ROLE = (
+    "BYOK/HYOK keys live in customers' accounts under role names they choose (trust template of "
+    "openkcm.ops.keystores); the statement only allows sts:AssumeRole, only into other accounts "
+    "(aws:ResourceAccount) and only with an external id (confused-deputy guard)."
+)
+
 
 def _s(rule: str, reason: str, applies_to: list[str] | None = None) -> NagPackSuppression:
     return NagPackSuppression(id=f"AwsSolutions-{rule}", reason=reason, applies_to=applies_to)
@@ -50,6 +56,8 @@ def suppress(stack: OpenKcmStack) -> None:
         _on(fn.role, _s("IAM5", XRAY, ["Resource::*"]))
     for fn in (api.cmk_api, rotation.rotate):
         _on(fn.role, _s("IAM5", VPC_ENI, ["Resource::*"]))
+    for role in (api.cmk_api.role, rotation.rotate.role, kmip.task_role):
+        _on(role, _s("IAM5", CUSTOMER_ROLE, ["Resource::arn:<AWS::Partition>:iam::*:role/*"]))
     if getattr(api, "pretoken", None) is not None:
         _on(api.pretoken, _s("L1", PYTHON_PINNED), children=False)
     archive = stack.resolve(stack.data.audit_archive.bucket_arn)["Fn::GetAtt"][0]
@@ -66,6 +74,19 @@ def suppress(stack: OpenKcmStack) -> None:
         )
 
     # -- API -----------------------------------------------------------------------------------------
+    from openkcm.api.app import PUBLIC_ROUTES
+
+    for method, path in sorted(PUBLIC_ROUTES):
+        route = api.http_api.node.try_find_child(f"{method}{path.replace('/', '--')}")
+        if route is not None:
+            _on(
+                route,
+                _s(
+                    "APIG4",
+                    f"{method} {path} is public by the API's own declaration (openkcm.api.app.PUBLIC_ROUTES): "
+                    "a liveness answer or the OpenAPI document, no tenant data.",
+                ),
+            )
     webhook_route = api.http_api.node.try_find_child("POST--v1--marketplace--events")
     if webhook_route is not None:
         _on(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, Environment, Fn, Stack, Tags
 from constructs import Construct
 
 from infra_cdk.components.api import Api
@@ -94,6 +94,10 @@ class OpenKcmStack(Stack):
             "AuditArchiveBucket": self.data.audit_archive.bucket_name,
             "WebBucket": self.web.bucket.bucket_name,
             "DashboardName": self.observability.dashboard.dashboard_name,
+            # The principals a customer's BYOK/HYOK role must trust (aws_trust_template lists the caller).
+            "KeystoreAccessRoleArns": Fn.join(
+                ",", [self.api.cmk_api.role.role_arn, self.rotation.rotate.role.role_arn, self.kmip.task_role.role_arn]
+            ),
         }
         if self.api.user_pool_client is not None:
             outputs["WebClientId"] = self.api.user_pool_client.user_pool_client_id

@@ -204,6 +204,7 @@ class Api(Construct):
         data.allow_root_key(self.worker.role, ["kms:Encrypt", "kms:Decrypt"])
         data.allow_signing(self.cmk_api.role)
         data.grant_archive(self.cmk_api.role, write=False)
+        data.allow_customer_keystores(self.cmk_api.role)
         data.allow_signing(self.worker.role)
         self.ca_secret.grant_read(self.cmk_api.role)
         self.webhook_secret.grant_read(self.webhook.role)
@@ -270,6 +271,18 @@ class Api(Construct):
             integration=integrations.HttpLambdaIntegration("CmkApiIntegration", self.cmk_api.function),
             authorizer=self.authorizer,
         )
+        # Routes the API itself declares public (health, OpenAPI document): same function, no authorizer.
+        from openkcm.api.app import PUBLIC_ROUTES
+
+        for method, path in sorted(PUBLIC_ROUTES):
+            self.http_api.add_routes(
+                path=path,
+                methods=[apigw.HttpMethod(method)],
+                integration=integrations.HttpLambdaIntegration(
+                    f"Public{method}{path.replace('/', '-').replace('.', '-')}", self.cmk_api.function
+                ),
+                authorizer=apigw.HttpNoneAuthorizer(),
+            )
         # The webhook is called by the marketplace, which has no JWT: the function verifies the HMAC.
         self.http_api.add_routes(
             path=WEBHOOK_PATH,

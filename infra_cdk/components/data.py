@@ -329,3 +329,20 @@ class Data(Construct):
             )
         )
         self.allow_queue_or_topic_key(role, "s3")
+
+    def allow_customer_keystores(self, role: iam.IRole) -> None:
+        """BYOK/HYOK in AWS KMS: assume the customer's role (the trust template of
+        ``openkcm.ops.keystores.aws_trust_template``) in *another* account, always with an external id."""
+        stack = Stack.of(self)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="AssumeCustomerKeystoreRole",
+                actions=["sts:AssumeRole"],
+                resources=[f"arn:{stack.partition}:iam::*:role/*"],
+                conditions={
+                    "Null": {"sts:ExternalId": "false"},
+                    "StringNotEquals": {"aws:ResourceAccount": stack.account},
+                },
+            )
+        )
+

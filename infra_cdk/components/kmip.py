@@ -238,6 +238,7 @@ class Kmip(Construct):
         # Serving keys only unwraps L2 versions; creating and rotating them is the API's and rotation's.
         data.allow_root_key(self.task_role, ["kms:Decrypt"], ("l2", "credentials"))
         data.allow_signing(self.task_role)
+        data.allow_customer_keystores(self.task_role)
         self.tls_secret.grant_read(self.task_role)
         self.log_group.grant_write(self.execution_role)
         api.grant_events_and_notify(self.task_role, bus, data)

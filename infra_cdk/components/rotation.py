@@ -105,4 +105,5 @@ class Rotation(Construct):
         data.allow_root_key(self.rotate.role, ["kms:Encrypt", "kms:Decrypt"], ("l2", "credentials"))
         data.allow_signing(self.rotate.role)
         data.grant_archive(self.rotate.role, write=True)
+        data.allow_customer_keystores(self.rotate.role)
         api.grant_events_and_notify(self.rotate.role, bus, data)

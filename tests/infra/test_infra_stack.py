@@ -302,10 +302,13 @@ def test_http_api_jwt_authorizer_and_webhook_route(synth) -> None:
     assert "cognito-idp" in json.dumps(props["JwtConfiguration"]["Issuer"])
     assert props["JwtConfiguration"]["Audience"]
     routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in synth.resources("AWS::ApiGatewayV2::Route").values()}
-    webhook = routes["POST /v1/marketplace/events"]
-    assert webhook.get("AuthorizationType", "NONE") == "NONE"
+    from openkcm.api.app import PUBLIC_ROUTES
+
+    public = {"POST /v1/marketplace/events"} | {f"{m} {p}" for m, p in PUBLIC_ROUTES}
+    for key in public:
+        assert routes[key].get("AuthorizationType", "NONE") == "NONE", key
     for key, route in routes.items():
-        if key != "POST /v1/marketplace/events":
+        if key not in public:
             assert route["AuthorizationType"] == "JWT", key
             assert _ref_of(route["AuthorizerId"]) == auth_lid
     assert {"GET /v1/{proxy+}", "POST /v1/{proxy+}", "DELETE /v1/{proxy+}"} <= set(routes)
@@ -518,3 +521,13 @@ def test_every_suppression_has_a_reason(synth) -> None:
 
 def test_synthesis_is_fast_enough(synth) -> None:
     assert synth.seconds < 120, f"synthesis took {synth.seconds:.1f} s"
+
+
+def test_customer_keystore_roles_need_an_external_id_in_another_account(synth) -> None:
+    assume = [(lid, s) for lid, s in _policies(synth.template) if "sts:AssumeRole" in _as_list(s["Action"])]
+    holders = {lid.split("Role")[0] for lid, _ in assume}
+    assert holders == {"ApiCmkApi", "RotationRotate", "KmipTask"}
+    for _, statement in assume:
+        assert statement["Action"] == "sts:AssumeRole"
+        assert statement["Condition"]["Null"] == {"sts:ExternalId": "false"}
+        assert statement["Condition"]["StringNotEquals"]["aws:ResourceAccount"] == {"Ref": "AWS::AccountId"}
