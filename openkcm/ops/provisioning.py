@@ -468,6 +468,8 @@ def _step_ready(runtime: Runtime, tenant_id: str, customer: str, attempt: int) -
         account_id=customer, l2_version=int(tenant.current_l2_version), l1_ref=runtime.root.ref,
         details={"attempts": str(attempt)},
     ))
+    if any(n["kind"] == notifications.READY for n in notifications.list_tenant_notifications(tenant_id)):
+        return  # an earlier attempt got this far and crashed before recording the step
     notifications.notify(
         runtime, tenant_id=tenant_id, customer=customer, kind=notifications.READY,
         subject=f"OpenKCM is ready for {customer}",

@@ -333,7 +333,7 @@ def probe_l1(runtime: Runtime) -> str:
     if probe is None:
         return "absent"
     result = probe(runtime)
-    return "ran" if result is None else str(result)[:200]
+    return f"ran ({len(result)} linked tenants)" if isinstance(result, list) else "ran"
 
 
 def run_schedule(runtime: Runtime, *, budget_seconds: float = 600.0, batch_size: int | None = None,
