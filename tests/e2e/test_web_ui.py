@@ -207,6 +207,13 @@ def test_audit_log(page: Any) -> None:
         page.get_by_role("button", name="Export (JSON lines)").click()
     lines = open(download.value.path()).read().splitlines()
     assert lines and all(json.loads(line)["kind"] == "security" for line in lines)
+    page.get_by_label("From").fill("2099-01-01T00:00")
+    page.get_by_role("button", name="Apply filter").click()
+    expect(page.get_by_text("No audit events match this filter.")).to_be_visible()
+    page.get_by_label("From").fill("")
+    page.get_by_label("Kind").select_option("")
+    page.get_by_role("button", name="Apply filter").click()
+    expect(rows.first).to_be_visible()
 
 
 def test_provisioning_notification_banner(page: Any, local_stack: LocalStackProcess) -> None:

@@ -52,10 +52,10 @@ export function StateBadge({ state }: { state: string }) {
   return <span className={`badge ${cls}`}>{state}</span>;
 }
 
-export function Section({ title, children, actions }: { title: string; children: ReactNode; actions?: ReactNode }) {
+export function Section({ title, children, actions, wide }: { title: string; children: ReactNode; actions?: ReactNode; wide?: boolean }) {
   const id = `h-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
   return (
-    <section className="card" aria-labelledby={id}>
+    <section className={wide ? "card wide" : "card"} aria-labelledby={id}>
       <header className="card-head">
         <h2 id={id}>{title}</h2>
         {actions}

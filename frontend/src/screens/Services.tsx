@@ -143,8 +143,10 @@ export function mongoSettings(endpoint: string): { node: string; python: string;
   kmsProviders: { kmip: { endpoint: "${endpoint}" } },
   tlsOptions: {
     kmip: {
-      tlsCAFile: "/etc/openkcm/openkcm-ca.pem",            // the CA bundle above
-      tlsCertificateKeyFile: "/etc/openkcm/client.pem",     // issued certificate + its private key
+      // the CA bundle downloaded above
+      tlsCAFile: "/etc/openkcm/openkcm-ca.pem",
+      // the issued certificate followed by its private key
+      tlsCertificateKeyFile: "/etc/openkcm/client.pem",
     },
   },
 };`,
@@ -169,7 +171,7 @@ function IntegrationGuide({ tenant, endpoint }: { tenant: string; endpoint?: str
   const ep = endpoint || "kmip.openkcm.example:5696";
   const s = mongoSettings(ep);
   return (
-    <Section title="Integration guide: MongoDB">
+    <Section title="Integration guide: MongoDB" wide>
       <p>
         MongoDB talks to OpenKCM over KMIP with mutual TLS. The client certificate issued above identifies tenant <code>{tenant}</code>;
         the KMIP endpoint is <code data-testid="kmip-endpoint">{ep}</code>. Put the certificate and its private key in one PEM file
