@@ -105,3 +105,37 @@ def test_token_by_slot_id(softhsm):
     assert conn.unwrap(conn.wrap(b"s" * 32, CTX), CTX) == b"s" * 32
     with pytest.raises(KeystoreConfigInvalid):
         Pkcs11Connector({"module_path": softhsm["module"], "slot_id": "first"}, {}, allowed_modules=[softhsm["module"]])
+
+
+def test_a_wrong_pin_never_rides_on_another_keystores_login(softhsm):
+    """Two keystores name the same token (by label and by slot); one has a wrong PIN. Run concurrently, the
+    wrong one fails every time — PKCS#11 login state is shared per process, so this needs the token lock."""
+    import threading
+
+    import pkcs11
+
+    make_hsm_key(softhsm, "shared-token")
+    lib = pkcs11.lib(softhsm["module"])
+    slot = next(s for s in lib.get_slots(token_present=True) if s.get_token().label == softhsm["token"])
+    good = hsm(softhsm, "shared-token")
+    bad = Pkcs11Connector(
+        {"module_path": softhsm["module"], "slot_id": slot.slot_id}, {"pin": "pin-wrong"},
+        allowed_modules=[softhsm["module"]], keystore_id="ks-other-account", key_ref="shared-token",
+    )
+    blob = good.wrap(b"g" * 32, CTX)
+    outcomes = {"good": [], "bad": []}
+
+    def run(name, conn):
+        for _ in range(15):
+            try:
+                outcomes[name].append(conn.unwrap(blob, CTX) == b"g" * 32)
+            except KeystoreAuthenticationFailed:
+                outcomes[name].append("refused")
+
+    threads = [threading.Thread(target=run, args=("good", good)), threading.Thread(target=run, args=("bad", bad))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes["good"] == [True] * 15
+    assert outcomes["bad"] == ["refused"] * 15

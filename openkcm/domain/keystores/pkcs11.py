@@ -47,8 +47,9 @@ _MECHANISMS = {"aes-gcm": GCM, "aes-key-wrap-pad": KWP}
 _NONCE = 12
 
 # PKCS#11 login state is per application and token: two sessions of one process logging in to the same
-# token collide (CKR_USER_ALREADY_LOGGED_IN). Calls on one token are serialised; each opens, logs in,
-# works and closes (the last close logs out).
+# token collide (CKR_USER_ALREADY_LOGGED_IN), and a second session would silently share the first one's
+# login. Calls on one token are therefore serialised; each opens, logs in with its own PIN, works and
+# closes (the last close logs out).
 _TOKEN_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _TOKEN_LOCKS_GUARD = threading.Lock()
 
@@ -56,6 +57,18 @@ _TOKEN_LOCKS_GUARD = threading.Lock()
 def _token_lock(module: str, token: str) -> threading.Lock:
     with _TOKEN_LOCKS_GUARD:
         return _TOKEN_LOCKS.setdefault((module, token), threading.Lock())
+
+
+def _INTEGRITY_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 - a lazily imported constant
+    import pkcs11
+
+    return (
+        pkcs11.GeneralError,
+        pkcs11.EncryptedDataInvalid,
+        pkcs11.EncryptedDataLenRange,
+        pkcs11.WrappedKeyInvalid,
+        pkcs11.WrappedKeyLenRange,
+    )
 
 
 def parse_key_ref(key_ref: str) -> tuple[str, str | bytes]:
@@ -97,7 +110,6 @@ class Pkcs11Connector(KeystoreConnector):
         self._slot_id = int(config["slot_id"]) if config.get("slot_id") not in (None, "") else None
         self._mechanism_name = config.get("mechanism") or ""
         self._pin = (secrets or {}).get("pin") or None
-        self._lock = _token_lock(self._module, self._token_label or f"slot:{self._slot_id}")
 
     @classmethod
     def validate_config(cls, config: dict[str, Any], allowed_modules: list[str] | tuple[str, ...]) -> None:
@@ -148,12 +160,18 @@ class Pkcs11Connector(KeystoreConnector):
     def _session(self) -> Iterator[Any]:
         import pkcs11
 
-        with self._lock:
+        # One lock per module: two keystores naming the same token (by label and by slot) never overlap, so
+        # every session proves its own PIN — none rides on another's login — and token lookups never race
+        # with operations (SoftHSM answers C_GetTokenInfo during another session's work with a general error).
+        with _token_lock(self._module, "*"):
             token = self._token()
             try:
                 session = token.open(user_pin=self._pin)
             except pkcs11.UserAlreadyLoggedIn:
-                session = token.open()  # logged in by another part of the process holding the same PIN
+                raise KeystoreUnreachable(
+                    "the HSM token is logged in by another application in this process",
+                    fix="Give OpenKCM's keystore connections sole use of the token in this process.",
+                ) from None
             try:
                 yield session
             finally:
@@ -285,17 +303,22 @@ class Pkcs11Connector(KeystoreConnector):
         mech, body = blob[1], bytes(blob[2:])
         with self._session() as session:
             key, _ = self._usable_key(session, key_ref)
-            if mech == GCM:
-                params = GCMParams(body[:_NONCE], binding("openkcm/l1-pkcs11", context), 128)
-                return bytes(key.decrypt(body[_NONCE:], mechanism=Mechanism.AES_GCM, mechanism_param=params))
-            temp = key.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.GENERIC_SECRET,
-                body,
-                mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                store=False,
-                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False},
-            )
+            try:
+                if mech == GCM:
+                    params = GCMParams(body[:_NONCE], binding("openkcm/l1-pkcs11", context), 128)
+                    return bytes(key.decrypt(body[_NONCE:], mechanism=Mechanism.AES_GCM, mechanism_param=params))
+                temp = key.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.GENERIC_SECRET,
+                    body,
+                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                    store=False,
+                    template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False},
+                )
+            except _INTEGRITY_ERRORS() as exc:
+                # Wrong tag, wrong AAD, tampered blob: opaque on purpose (SoftHSM reports a failed tag check
+                # as a general error). Only the decrypt call itself is read this way.
+                raise IntegrityFailure() from exc
             try:
                 value = bytes(temp[Attribute.VALUE])
             finally:
@@ -322,10 +345,6 @@ class Pkcs11Connector(KeystoreConnector):
             return KeystoreUnreachable(f"the HSM token went away during {operation} ({type(exc).__name__})")
         if isinstance(exc, pkcs11.MechanismInvalid | pkcs11.FunctionNotSupported | pkcs11.KeyTypeInconsistent):
             return KeystoreKeyUnsuitable(f"HSM key {key_ref} does not allow {operation} ({type(exc).__name__})")
-        if operation == "unwrap" and isinstance(
-            exc, pkcs11.GeneralError | pkcs11.EncryptedDataInvalid | pkcs11.EncryptedDataLenRange | pkcs11.WrappedKeyInvalid
-        ):
-            return IntegrityFailure()  # wrong AAD/tag or tampered blob: opaque on purpose
         return None
 
 
