@@ -356,9 +356,18 @@ def link_l1_key(
     change = _parent_change(runtime)
     results = []
     for tenant in tenants:
-        result = change.run(tenant.tenant_id, connector, key_mode=key_mode, actor=actor, source="api", progress=progress)
-        results.append(result.to_dict())
-        _publish_l1_changed(runtime, results[-1])
+        try:
+            result = change.run(
+                tenant.tenant_id, connector, key_mode=key_mode, actor=actor, source="api", progress=progress
+            ).to_dict()
+        except OpenKCMError as exc:  # refused before anything started (tenant not Ready, audit down ...)
+            error = exc.to_dict()
+            result = {
+                "tenant_id": tenant.tenant_id, "ok": False, "key_mode": tenant.key_mode, "l1_state": tenant.l1_state,
+                "l1_key_ref": tenant.l1_key_ref, "versions_rewrapped": 0, "epoch": int(tenant.epoch), "error": error,
+            }
+        results.append(result)
+        _publish_l1_changed(runtime, result)
     ok = [r for r in results if r["ok"]]
     if ok:
         _set_status(item, CONNECTED, None, runtime)

@@ -243,3 +243,14 @@ def test_aws_trust_template_names_openkcm_and_never_an_external_id(ks_runtime, k
     assert "sts:ExternalId" in statement["Condition"]["StringEquals"]
     assert set(template["key_policy_statement"]["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
     assert template["key_policy_statement"]["Principal"]["AWS"].startswith(f"arn:aws:iam::{arn.split(':')[4]}:role/")
+
+
+def test_a_tenant_that_is_not_ready_is_reported_not_fatal(ks_runtime, kms):
+    rt = ks_runtime
+    ready, disabled = new_tenant(rt), new_tenant(rt)
+    rt.tenants.set_status(disabled.tenant_id, "Disabled")
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    store = aws_keystore(rt)
+    results = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, arn, [disabled.tenant_id, ready.tenant_id], "alice")
+    assert [r["ok"] for r in results] == [False, True]
+    assert results[0]["error"]["error"] == "wrong_state"
