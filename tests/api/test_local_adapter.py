@@ -219,3 +219,40 @@ def test_cli_local_token_mints_a_token_the_adapter_accepts(adapter, api_runtime,
     (api_runtime.settings.data_dir / "stack.json").write_text(json.dumps({"services": {"api": adapter.urls()}}))
     assert main(["local", "token", "--data-dir", data_dir, "--account", "a", "--role", "auditor"]) == 0
     assert adapter.issuer.verify(capsys.readouterr().out.strip())["openkcm:roles"] == ["auditor"]
+
+
+def test_missing_function_answers_503_json(api_runtime, tmp_path):
+    from openkcm.local.http_adapter import LocalHttpAdapter
+    from tests.conftest import free_port
+
+    server = LocalHttpAdapter(data_dir=tmp_path, port=free_port(), ui_dir=tmp_path / "no-ui",
+                              webhook_handler="functions.not_installed.handler:webhook_handler")
+    server.start()
+    try:
+        reply = requests.post(f"{server.base_url}/v1/marketplace/events", json={}, timeout=10)
+        assert reply.status_code == 503 and reply.json()["error"] == "service_unavailable"
+        ui = requests.get(f"{server.base_url}/", timeout=10)
+        assert ui.status_code == 404 and "not built" in ui.text
+        odd = requests.request("TRACE", f"{server.base_url}/v1/health", timeout=10)
+        assert odd.status_code == 405 and odd.headers["Content-Type"] == "application/json"
+    finally:
+        server.stop()
+
+
+def test_api_service_starts_under_the_local_stack_contract(api_runtime, tmp_path):
+    from types import SimpleNamespace
+
+    from openkcm.local.services import registered_services
+    from tests.conftest import free_port
+
+    service = next(s for s in registered_services() if s.name == "api")
+    port = free_port()
+    stack = SimpleNamespace(runtime=api_runtime, data_dir=tmp_path,
+                            options=SimpleNamespace(host="127.0.0.1", ports={"api": port}))
+    details = service.start(stack)
+    try:
+        assert details["api"] == f"http://127.0.0.1:{port}/v1" and details["issuer"].endswith("/oidc")
+        assert service.healthy()
+        assert requests.get(f"{details['api']}/health", timeout=10).json()["status"] == "ok"
+    finally:
+        service.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -91,7 +93,8 @@ def list_notifications(account_id: str, limit: Limit = DEFAULT_LIMIT, next_token
 
     def key(item: Any) -> str:
         data = item if isinstance(item, dict) else getattr(item, "__dict__", {})
-        return f"{data.get('time') or data.get('timestamp') or ''}|{data.get('id') or data.get('event_id') or ''}"
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{data.get('time') or data.get('timestamp') or ''}|{data.get('tenant_id', '')}|{digest}"
 
     page, token = paginate(items, key, limit, next_token, newest_first=True)
     return page_body([i if isinstance(i, dict) else dict(vars(i)) for i in page], token)
