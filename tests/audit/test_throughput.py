@@ -14,7 +14,7 @@ import pytest
 from openkcm.domain.audit import ChainedAuditSink, NullAuditSink
 from tests.audit.helpers import event
 
-BUDGET = 1.5  # seconds per measurement
+BUDGET = 1.0  # seconds per measurement
 
 
 def _rate(record, events, sync_every: int = 0, sync=None) -> float:
