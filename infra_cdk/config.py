@@ -98,6 +98,7 @@ class DeployConfig:
     hsm_cidrs: list[str] = field(default_factory=list)
     hsm_ports: list[int] = field(default_factory=lambda: [1792, 2223, 2225])
     nat_gateways: int = 2
+    pkcs11_modules: list[str] = field(default_factory=list)
     # Web UI
     web_dist_dir: Path = REPO_ROOT / "frontend" / "dist"
     frame_ancestors: list[str] = field(default_factory=list)
@@ -132,6 +133,9 @@ class DeployConfig:
         ):
             # Two tasks at least, so that the service spans two AZs (a desired count of 0 parks it).
             raise ValueError("need 2 <= kmipMinCount <= kmipDesiredCount <= kmipMaxCount (or kmipDesiredCount 0)")
+        for module in self.pkcs11_modules:
+            if not module.startswith("/") or not module.endswith(".so"):
+                raise ValueError(f"pkcs11Modules entries must be absolute paths to .so files, got {module!r}")
         for ancestor in self.frame_ancestors:
             if not re.fullmatch(r"https://[A-Za-z0-9.*-]+(:\d+)?", ancestor):
                 raise ValueError(f"frameAncestors entries must be https origins, got {ancestor!r}")
@@ -194,6 +198,7 @@ def from_context(get: Any) -> DeployConfig:
         vpc_cidr=str(ctx("vpcCidr", "")),
         hsm_cidrs=_list(ctx("hsmCidrs", [])),
         hsm_ports=[_int(p, "hsmPorts", 1, 65535) for p in _list(ctx("hsmPorts", d.hsm_ports))],
+        pkcs11_modules=_list(ctx("pkcs11Modules", [])),
         nat_gateways=_int(ctx("natGateways", d.nat_gateways), "natGateways", 0, 3),
         web_dist_dir=_path(get("webDistDir"), d.web_dist_dir),
         frame_ancestors=_list(ctx("frameAncestors", [])),

@@ -129,8 +129,8 @@ def suppress(stack: OpenKcmStack) -> None:
         kmip.task_definition,
         _s(
             "ECS2",
-            "The container environment holds only non-secret configuration (table prefix, ARNs, port); the TLS "
-            "key and certificates are read from Secrets Manager by the task role at start.",
+            "The container environment holds only non-secret configuration (table prefix, ARNs, ports, file "
+            "paths); the TLS key and certificates come from Secrets Manager as ECS secrets.",
         ),
         children=False,
     )

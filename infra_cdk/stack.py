@@ -38,11 +38,12 @@ class OpenKcmStack(Stack):
             setting("root_kms_key_ids"): self.data.root_key.key_arn,
             setting("event_bus_name"): self.bus.event_bus_name,
             setting("trust_domain"): config.trust_domain,
-            setting("tombstone_kms_key_id"): self.data.signing_key.key_arn,
             setting("audit_signer"): "aws-kms",
             setting("audit_signing_key_id"): self.data.signing_key.key_arn,
             "POWERTOOLS_METRICS_NAMESPACE": "OpenKCM",
         }
+        if config.pkcs11_modules:
+            base_env[setting("pkcs11_modules")] = ",".join(config.pkcs11_modules)
         self.api = Api(self, "Api", config=config, data=self.data, network=self.network, bus=self.bus, base_env=base_env)
         self.web = WebUi(
             self,

@@ -3,7 +3,7 @@
 The listener is plain TCP on 5696: TLS is terminated by the server itself, because mutual TLS (the
 client certificate that names tenant and service, DECISIONS 9) must reach it. Tasks spread over at
 least two AZs, scale on CPU and on connection count, and read their server certificate, key and the
-CA certificate from Secrets Manager (``OPENKCM_KMIP_TLS_SECRET_ARN``)."""
+CA certificate from Secrets Manager (injected by ECS, written to files by the entry point)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from constructs import Construct
 
 from infra_cdk.components.api import AUDIT_APPEND, COUNT, READ, WRITE, Api
 from infra_cdk.components.data import Data
-from infra_cdk.components.env import infra
+from infra_cdk.components.env import infra, setting
 from infra_cdk.components.functions import retention
 from infra_cdk.components.network import Network
 from infra_cdk.config import DeployConfig
@@ -30,7 +30,21 @@ from infra_cdk.config import DeployConfig
 KMIP_PORT = 5696
 # The server's plain-HTTP health endpoint (ServerConfig.health_port): "GET" -> 200 {"healthy": true} or 503.
 # Checking it instead of 5696 keeps health probes from showing up as failed TLS handshakes.
-HEALTH_PORT = 8080
+HEALTH_PORT = 5697
+DATA_DIR = "/var/lib/openkcm"  # the Dockerfile's OPENKCM_DATA_DIR, home of its non-root user
+TLS_FIELDS = {
+    "KMIP_TLS_SERVER_CERT_PEM": "server_cert_pem",
+    "KMIP_TLS_SERVER_KEY_PEM": "server_key_pem",
+    "KMIP_TLS_CA_CERT_PEM": "ca_cert_pem",
+}
+TLS_ENTRYPOINT = (
+    "set -eu; umask 077; mkdir -p \"$(dirname \"$OPENKCM_KMIP_CERT\")\"; "
+    "printf '%s\\n' \"$KMIP_TLS_SERVER_CERT_PEM\" > \"$OPENKCM_KMIP_CERT\"; "
+    "printf '%s\\n' \"$KMIP_TLS_SERVER_KEY_PEM\" > \"$OPENKCM_KMIP_KEY\"; "
+    "printf '%s\\n' \"$KMIP_TLS_CA_CERT_PEM\" > \"$OPENKCM_KMIP_CA\"; "
+    "unset KMIP_TLS_SERVER_CERT_PEM KMIP_TLS_SERVER_KEY_PEM KMIP_TLS_CA_CERT_PEM; "
+    "exec python -m kmip_fargate"
+)
 
 
 class Kmip(Construct):
@@ -96,28 +110,38 @@ class Kmip(Construct):
             file=config.kmip_dockerfile,
             platform=ecr_assets.Platform.LINUX_ARM64,
         )
+        # TLS material: ECS injects the secret's JSON fields as variables (read by the execution role,
+        # never in the task definition); the entry point writes them 0600 to the data directory, where
+        # kmip_fargate.main reads OPENKCM_KMIP_CERT/KEY/CA, and starts the server.
+        tls_dir = f"{DATA_DIR}/tls"
         self.container = self.task_definition.add_container(
             "kmip",
             image=image,
             essential=True,
+            entry_point=["/bin/sh", "-c"],
+            command=[TLS_ENTRYPOINT],
             environment={
                 **base_env,
-                infra("OPENKCM_KMIP_TLS_SECRET_ARN"): self.tls_secret.secret_arn,
+                setting("data_dir"): DATA_DIR,
                 infra("OPENKCM_KMIP_PORT"): str(KMIP_PORT),
                 infra("OPENKCM_KMIP_HEALTH_PORT"): str(HEALTH_PORT),
+                infra("OPENKCM_KMIP_CERT"): f"{tls_dir}/server.pem",
+                infra("OPENKCM_KMIP_KEY"): f"{tls_dir}/server.key",
+                infra("OPENKCM_KMIP_CA"): f"{tls_dir}/ca.pem",
+            },
+            secrets={
+                variable: ecs.Secret.from_secrets_manager(self.tls_secret, field)
+                for variable, field in TLS_FIELDS.items()
             },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="kmip", log_group=self.log_group),
             port_mappings=[
                 ecs.PortMapping(container_port=KMIP_PORT, protocol=ecs.Protocol.TCP),
                 ecs.PortMapping(container_port=HEALTH_PORT, protocol=ecs.Protocol.TCP),
             ],
-            readonly_root_filesystem=True,
+            # Writable: the audit write-ahead log and the TLS files live in the image's data directory
+            # (owned by the image's non-root user; an ECS scratch volume would be root-owned).
+            readonly_root_filesystem=False,
             stop_timeout=Duration.seconds(30),
-        )
-        # A writable scratch volume for the audit write-ahead log (root filesystem is read-only).
-        self.task_definition.add_volume(name="scratch")
-        self.container.add_mount_points(
-            ecs.MountPoint(container_path="/var/lib/openkcm", source_volume="scratch", read_only=False)
         )
 
         task_sg = ec2.SecurityGroup(
@@ -239,6 +263,5 @@ class Kmip(Construct):
         data.allow_root_key(self.task_role, ["kms:Decrypt"], ("l2", "credentials"))
         data.allow_signing(self.task_role)
         data.allow_customer_keystores(self.task_role)
-        self.tls_secret.grant_read(self.task_role)
         self.log_group.grant_write(self.execution_role)
         api.grant_events_and_notify(self.task_role, bus, data)

@@ -34,6 +34,7 @@ EXTERNAL = {
     "kmipAllowedCidrs": "203.0.113.0/24",
     "tablePrefix": "ext",
     "frameAncestors": "",
+    "pkcs11Modules": "/var/task/opt/hsm/libvendor.so",
 }
 
 

@@ -53,6 +53,7 @@ def test_lists_from_strings_and_json() -> None:
         ({"frameAncestors": "http://console.example.com"}, "https"),
         ({"kmipCpu": "lots"}, "integer"),
         ({"logRetentionDays": 0}, "between"),
+        ({"pkcs11Modules": "libsofthsm2.so"}, "absolute"),
     ],
 )
 def test_bad_parameters_are_refused_with_a_clear_message(context, message) -> None:
@@ -133,3 +134,32 @@ def test_tls_secrets_need_a_host(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         main(["--dir", str(tmp_path), "--trust-domain", "kcm.example.com"])
+
+
+def test_kmip_entry_point_writes_the_tls_files_privately_and_drops_the_variables(tmp_path: Path) -> None:
+    """Runs the task's real entry-point script with /bin/sh; only the final exec is swapped for `env`."""
+    import subprocess
+
+    from infra_cdk.components.kmip import TLS_ENTRYPOINT
+
+    script = TLS_ENTRYPOINT.replace("exec python -m kmip_fargate", "exec env")
+    assert script != TLS_ENTRYPOINT
+    tls = tmp_path / "data" / "tls"
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENKCM_KMIP_CERT": str(tls / "server.pem"),
+        "OPENKCM_KMIP_KEY": str(tls / "server.key"),
+        "OPENKCM_KMIP_CA": str(tls / "ca.pem"),
+        "KMIP_TLS_SERVER_CERT_PEM": "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----",
+        "KMIP_TLS_SERVER_KEY_PEM": "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----",
+        "KMIP_TLS_CA_CERT_PEM": "-----BEGIN CERTIFICATE-----\nCCC\n-----END CERTIFICATE-----",
+    }
+    done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=10, check=True)
+    assert "KMIP_TLS_" not in done.stdout  # the server process never sees the PEM variables
+    assert (tls / "server.key").read_text() == env["KMIP_TLS_SERVER_KEY_PEM"] + "\n"
+    assert (tls / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    for name in ("server.pem", "server.key", "ca.pem"):
+        assert stat.S_IMODE(os.stat(tls / name).st_mode) == 0o600
+    missing = {k: v for k, v in env.items() if k != "KMIP_TLS_SERVER_KEY_PEM"}
+    failed = subprocess.run(["/bin/sh", "-c", script], env=missing, capture_output=True, text=True, timeout=10)
+    assert failed.returncode != 0  # set -u: a missing secret stops the task instead of starting without TLS

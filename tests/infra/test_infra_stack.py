@@ -383,7 +383,7 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
             "Protocol": "TCP",
             "TargetType": "ip",
             "HealthCheckProtocol": "HTTP",
-            "HealthCheckPort": "8080",
+            "HealthCheckPort": "5697",
             "HealthCheckPath": "/healthz",
         },
     )
@@ -399,9 +399,15 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     assert task["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
     container = task["ContainerDefinitions"][0]
     assert {"ContainerPort": 5696, "Protocol": "tcp"} in container["PortMappings"]
-    assert container["ReadonlyRootFilesystem"] is True
+    assert container["EntryPoint"] == ["/bin/sh", "-c"] and "exec python -m kmip_fargate" in container["Command"][0]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert env["OPENKCM_KMIP_PORT"] == "5696" and "OPENKCM_KMIP_TLS_SECRET_ARN" in env
+    assert env["OPENKCM_KMIP_PORT"] == "5696" and env["OPENKCM_KMIP_HEALTH_PORT"] == "5697"
+    assert env["OPENKCM_KMIP_CERT"].startswith(env["OPENKCM_DATA_DIR"])
+    # The TLS material is an ECS secret (JSON fields of the TLS secret), never a plain variable.
+    secrets = {s["Name"]: json.dumps(s["ValueFrom"]) for s in container["Secrets"]}
+    assert set(secrets) == {"KMIP_TLS_SERVER_CERT_PEM", "KMIP_TLS_SERVER_KEY_PEM", "KMIP_TLS_CA_CERT_PEM"}
+    assert ":server_key_pem::" in secrets["KMIP_TLS_SERVER_KEY_PEM"]
+    assert not any("PEM" in name for name in env)
 
 
 def test_kmip_auto_scaling_on_cpu_and_connections(synth) -> None:
@@ -419,6 +425,11 @@ def test_kmip_auto_scaling_on_cpu_and_connections(synth) -> None:
 
 def test_existing_vpc_and_hsm_path(synth) -> None:
     ext = synth.external
+    for fn in synth.resources("AWS::Lambda::Function", ext).values():
+        if fn["Properties"].get("Handler", "").startswith(("functions/cmk_api", "functions/rotate")):
+            assert fn["Properties"]["Environment"]["Variables"]["OPENKCM_PKCS11_MODULES"] == (
+                "/var/task/opt/hsm/libvendor.so"
+            )
     assert not synth.resources("AWS::EC2::VPC", ext)
     service = synth.resources("AWS::ECS::Service", ext).popitem()[1]["Properties"]
     assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"] == [
