@@ -55,8 +55,11 @@ function Shell({ api, session, route, notifications, kmipEndpoint, onSignOut }: 
 
   // Land on the first tenant's dashboard.
   useEffect(() => {
-    if (route.name === "home" && items.length) navigate(tenantPath(items[0].tenant_id), true);
-  }, [route.name, items]);
+    // only once the tenants of the current account are loaded (not the previous account's)
+    if (route.name === "home" && !tenants.loading && items.length && items[0].account_id === account) {
+      navigate(tenantPath(items[0].tenant_id), true);
+    }
+  }, [route.name, items, tenants.loading, account]);
 
   useEffect(() => {
     const tab = route.name === "tenant" ? TAB_LABEL[route.tab] : "Tenants";
