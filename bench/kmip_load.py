@@ -282,37 +282,32 @@ def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes
         print(f"(py-spy not installed: {spy}; no profile)", file=sys.stderr)
         return None
     return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                             "--rate", "200", "--format", "raw", "--nonblocking", "--threads", "-o", str(out)],
+                             "--rate", "200", "--format", "raw", "--nonblocking", "--gil", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def summarize_profile(path: Path, top: int = 25) -> list[tuple[str, float, float]]:
-    """(function, inclusive %, self %) from py-spy's collapsed stacks, heaviest inclusive first.
-    Idle threads (waiting in select/epoll/queue/lock) are left out of the total."""
+def summarize_profile(path: Path, top: int = 30) -> list[tuple[str, float, float]]:
+    """(function, inclusive %, self %) from py-spy's collapsed stacks (``--gil``: only samples of the thread
+    holding the GIL, i.e. where the one core a Python process can use goes), heaviest inclusive first.
+    Frames every sample shares (module start, the event loop's run_forever) are left out."""
     inclusive: dict[str, int] = {}
     self_: dict[str, int] = {}
     total = 0
-    idle = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
-            "_run (openkcm/domain/audit/sink.py", "serve_forever (socketserver.py")
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         frames = stack.split(";")
-        leaf = frames[-1]
-        if any(leaf.startswith(i) for i in idle[:1]) or (leaf.startswith("wait (threading.py")):
-            continue
-        if "_worker (concurrent/futures/thread.py" in frames[-1]:
-            continue
         count = int(count_text)
         total += count
         for name in set(frames):
             inclusive[name] = inclusive.get(name, 0) + count
-        self_[leaf] = self_.get(leaf, 0) + count
+        self_[frames[-1]] = self_.get(frames[-1], 0) + count
     if not total:
         return []
-    rows = sorted(inclusive.items(), key=lambda kv: kv[1], reverse=True)[:top]
-    return [(name, 100 * n / total, 100 * self_.get(name, 0) / total) for name, n in rows]
+    rows = [(n, c) for n, c in inclusive.items() if c < 0.97 * total]
+    rows.sort(key=lambda kv: kv[1], reverse=True)
+    return [(name, 100 * n / total, 100 * self_.get(name, 0) / total) for name, n in rows[:top]]
 
 
 # ---- printing -------------------------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""The benchmarks stay runnable: ``python -m bench --quick`` (tiny settings, a few seconds per part) in a
+real subprocess — moto, our KMIP server, PyKMIP's server and the echo server each in their own process.
+
+No timing assertions: the machine is shared. What must hold is correctness: every operation answered
+Success on both servers (errors == 0, requests counted), the configuration is printed beside the figures,
+and the libmongocrypt run produced a figure for each provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(280)
+def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.pop("AWS_ENDPOINT_URL", None)  # the benchmark starts its own moto
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=260)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "configuration: " in out and "=== KMIP load benchmark ===" in out
+    assert "OpenKCM vs PyKMIP" in out and "Audit overhead" in out and "Generator ceiling" in out
+
+    load = json.loads((tmp_path / "kmip_load.json").read_text())
+    assert load["config"]["machine"]["cpus"] >= 1
+    runs = {(r["server"], r["operation"]): r for r in load["results"]}
+    for server in ("openkcm", "openkcm (null audit)", "pykmip"):
+        for op in ("get", "encrypt", "decrypt", "locate", "create"):
+            run = runs[(server, op)]
+            assert run["count"] > 0, (server, op)
+            assert run["errors"] == 0, (server, op, run)
+    assert runs[("echo (generator ceiling)", "echo")]["count"] > 0
+    resumed = [row for row in load["connections"] if row["server"] == "openkcm" and row["resume"]]
+    assert resumed and resumed[0]["errors"] == 0 and resumed[0]["connections"] > 0
+
+    crypt = json.loads((tmp_path / "mongocrypt.json").read_text())
+    for key in ("cached/local", "cached/kmip (default: Get)", "cached/kmip (delegated: Decrypt)",
+                "uncached/kmip (default: Get)"):
+        assert crypt["figures"][key]["median"] > 0, key
+    assert crypt["figures"]["uncached/kmip (default: Get)"]["kms_requests_per_round"] >= 1
