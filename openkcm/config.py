@@ -46,7 +46,6 @@ class Settings(BaseSettings):
     rotation_schedule: str = "rate(1 hour)"
     rewrap_batch_size: int = Field(100, ge=1, le=1000)
     shred_retention_days: float = Field(7.0, ge=0)
-    tombstone_kms_key_id: str = ""  # AWS: a KMS ECC_NIST_P256 signing key for crypto-shred tombstones
     writer_id: str = ""  # audit chain writer; defaults to host+pid when empty
     # Audit trail (issue 11). Checkpoints are signed with a 0600 P-256 key file in <data_dir>/audit
     # ("local") or a KMS ECC_NIST_P256 SIGN_VERIFY key ("aws-kms"). Archive segments go to

@@ -218,8 +218,7 @@ def accept_webhook(runtime: Runtime, headers: Mapping[str, str], body: bytes, en
         runtime.audit.record(AuditEvent(
             tenant_id=PLATFORM_TENANT, source="provision", operation="MarketplaceWebhook", kind="security",
             result="denied", reason=f"signature {exc.reason}", actor="marketplace", client_address=client_address,
-        ))
-        events.publish(runtime, events.SECURITY_EVENT, PLATFORM_TENANT, reason=f"webhook signature {exc.reason}")
+        ))  # the sink also publishes it as a security_event (openkcm.ops.audit.security_publisher)
         return exc.http_status, exc.to_dict()
     try:
         event = parse_event(body)

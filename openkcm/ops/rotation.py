@@ -27,15 +27,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from openkcm.domain.audit import AuditEvent
-from openkcm.domain.audit.checkpoints import CheckpointSigner, KmsCheckpointSigner, LocalCheckpointSigner
+from openkcm.domain.audit import CheckpointSigner
 from openkcm.domain.hierarchy import PARENT_ROOT
 from openkcm.domain.tenants import PLATFORM_TENANT, READY
 from openkcm.errors import ConcurrentUpdate, IntegrityFailure, KeyUnavailable, NotFound, OpenKCMError
 from openkcm.ops import events, notifications
+from openkcm.ops.audit import signer as audit_signer
 from openkcm.ops.runtime import Runtime
 from openkcm.storage import ConditionFailed, ManagedObjectModel, TenantKeyModel, TenantModel
 from openkcm.storage.models import ProvisioningModel, TombstoneModel, condition_guard
@@ -219,20 +219,9 @@ def rotate_root(runtime: Runtime, *, actor: str = "operator") -> dict[str, Any]:
 
 # ---- crypto-shredding ----------------------------------------------------------------------------------
 def tombstone_signer(runtime: Runtime) -> CheckpointSigner:
-    """Tombstones are signed with the audit signing key (the same key that signs audit checkpoints):
-    embedded default a P-256 key file (0600) in ``<data_dir>/audit``; AWS the KMS signing key named by
-    ``tombstone_kms_key_id``."""
-    found = runtime.extras.get("tombstone_signer")
-    if found is None:
-        if runtime.settings.tombstone_kms_key_id:
-            import boto3
-
-            kms = boto3.client("kms", region_name=runtime.settings.region)
-            found = KmsCheckpointSigner(kms, runtime.settings.tombstone_kms_key_id)
-        else:
-            found = LocalCheckpointSigner(Path(runtime.settings.data_dir) / "audit")
-        runtime.extras["tombstone_signer"] = found
-    return found
+    """Tombstones are signed with the audit signing key, the one that signs audit checkpoints (embedded
+    default: a P-256 key file, 0600, in ``<data_dir>/audit``; AWS: the KMS signing key of the audit)."""
+    return audit_signer(runtime)
 
 
 def _canonical(statement: dict[str, Any]) -> bytes:
