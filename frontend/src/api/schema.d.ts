@@ -385,6 +385,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/keystores/{keystore_id}/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** POST /v1/accounts/{account_id}/keystores/{keystore_id}/import */
+        post: operations["start_key_import_v1_accounts__account_id__keystores__keystore_id__import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{account_id}/keystores/{keystore_id}/import/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** POST /v1/accounts/{account_id}/keystores/{keystore_id}/import/complete */
+        post: operations["complete_key_import_v1_accounts__account_id__keystores__keystore_id__import_complete_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant_id}/return-to-platform": {
         parameters: {
             query?: never;
@@ -485,6 +519,29 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
+        /** KeyImportComplete */
+        KeyImportComplete: {
+            /** Key Ref */
+            key_ref: string;
+            /**
+             * Import Token
+             * @description base64, from the start call
+             */
+            import_token: string;
+            /**
+             * Encrypted Key Material
+             * @description base64 key material wrapped on the customer's side
+             */
+            encrypted_key_material: string;
+        };
+        /** KeyImportStart */
+        KeyImportStart: {
+            /**
+             * Description
+             * @default
+             */
+            description: string;
+        };
         /** KeystoreCreate */
         KeystoreCreate: {
             /**
@@ -522,9 +579,12 @@ export interface components {
             config?: {
                 [key: string]: unknown;
             } | null;
-            /** Secrets */
+            /**
+             * Secrets
+             * @description fields to set; null or empty removes one
+             */
             secrets?: {
-                [key: string]: string;
+                [key: string]: string | null;
             } | null;
         };
         /** L1Link */
@@ -1356,7 +1416,14 @@ export interface operations {
     };
     compliance_report_v1_tenants__tenant_id__audit_compliance_report_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description ISO 8601 date or time */
+                since?: string | null;
+                /** @description ISO 8601 date or time */
+                until?: string | null;
+                /** @description json (default) or html */
+                format?: string;
+            };
             header?: never;
             path: {
                 tenant_id: string;
@@ -1371,9 +1438,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": unknown;
                 };
             };
             /** @description Validation Error */
@@ -1658,6 +1723,82 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["L1Link"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    start_key_import_v1_accounts__account_id__keystores__keystore_id__import_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                account_id: string;
+                keystore_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyImportStart"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    complete_key_import_v1_accounts__account_id__keystores__keystore_id__import_complete_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                account_id: string;
+                keystore_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyImportComplete"];
             };
         };
         responses: {
