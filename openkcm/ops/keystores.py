@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,16 @@ from openkcm.domain.keystores import (
     validate_config,
 )
 from openkcm.domain.keystores.base import KEYSTORE_ERRORS, KeystoreConfigInvalid, audit_safe
-from openkcm.domain.reparent import BYOK, HYOK, L1_ACTIVE, L1_ERROR, PLATFORM, Deadline, ParentChange, validate_parent
+from openkcm.domain.reparent import (
+    BYOK,
+    HYOK,
+    L1_ACTIVE,
+    L1_ERROR,
+    PLATFORM,
+    Deadline,
+    ParentChange,
+    validate_parent,
+)
 from openkcm.domain.tenants import PLATFORM_TENANT
 from openkcm.errors import ConcurrentUpdate, InvalidRequest, NotFound, OpenKCMError, WrongState
 from openkcm.ops.runtime import Runtime
@@ -35,6 +45,7 @@ from openkcm.storage import ConditionFailed, KeystoreModel, TenantModel
 from openkcm.storage.models import condition_guard
 
 Progress = Callable[[dict[str, Any]], None]
+log = logging.getLogger("openkcm.keystores")
 CONNECTED, UNTESTED, ERROR = "Connected", "Untested", "Error"
 _NAME_MAX = 200
 
@@ -142,8 +153,8 @@ def _publish_l1_changed(runtime: Runtime, result: dict[str, Any]) -> None:
             runtime, L1_CHANGED, result["tenant_id"], key_mode=result["key_mode"],
             l1_key_ref=audit_safe(result["l1_key_ref"] or "platform"), epoch=int(result["epoch"]),
         )
-    except Exception:  # noqa: BLE001 - never fail a committed change over a notification
-        pass
+    except Exception as exc:  # noqa: BLE001 - never fail a committed change over a notification
+        log.warning("l1_changed event not published (%s)", type(exc).__name__)
 
 
 def _set_status(item: KeystoreModel, status: str, reason: str | None, runtime: Runtime) -> None:

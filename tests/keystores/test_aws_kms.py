@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from openkcm.domain.keystores.aws_kms import AwsKmsConnector
 from openkcm.domain.keystores.base import (
+    KeystoreAuthenticationFailed,
     KeystoreConfigInvalid,
     KeystoreKeyDisabled,
     KeystoreKeyNotFound,
@@ -26,7 +27,6 @@ from openkcm.domain.keystores.base import (
     KeystorePermissionMissing,
     KeystoreTimeout,
     KeystoreUnreachable,
-    KeystoreAuthenticationFailed,
 )
 from openkcm.errors import IntegrityFailure, KeyUnavailable
 

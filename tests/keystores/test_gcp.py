@@ -194,7 +194,6 @@ def test_disabled_version_missing_permission_and_missing_key(gcp):
 
 
 def test_foreign_service_account_key_is_refused(gcp):
-    _, info = gcp
     impostor, _ = service_account()  # same e-mail, a key the service side does not know
     with pytest.raises(KeystoreAuthenticationFailed):
         connect(impostor).test_connection()

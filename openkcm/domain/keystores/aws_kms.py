@@ -155,7 +155,7 @@ class AwsKmsConnector(KeystoreConnector):
                     kwargs["ExternalId"] = self._secrets["external_id"]
                 try:
                     assumed = sts.assume_role(**kwargs)["Credentials"]
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise self._assume_role_error(exc) from exc
                 session = boto3.session.Session(
                     region_name=self._region,

@@ -245,8 +245,8 @@ class AzureKeyVaultConnector(KeystoreConnector):
             return KeystorePermissionMissing(
                 f"permission keys/{permission} missing on {key or self._vault_url} for app {self._client_id}",
                 fix=(
-                    f"Grant the app the role 'Key Vault Crypto Service Encryption User' on the key (or an access "
-                    f"policy with get, wrapKey and unwrapKey); check the vault's firewall allows OpenKCM."
+                    "Grant the app the role 'Key Vault Crypto Service Encryption User' on the key (or an access "
+                    "policy with get, wrapKey and unwrapKey); check the vault's firewall allows OpenKCM."
                 ),
                 action=f"keys/{permission}",
             )

@@ -306,7 +306,7 @@ class KeystoreConnector(WrappingKey, ABC):
         except InvalidRequest as exc:
             outcome = exc.code
             raise
-        except Exception as exc:  # noqa: BLE001 - every backend failure is mapped here, once
+        except Exception as exc:
             mapped = self._map_error(exc, operation, key_ref) or self._map_common(exc, operation)
             outcome = mapped.code
             raise mapped from exc

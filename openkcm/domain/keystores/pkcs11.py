@@ -59,7 +59,7 @@ def _token_lock(module: str, token: str) -> threading.Lock:
         return _TOKEN_LOCKS.setdefault((module, token), threading.Lock())
 
 
-def _INTEGRITY_ERRORS() -> tuple[type[BaseException], ...]:  # noqa: N802 - a lazily imported constant
+def _integrity_errors() -> tuple[type[BaseException], ...]:
     import pkcs11
 
     return (
@@ -81,7 +81,7 @@ def parse_key_ref(key_ref: str) -> tuple[str, str | bytes]:
         if not value:
             raise KeystoreConfigInvalid("empty PKCS#11 key id", field="key_ref")
         return "id", value
-    label = key_ref[6:] if key_ref.startswith("label:") else key_ref
+    label = key_ref.removeprefix("label:")
     if not label or len(label) > 256:
         raise KeystoreConfigInvalid("a PKCS#11 key is named by label (label:<x>) or id (id:<hex>)", field="key_ref")
     return "label", label
@@ -138,7 +138,7 @@ class Pkcs11Connector(KeystoreConnector):
 
         try:
             lib = pkcs11.lib(self._module)
-        except Exception as exc:  # noqa: BLE001 - a module that does not load is an unreachable HSM
+        except Exception as exc:
             raise KeystoreUnreachable(
                 f"PKCS#11 module {self._module} could not be loaded ({type(exc).__name__})",
                 fix="Install the HSM client software on the OpenKCM hosts and check its configuration file.",
@@ -315,7 +315,7 @@ class Pkcs11Connector(KeystoreConnector):
                     store=False,
                     template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False},
                 )
-            except _INTEGRITY_ERRORS() as exc:
+            except _integrity_errors() as exc:
                 # Wrong tag, wrong AAD, tampered blob: opaque on purpose (SoftHSM reports a failed tag check
                 # as a general error). Only the decrypt call itself is read this way.
                 raise IntegrityFailure() from exc
