@@ -184,3 +184,19 @@ def test_checkpointer_refuses_to_sign_a_broken_chain(runtime, trail):
     put({**item, "events_json": json.dumps(events)})
     with pytest.raises(ChainBroken):
         audit.checkpoint_tenant(runtime, tenant_id)
+
+
+def test_tampered_heads_cache_makes_the_checkpointer_refuse(runtime, trail):
+    """The unsigned heads cache only speeds up checkpointing; editing it cannot get anything signed."""
+    from openkcm.domain.audit import ChainBroken
+
+    tenant_id, _ = trail
+    runtime.audit.record(event(tenant_id, 77))  # the runtime's writer moves past checkpoint 1
+    (cache,) = items(tenant_id, "H#")
+    body = json.loads(cache["body_json"])
+    writer = runtime.audit.writer_id
+    body["heads"][writer] = [body["heads"][writer][0], "0" * 64]
+    put({**cache, "body_json": json.dumps(body)})
+    with pytest.raises(ChainBroken):
+        audit.checkpoint_tenant(runtime, tenant_id)
+    assert audit.verify_tenant(runtime, tenant_id)["intact"]  # verification never reads the cache

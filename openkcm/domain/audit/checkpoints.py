@@ -109,6 +109,7 @@ class KmsCheckpointSigner(CheckpointSigner):
             raise KeyUnavailable("no KMS key configured for audit checkpoints")
         self._kms = kms_client
         self._key_id = key_id
+        self._public: dict[str, ec.EllipticCurvePublicKey] = {}
 
     @property
     def key_id(self) -> str:
@@ -124,9 +125,29 @@ class KmsCheckpointSigner(CheckpointSigner):
             raise KeyUnavailable("the audit checkpoint key cannot sign right now") from exc
         return reply["Signature"]
 
+    def _public_key(self, key_id: str) -> ec.EllipticCurvePublicKey | None:
+        """kms:GetPublicKey once per key: verifying a year of checkpoints then costs no KMS calls."""
+        if key_id not in self._public:
+            try:
+                der = self._kms.get_public_key(KeyId=key_id)["PublicKey"]
+                key = serialization.load_der_public_key(der)
+            except Exception:
+                return None
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return None
+            self._public[key_id] = key
+        return self._public[key_id]
+
     def verify(self, digest: bytes, signature: bytes, key_id: str) -> bool:
         from botocore.exceptions import ClientError
 
+        public = self._public_key(key_id)
+        if public is not None:
+            try:
+                public.verify(signature, digest, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                return False
+            return True
         try:
             reply = self._kms.verify(KeyId=key_id, Message=digest, MessageType="RAW", Signature=signature,
                                      SigningAlgorithm="ECDSA_SHA_256")
@@ -191,8 +212,12 @@ def latest_checkpoint(tenant_id: str) -> Checkpoint | None:
     bind_audit_models()
     for item in AuditCheckpointModel.query(tenant_id, AuditCheckpointModel.sk.startswith(CHECKPOINT_PREFIX),
                                            scan_index_forward=False, limit=1):
-        body = json.loads(item.body_json)
-        return Checkpoint(tenant_id, int(body["seq"]), body, base64.b64decode(item.signature), item.key_id, item.sk)
+        try:
+            body = json.loads(item.body_json)
+            return Checkpoint(tenant_id, int(body["seq"]), body, base64.b64decode(item.signature), item.key_id,
+                              item.sk)
+        except (ValueError, KeyError, TypeError):
+            raise ChainBroken("the latest audit checkpoint is unreadable; run `openkcm audit verify`") from None
     return None
 
 
@@ -209,16 +234,45 @@ class ChainBroken(IntegrityFailure):
     code = "audit_chain_broken"
 
 
+HEADS_SK = "H#HEADS"  # unsigned cache: the heads folded through checkpoint ``seq``
+
+
+def _cached_heads(tenant_id: str, previous: Checkpoint | None) -> dict[str, tuple[int, str]] | None:
+    """The folded heads as of ``previous``, if the cache item is current. It is only an optimisation:
+    a tampered cache makes the checkpointer refuse (the chain no longer follows it) and never changes
+    what :func:`openkcm.domain.audit.verify` checks, which folds the signed checkpoints itself."""
+    if previous is None:
+        return {}
+    try:
+        item = AuditCheckpointModel.get(tenant_id, HEADS_SK)
+        body = json.loads(item.body_json)
+    except (AuditCheckpointModel.DoesNotExist, ValueError):
+        return None
+    if body.get("seq") != previous.seq or body.get("digest") != previous.digest.hex():
+        return None
+    return {w: (int(h[0]), str(h[1])) for w, h in body.get("heads", {}).items()}
+
+
+def _save_heads(tenant_id: str, checkpoint: Checkpoint, heads: dict[str, tuple[int, str]]) -> None:
+    body = json.dumps({"seq": checkpoint.seq, "digest": checkpoint.digest.hex(),
+                       "heads": {w: list(h) for w, h in heads.items()}}, sort_keys=True)
+    if len(body) > 350_000:
+        return  # too many writers for one item: the next checkpointer folds the checkpoints instead
+    AuditCheckpointModel(tenant_id, HEADS_SK, body_json=body, signature="", key_id="",
+                         created=checkpoint.body["time"]).save()
+
+
 def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYSTEM_CLOCK,
                     *, force: bool = False) -> Checkpoint | None:
     """Sign the current heads of every writer chain of the tenant, after checking every link added since
     the previous checkpoint (digests, hash, continuity). Returns None when nothing moved (unless
     ``force``) or when a concurrent checkpointer won the race for the next number."""
-    checkpoints = load_checkpoints(tenant_id)
-    previous = checkpoints[-1] if checkpoints else None
+    previous = latest_checkpoint(tenant_id)
     if previous is not None and not previous.signature_valid(signer):
         raise ChainBroken("the latest audit checkpoint does not verify; run `openkcm audit verify`")
-    heads = fold_heads(checkpoints)
+    heads = _cached_heads(tenant_id, previous)
+    if heads is None:
+        heads = fold_heads(load_checkpoints(tenant_id))
     delta: dict[str, list[Any]] = {}
     new_links = new_events = 0
     writers = {item.writer for item in query_links(tenant_id, None, attributes=["sk", "writer"])
@@ -263,4 +317,5 @@ def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYS
     except ConditionFailed:
         return None
     checkpoint.sk = item.sk
+    _save_heads(tenant_id, checkpoint, {**heads, **{w: (int(h[0]), str(h[1])) for w, h in delta.items()}})
     return checkpoint
