@@ -246,3 +246,39 @@ def test_external_origin_import_flow(kms):
     assert user.unwrap(user.wrap(b"q" * 32, CTX), CTX) == b"q" * 32
     with pytest.raises(KeystoreConfigInvalid):
         importer.import_key_material("not base64!", "also not")
+
+
+def test_import_use_cases_through_the_keystore(ks_runtime, monkeypatch):
+    """The use cases the API calls (start_key_import / complete_key_import): the stored keystore's connector
+    talks to a Stubber-armed client with the real KMS shapes for all three calls."""
+    from openkcm.ops import keystores as ks
+
+    arn = f"arn:aws:kms:us-east-1:{CUSTOMER_ACCOUNT}:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    client = boto3.client("kms", region_name="us-east-1", endpoint_url="https://kms.us-east-1.amazonaws.com")
+    stub = Stubber(client)
+    meta = {"KeyId": arn.rsplit("/", 1)[1], "Arn": arn, "KeyState": "PendingImport", "Origin": "EXTERNAL",
+            "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT", "Enabled": False}
+    stub.add_response("create_key", {"KeyMetadata": meta},
+                      {"Origin": "EXTERNAL", "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT",
+                       "Description": "acme imported L1"})
+    public_der = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    stub.add_response("get_parameters_for_import",
+                      {"KeyId": arn, "ImportToken": b"token-bytes", "PublicKey": public_der,
+                       "ParametersValidTo": datetime.now(UTC) + timedelta(hours=24)},
+                      {"KeyId": arn, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_4096"})
+    wrapped = bytes(range(256)) * 2
+    stub.add_response("import_key_material", {"KeyId": arn},
+                      {"KeyId": arn, "ImportToken": b"token-bytes", "EncryptedKeyMaterial": wrapped,
+                       "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"})
+    stub.add_response("describe_key", {"KeyMetadata": {**meta, "KeyState": "Enabled", "Enabled": True}}, {"KeyId": arn})
+    monkeypatch.setattr(AwsKmsConnector, "_kms", lambda self: client)
+    store = ks.create_keystore(ks_runtime, "acme-corp-12345", "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
+    with stub:
+        started = ks.start_key_import(ks_runtime, "acme-corp-12345", store.keystore_id, actor="alice",
+                                      description="acme imported L1")
+        assert started["key_ref"] == arn and base64.b64decode(started["public_key"]) == public_der
+        done = ks.complete_key_import(ks_runtime, "acme-corp-12345", store.keystore_id, arn, started["import_token"],
+                                      base64.b64encode(wrapped).decode(), actor="alice")
+    stub.assert_no_pending_responses()
+    assert done["state"] == "Enabled" and done["origin"] == "EXTERNAL"
