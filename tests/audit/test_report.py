@@ -131,3 +131,33 @@ def test_usage_and_paged_events(runtime, busy_tenant):
     assert len(seen) == len({e["event_id"] for e in seen}) == 13 and pages == 4
     security, _ = audit.query_events(runtime, busy_tenant, day, day, kinds=["security"])
     assert [e["reason"] for e in security] == ["cross-tenant access refused"]
+
+
+@pytest.mark.e2e
+def test_report_html_renders_and_prints_in_chromium(runtime, busy_tenant, tmp_path: Path):
+    """Standalone: opened from a file with the network cut off, it renders every section and the chart,
+    and Chromium prints it to PDF (what an auditor does with it)."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("chromium is not installed (scripts/bootstrap.sh test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    report = tmp_path / "report.html"
+    report.write_text(audit.compliance_report(runtime, busy_tenant, None, None, fmt="html"), encoding="utf-8")
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.as_uri())
+            for section in audit.REPORT_SECTIONS:
+                assert page.locator(f"section#{section} h2").is_visible()
+            assert page.locator("#operations_per_day svg rect").count() == 30
+            assert "chain intact" in page.locator("#chain_verification").inner_text()
+            pdf = page.pdf(format="A4")
+        finally:
+            browser.close()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 5000
+    assert requests == [report.as_uri()]  # nothing else fetched
