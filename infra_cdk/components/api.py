@@ -163,8 +163,10 @@ class Api(Construct):
         self.worker.function.add_event_source(
             sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True)
         )
+        # What API Gateway invokes: the function, or its "live" alias when concurrency is provisioned.
+        self.api_target: lambda_.IFunction = self.cmk_api.function
         if config.api_provisioned_concurrency:
-            lambda_.Alias(
+            self.api_target = lambda_.Alias(
                 self,
                 "CmkApiLive",
                 alias_name="live",
@@ -268,7 +270,7 @@ class Api(Construct):
                 apigw.HttpMethod.PATCH,
                 apigw.HttpMethod.DELETE,
             ],
-            integration=integrations.HttpLambdaIntegration("CmkApiIntegration", self.cmk_api.function),
+            integration=integrations.HttpLambdaIntegration("CmkApiIntegration", self.api_target),
             authorizer=self.authorizer,
         )
         # Routes the API itself declares public (health, OpenAPI document): same function, no authorizer.
@@ -279,7 +281,7 @@ class Api(Construct):
                 path=path,
                 methods=[apigw.HttpMethod(method)],
                 integration=integrations.HttpLambdaIntegration(
-                    f"Public{method}{path.replace('/', '-').replace('.', '-')}", self.cmk_api.function
+                    f"Public{method}{path.replace('/', '-').replace('.', '-')}", self.api_target
                 ),
                 authorizer=apigw.HttpNoneAuthorizer(),
             )

@@ -29,7 +29,6 @@ def make_bus(scope: Construct, config: DeployConfig) -> events.EventBus:
 def route_notifications(scope: Construct, bus: events.IEventBus, topic: sns.ITopic, data: Data) -> events.Rule:
     """Security-relevant domain events go to the notification topic too."""
     stack = Stack.of(scope)
-    bus_name = bus.event_bus_name
     rule = events.Rule(
         scope,
         "NotifySecurityEvents",
@@ -38,14 +37,23 @@ def route_notifications(scope: Construct, bus: events.IEventBus, topic: sns.ITop
         event_pattern=events.EventPattern(detail={"type": NOTIFY_TYPES}),
         targets=[targets.SnsTopic(topic)],
     )
-    # The topic is encrypted with the table key: EventBridge must be able to use it for this topic.
+    # The topic is encrypted with the table key: EventBridge must be able to use it (through SNS, for
+    # the topics encrypted with it; the statement AWS documents for EventBridge -> encrypted SNS).
     data.table_key.add_to_resource_policy(
         iam.PolicyStatement(
             principals=[iam.ServicePrincipal("events.amazonaws.com")],
             actions=["kms:Decrypt", "kms:GenerateDataKey"],
             resources=["*"],
-            # A pattern, not rule.rule_arn: the rule targets the topic, which depends on this key.
-            conditions={"ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:events:{stack.region}:{stack.account}:rule/{bus_name}/*"}},
+        )
+    )
+    # The target adds "events.amazonaws.com may publish"; only rules of this account may (confused deputy).
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            effect=iam.Effect.DENY,
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={"StringNotEquals": {"aws:SourceAccount": stack.account}},
         )
     )
     return rule

@@ -35,6 +35,7 @@ EXTERNAL = {
     "tablePrefix": "ext",
     "frameAncestors": "",
     "pkcs11Modules": "/var/task/opt/hsm/libvendor.so",
+    "apiProvisionedConcurrency": "2",
 }
 
 

@@ -542,3 +542,22 @@ def test_customer_keystore_roles_need_an_external_id_in_another_account(synth) -
         assert statement["Action"] == "sts:AssumeRole"
         assert statement["Condition"]["Null"] == {"sts:ExternalId": "false"}
         assert statement["Condition"]["StringNotEquals"]["aws:ResourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_notification_topic_takes_events_only_from_this_account(synth) -> None:
+    policies = [p["Properties"]["PolicyDocument"] for p in synth.resources("AWS::SNS::TopicPolicy").values()]
+    denies = [
+        s for doc in policies for s in _statements(doc)
+        if s["Effect"] == "Deny" and s.get("Principal") == {"Service": "events.amazonaws.com"}
+    ]
+    assert denies and denies[0]["Condition"] == {"StringNotEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_provisioned_concurrency_alias_is_what_the_api_invokes(synth) -> None:
+    assert not synth.resources("AWS::Lambda::Alias")  # default: none
+    aliases = synth.resources("AWS::Lambda::Alias", synth.external)
+    assert len(aliases) == 1
+    alias_lid, alias = aliases.popitem()
+    assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 2}
+    uris = [i["Properties"]["IntegrationUri"] for i in synth.resources("AWS::ApiGatewayV2::Integration", synth.external).values()]
+    assert sum(1 for uri in uris if _ref_of(uri) == alias_lid) == 3  # /v1/{proxy+}, health, openapi
