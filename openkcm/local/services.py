@@ -60,5 +60,14 @@ def _kmip() -> LocalService:
 _FACTORIES.append(_kmip)  # issue 3: KMIP listener (mTLS) on ports["kmip"] (default 5696)
 
 
+def _audit() -> LocalService:
+    from openkcm.local.audit_service import AuditScheduleService
+
+    return AuditScheduleService()
+
+
+_FACTORIES.append(_audit)  # issue 11: audit checkpoints and archive on a schedule
+
+
 def registered_services() -> list[LocalService]:
     return [factory() for factory in _FACTORIES]

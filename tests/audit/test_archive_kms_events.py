@@ -129,3 +129,26 @@ def test_schedule_handler_checkpoints_and_archives_past_retention(runtime, tenan
     result = handler({}, runtime=runtime)
     assert [a["tenant_id"] for a in result["archived"]] == [tenant_id]
     assert audit.verify_tenant(runtime, tenant_id)["archive"]["records"] == 4
+
+
+def test_local_stack_audit_service_checkpoints_on_its_schedule(runtime, tenant_factory):
+    from types import SimpleNamespace
+
+    from openkcm.local.audit_service import AuditScheduleService
+    from openkcm.local.services import registered_services
+
+    assert "audit" in {service.name for service in registered_services()}
+    tenant_id = tenant_factory().tenant_id
+    runtime.settings.audit_checkpoint_seconds = 1
+    service = AuditScheduleService()
+    details = service.start(SimpleNamespace(runtime=runtime))
+    try:
+        assert details["archive"].endswith("audit/archive") and service.healthy()
+        deadline = time.monotonic() + 20
+        while not items(tenant_id, "C#") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert items(tenant_id, "C#"), service.last
+    finally:
+        service.stop()
+    assert not service.healthy()
+    assert audit.verify_tenant(runtime, tenant_id)["message"] == "1 records, chain intact through checkpoint 1"
