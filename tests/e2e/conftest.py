@@ -205,3 +205,19 @@ def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+AXE = FRONTEND / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def accessibility_violations(page: Any) -> list[str]:
+    """axe-core (WCAG 2 A/AA rules) on the current page; serious and critical findings only. The script is
+    evaluated through the DevTools protocol, which the page's CSP does not govern (nothing is injected)."""
+    if not AXE.exists():
+        pytest.skip("axe-core is not installed (npm ci in frontend/)")
+    result = page.evaluate(
+        AXE.read_text() + "\n;axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})"
+        ".then(r => r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => v.id + ': ' + v.help + ' -> ' + v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')))"
+    )
+    return list(result)

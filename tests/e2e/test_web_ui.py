@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ACCOUNT, ConsoleLog, LocalStackProcess, screenshot
+from tests.e2e.conftest import ACCOUNT, ConsoleLog, LocalStackProcess, accessibility_violations, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -287,6 +287,18 @@ def test_keyboard_only_navigation(page: Any) -> None:
     expect(rotate).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_text("Rotated: version 3 is now current.")).to_be_visible()
+
+
+def test_main_screens_have_no_serious_accessibility_violations(page: Any, local_stack: LocalStackProcess) -> None:
+    found: dict[str, list[str]] = {}
+    for tab in ("dashboard", "master-key", "keys", "services", "audit"):
+        page.goto(f"{local_stack.base_url}/tenants/{PROD}/{tab}")
+        expect(page.locator("main .card").first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        violations = accessibility_violations(page)
+        if violations:
+            found[tab] = violations
+    assert not found, found
 
 
 def test_no_console_errors(console: ConsoleLog) -> None:
