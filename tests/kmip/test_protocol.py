@@ -128,3 +128,18 @@ def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited
     security = [e for e in read_events("gated", since="2000-01-01T00:00:00+00:00") if e["kind"] == "security"]
     assert any(e["reason"] == "the tenant is not enabled" for e in security)
     assert any(e["details"].get("serial") == "dead" for e in read_events("_platform", since="2000-01-01T00:00:00+00:00"))
+
+
+def test_l2_rotation_keeps_old_objects_readable_and_seals_new_ones_under_the_new_version(runtime, kmip_core,
+                                                                                         tenant_factory):
+    tenant_factory(tenant_id="rotating")
+    _, results = call(kmip_core, "rotating", request((1, 2), (Op.CREATE, create_payload()), (Op.GET, [])))
+    old_id = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
+    material = results[1].payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+    assert runtime.keyring.rotate("rotating") == 2
+    _, results = call(kmip_core, "rotating", request((1, 2), (Op.GET, [uid(old_id)]), (Op.CREATE, create_payload())))
+    again = results[0].payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+    assert again == material
+    new_id = results[1].payload.child_value(Tag.UNIQUE_IDENTIFIER)
+    store = kmip_core.services.store
+    assert store.get("rotating", old_id).l2_version == 1 and store.get("rotating", new_id).l2_version == 2
