@@ -37,8 +37,12 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None, 
     config = from_context(app.node.try_get_context)
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")
     for region in config.regions:
-        OpenKcmStack(app, stack_name(config.table_prefix, region), config=config,
-                     env=Environment(account=account, region=region))
+        OpenKcmStack(
+            app,
+            stack_name(config.table_prefix, region),
+            config=config,
+            env=Environment(account=account, region=region),
+        )
     if nag:
         Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app

@@ -117,11 +117,15 @@ class DeployConfig:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", self.table_prefix):
             raise ValueError("context 'tablePrefix' must match [A-Za-z0-9_.-]{1,200}")
         if bool(self.jwt_issuer) != bool(self.jwt_audience):
-            raise ValueError("give both 'jwtIssuer' and 'jwtAudience' (external issuer), or neither (Cognito)")
+            raise ValueError(
+                "give both 'jwtIssuer' and 'jwtAudience' (external issuer), or neither (Cognito)"
+            )
         if self.jwt_issuer and not self.jwt_issuer.startswith("https://"):
             raise ValueError("context 'jwtIssuer' must be an https:// URL")
         if self.uses_existing_vpc:
-            if len(self.availability_zones) < 2 or len(self.private_subnet_ids) != len(self.availability_zones):
+            if len(self.availability_zones) < 2 or len(self.private_subnet_ids) != len(
+                self.availability_zones
+            ):
                 raise ValueError(
                     "an existing VPC needs 'availabilityZones' (at least two) and one 'privateSubnetIds' "
                     "entry per zone"
@@ -132,7 +136,9 @@ class DeployConfig:
             2 <= self.kmip_min_count <= self.kmip_desired_count <= self.kmip_max_count
         ):
             # Two tasks at least, so that the service spans two AZs (a desired count of 0 parks it).
-            raise ValueError("need 2 <= kmipMinCount <= kmipDesiredCount <= kmipMaxCount (or kmipDesiredCount 0)")
+            raise ValueError(
+                "need 2 <= kmipMinCount <= kmipDesiredCount <= kmipMaxCount (or kmipDesiredCount 0)"
+            )
         for module in self.pkcs11_modules:
             if not module.startswith("/") or not module.endswith(".so"):
                 raise ValueError(f"pkcs11Modules entries must be absolute paths to .so files, got {module!r}")
@@ -183,7 +189,9 @@ def from_context(get: Any) -> DeployConfig:
         kmip_desired_count=_int(ctx("kmipDesiredCount", d.kmip_desired_count), "kmipDesiredCount", 0, 1000),
         kmip_min_count=_int(ctx("kmipMinCount", d.kmip_min_count), "kmipMinCount", 0, 1000),
         kmip_max_count=_int(ctx("kmipMaxCount", d.kmip_max_count), "kmipMaxCount", 1, 1000),
-        kmip_cpu_target_percent=_int(ctx("kmipCpuTargetPercent", d.kmip_cpu_target_percent), "kmipCpuTargetPercent", 10, 95),
+        kmip_cpu_target_percent=_int(
+            ctx("kmipCpuTargetPercent", d.kmip_cpu_target_percent), "kmipCpuTargetPercent", 10, 95
+        ),
         kmip_connections_per_task=_int(
             ctx("kmipConnectionsPerTask", d.kmip_connections_per_task), "kmipConnectionsPerTask", 1, 1_000_000
         ),
@@ -207,7 +215,10 @@ def from_context(get: Any) -> DeployConfig:
         web_acl_arn=str(ctx("webAclArn", "")),
         alarm_email=str(ctx("alarmEmail", "")),
         audit_archive_retention_days=_int(
-            ctx("auditArchiveRetentionDays", d.audit_archive_retention_days), "auditArchiveRetentionDays", 1, 36500
+            ctx("auditArchiveRetentionDays", d.audit_archive_retention_days),
+            "auditArchiveRetentionDays",
+            1,
+            36500,
         ),
     )
     config.validate()

@@ -208,7 +208,9 @@ def suppress(stack: OpenKcmStack) -> None:
                     _s(
                         "IAM4",
                         "CDK-provided BucketDeployment handler role (AWSLambdaBasicExecutionRole for its logs).",
-                        ["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+                        [
+                            "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+                        ],
                     ),
                     _s(
                         "IAM5",

@@ -44,7 +44,9 @@ class OpenKcmStack(Stack):
         }
         if config.pkcs11_modules:
             base_env[setting("pkcs11_modules")] = ",".join(config.pkcs11_modules)
-        self.api = Api(self, "Api", config=config, data=self.data, network=self.network, bus=self.bus, base_env=base_env)
+        self.api = Api(
+            self, "Api", config=config, data=self.data, network=self.network, bus=self.bus, base_env=base_env
+        )
         self.web = WebUi(
             self,
             "Web",
@@ -56,11 +58,23 @@ class OpenKcmStack(Stack):
         self.api.add_web_client(self.web.origins)
         self.api.add_routes()
         self.rotation = Rotation(
-            self, "Rotation", config=config, data=self.data, network=self.network, api=self.api, bus=self.bus,
+            self,
+            "Rotation",
+            config=config,
+            data=self.data,
+            network=self.network,
+            api=self.api,
+            bus=self.bus,
             base_env=base_env,
         )
         self.kmip = Kmip(
-            self, "Kmip", config=config, data=self.data, network=self.network, api=self.api, bus=self.bus,
+            self,
+            "Kmip",
+            config=config,
+            data=self.data,
+            network=self.network,
+            api=self.api,
+            bus=self.bus,
             base_env=base_env,
         )
         route_notifications(self, self.bus, self.api.topic, self.data)
@@ -78,7 +92,13 @@ class OpenKcmStack(Stack):
             self.kmip.container.add_environment(name, value)
 
         self.observability = Observability(
-            self, "Observability", config=config, data=self.data, api=self.api, functions=self.functions, kmip=self.kmip
+            self,
+            "Observability",
+            config=config,
+            data=self.data,
+            api=self.api,
+            functions=self.functions,
+            kmip=self.kmip,
         )
 
         outputs = {
@@ -97,7 +117,12 @@ class OpenKcmStack(Stack):
             "DashboardName": self.observability.dashboard.dashboard_name,
             # The principals a customer's BYOK/HYOK role must trust (aws_trust_template lists the caller).
             "KeystoreAccessRoleArns": Fn.join(
-                ",", [self.api.cmk_api.role.role_arn, self.rotation.rotate.role.role_arn, self.kmip.task_role.role_arn]
+                ",",
+                [
+                    self.api.cmk_api.role.role_arn,
+                    self.rotation.rotate.role.role_arn,
+                    self.kmip.task_role.role_arn,
+                ],
             ),
         }
         if self.api.user_pool_client is not None:

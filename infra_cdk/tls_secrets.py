@@ -46,7 +46,11 @@ def make_secrets(directory: Path, trust_domain: str, hosts: list[str]) -> tuple[
     _write_private(ca_file, {"ca_cert_pem": ca.cert_pem.decode(), "ca_key_pem": ca_key_pem})
     _write_private(
         tls_file,
-        {"server_cert_pem": cert_pem.decode(), "server_key_pem": key_pem.decode(), "ca_cert_pem": ca.cert_pem.decode()},
+        {
+            "server_cert_pem": cert_pem.decode(),
+            "server_key_pem": key_pem.decode(),
+            "ca_cert_pem": ca.cert_pem.decode(),
+        },
     )
     return ca_file, tls_file
 

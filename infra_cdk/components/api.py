@@ -97,7 +97,11 @@ class Api(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=5),
         )
         self.topic = sns.Topic(
-            self, "Notifications", display_name="OpenKCM notifications", master_key=data.table_key, enforce_ssl=True
+            self,
+            "Notifications",
+            display_name="OpenKCM notifications",
+            master_key=data.table_key,
+            enforce_ssl=True,
         )
 
         # -- identity -------------------------------------------------------------------------------------
@@ -109,7 +113,10 @@ class Api(Construct):
             self.identity_origins = [f"{parts.scheme}://{parts.netloc}"]
         else:
             issuer, audience = self._cognito(config, data)
-            self.identity_origins = [f"https://cognito-idp.{stack.region}.amazonaws.com", self.domain.base_url()]
+            self.identity_origins = [
+                f"https://cognito-idp.{stack.region}.amazonaws.com",
+                self.domain.base_url(),
+            ]
 
         self.issuer = issuer
         self.audience = audience
@@ -211,7 +218,9 @@ class Api(Construct):
         self.ca_secret.grant_read(self.cmk_api.role)
         self.webhook_secret.grant_read(self.webhook.role)
         self.webhook.role.add_to_principal_policy(
-            iam.PolicyStatement(sid="EnqueueProvisioning", actions=["sqs:SendMessage"], resources=[self.queue.queue_arn])
+            iam.PolicyStatement(
+                sid="EnqueueProvisioning", actions=["sqs:SendMessage"], resources=[self.queue.queue_arn]
+            )
         )
         data.allow_queue_or_topic_key(self.webhook.role, "sqs")
         # Every process publishes domain events, security events among them (a bad webhook signature too).
@@ -220,7 +229,10 @@ class Api(Construct):
 
         # -- HTTP API (routes come in add_routes, once the web client -- the JWT audience -- exists) -------
         self.access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.RETAIN
+            self,
+            "AccessLogs",
+            retention=retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.RETAIN,
         )
         self.http_api = apigw.HttpApi(
             self,
@@ -296,7 +308,9 @@ class Api(Construct):
     def grant_events_and_notify(self, role: iam.IRole, bus: events.IEventBus, data: Data) -> None:
         """Publish domain events on the bus (DECISIONS 14) and notifications on the SNS topic."""
         role.add_to_principal_policy(
-            iam.PolicyStatement(sid="PutDomainEvents", actions=["events:PutEvents"], resources=[bus.event_bus_arn])
+            iam.PolicyStatement(
+                sid="PutDomainEvents", actions=["events:PutEvents"], resources=[bus.event_bus_arn]
+            )
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[self.topic.topic_arn])
@@ -308,9 +322,14 @@ class Api(Construct):
         ``openkcm:roles``) added by a pre-token-generation (V2) trigger from custom attributes."""
         stack = Stack.of(self)
         pretoken_logs = logs.LogGroup(
-            self, "PreTokenLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.RETAIN
+            self,
+            "PreTokenLogs",
+            retention=retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.RETAIN,
         )
-        pretoken_role = iam.Role(self, "PreTokenRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        pretoken_role = iam.Role(
+            self, "PreTokenRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com")
+        )
         pretoken_role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="OwnLogGroup",
@@ -340,8 +359,12 @@ class Api(Construct):
             mfa=cognito.Mfa.REQUIRED,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             password_policy=cognito.PasswordPolicy(
-                min_length=14, require_digits=True, require_lowercase=True, require_uppercase=True,
-                require_symbols=True, temp_password_validity=Duration.days(3),
+                min_length=14,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
             ),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             custom_attributes={
@@ -359,7 +382,9 @@ class Api(Construct):
         )
         self.domain = self.user_pool.add_domain(
             "Domain",
-            cognito_domain=cognito.CognitoDomainOptions(domain_prefix=f"{config.table_prefix}-{stack.account}"),
+            cognito_domain=cognito.CognitoDomainOptions(
+                domain_prefix=f"{config.table_prefix}-{stack.account}"
+            ),
         )
         self.web_callback_urls: list[str] = []
         self.user_pool_client = None

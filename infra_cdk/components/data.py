@@ -46,7 +46,7 @@ KEY_ADMIN_ACTIONS = [
 # "l2" wraps tenant L2 versions, "credentials" seals keystore credentials (DECISIONS 6).
 _SAMPLE_CONTEXTS = {
     "l2": l2_context("t", 1),
-    "credentials": getattr(credentials, "_context")("a", "k"),
+    "credentials": credentials._context("a", "k"),
 }
 ROOT_CONTEXTS: dict[str, tuple[str, list[str]]] = {
     name: (sample["purpose"], sorted(sample)) for name, sample in _SAMPLE_CONTEXTS.items()
@@ -68,6 +68,13 @@ class TableSpec:
     range_key: tuple[str, str] | None
     indexes: tuple[tuple[str, tuple[str, str], tuple[str, str] | None], ...]
     ttl_attribute: str | None
+    projections: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (index, ALL|KEYS_ONLY|INCLUDE, attrs)
+
+    def projection(self, index_name: str) -> tuple[str, tuple[str, ...]]:
+        for name, kind, attributes in self.projections:
+            if name == index_name:
+                return kind, attributes
+        return "ALL", ()
 
 
 def _keys(key_schema: list[dict], types: dict[str, str]) -> tuple[tuple[str, str], tuple[str, str] | None]:
@@ -81,7 +88,7 @@ def table_specs() -> dict[str, TableSpec]:
 
     Several models share one table (tenants, L2 versions, certificates ...): they must agree on the key
     schema; indexes and TTL attributes are the union of what they declare."""
-    logical_of = getattr(models, "_LOGICAL_NAMES")
+    logical_of = models._LOGICAL_NAMES
     specs: dict[str, TableSpec] = {}
     for model in models.ALL_MODELS:
         logical = logical_of[model]
@@ -91,10 +98,20 @@ def table_specs() -> dict[str, TableSpec]:
             types.update({a["AttributeName"]: a["AttributeType"] for a in index["attribute_definitions"]})
         hash_key, range_key = _keys(schema["key_schema"], types)
         indexes = tuple(
-            (index["index_name"], *_keys(index["key_schema"], types)) for index in schema["global_secondary_indexes"]
+            (index["index_name"], *_keys(index["key_schema"], types))
+            for index in schema["global_secondary_indexes"]
+        )
+        projections = tuple(
+            (
+                index["index_name"],
+                index["projection"]["ProjectionType"],
+                tuple(index["projection"].get("NonKeyAttributes", ())),
+            )
+            for index in schema["global_secondary_indexes"]
         )
         ttl = next(
-            (name for name, attr in model.get_attributes().items() if type(attr).__name__ == "TTLAttribute"), None
+            (name for name, attr in model.get_attributes().items() if type(attr).__name__ == "TTLAttribute"),
+            None,
         )
         previous = specs.get(logical)
         if previous is not None:
@@ -105,9 +122,12 @@ def table_specs() -> dict[str, TableSpec]:
             merged = {i[0]: i for i in previous.indexes}
             merged.update({i[0]: i for i in indexes})
             indexes = tuple(merged[name] for name in sorted(merged))
+            projected = {p[0]: p for p in previous.projections}
+            projected.update({p[0]: p for p in projections})
+            projections = tuple(projected[name] for name in sorted(projected))
             ttl = previous.ttl_attribute or ttl
         ttl = ttl or _TTL_BY_CONVENTION.get(logical)
-        specs[logical] = TableSpec(logical, hash_key, range_key, indexes, ttl)
+        specs[logical] = TableSpec(logical, hash_key, range_key, indexes, ttl, projections)
     missing = set(models.table_names("x")) - set(specs)
     if missing:
         raise ValueError(f"no model declares the key schema of {sorted(missing)}")
@@ -131,7 +151,6 @@ class Data(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-        self._root_statement_principals: list[iam.IPrincipal] = []
         self.root_key = kms.Key(
             self,
             "RootKey",
@@ -195,11 +214,13 @@ class Data(Construct):
                 removal_policy=RemovalPolicy.RETAIN,
             )
             for index_name, hash_key, range_key in spec.indexes:
+                kind, attributes = spec.projection(index_name)
                 table.add_global_secondary_index(
                     index_name=index_name,
                     partition_key=_attr(hash_key),
                     sort_key=_attr(range_key) if range_key else None,
-                    projection_type=ddb.ProjectionType.ALL,
+                    projection_type=getattr(ddb.ProjectionType, kind),
+                    non_key_attributes=list(attributes) or None,
                 )
             self.tables[logical] = table
 
@@ -261,7 +282,9 @@ class Data(Construct):
             )
         )
 
-    def allow_root_key(self, role: iam.IRole, actions: list[str], contexts: tuple[str, ...] = ("l2",)) -> None:
+    def allow_root_key(
+        self, role: iam.IRole, actions: list[str], contexts: tuple[str, ...] = ("l2",)
+    ) -> None:
         """Let ``role`` use the root key for ``actions`` (kms:Encrypt / kms:Decrypt), only with one of
         the named encryption contexts (every key present, purpose fixed, no other keys)."""
         for name in contexts:
@@ -273,7 +296,9 @@ class Data(Construct):
             }
             statement = dict(actions=sorted(actions), conditions=conditions)
             # Key policy: names the role (nothing else in the account may use the key) ...
-            self.root_key.add_to_resource_policy(iam.PolicyStatement(principals=[role], resources=["*"], **statement))
+            self.root_key.add_to_resource_policy(
+                iam.PolicyStatement(principals=[role], resources=["*"], **statement)
+            )
             # ... and the role's own policy says the same, so both sides must agree.
             role.add_to_principal_policy(
                 iam.PolicyStatement(
@@ -345,4 +370,3 @@ class Data(Construct):
                 },
             )
         )
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -48,7 +48,7 @@ class ServiceFunction(Construct):
         description: str,
         environment: dict[str, str],
         reserved_concurrency: int = 0,
-        timeout: Duration = Duration.seconds(29),
+        timeout: Duration | None = None,
         memory_mib: int = 1024,
         vpc: ec2.IVpc | None = None,
         subnets: ec2.SubnetSelection | None = None,
@@ -101,7 +101,7 @@ class ServiceFunction(Construct):
             handler=handler,
             role=self.role,
             environment={"POWERTOOLS_SERVICE_NAME": f"openkcm-{asset}", **environment},
-            timeout=timeout,
+            timeout=timeout or Duration.seconds(29),  # under API Gateway's 30 s
             memory_size=memory_mib,
             reserved_concurrent_executions=reserved_concurrency or None,
             tracing=lambda_.Tracing.ACTIVE,
@@ -110,14 +110,30 @@ class ServiceFunction(Construct):
             vpc_subnets=subnets,
             security_groups=[security_group] if security_group else None,
         )
-        Stack.of(self)  # scope sanity: every function belongs to a stack
 
 
 _RETENTION_DAYS = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
-    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
-    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
-    1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }
 

@@ -38,10 +38,10 @@ TLS_FIELDS = {
     "KMIP_TLS_CA_CERT_PEM": "ca_cert_pem",
 }
 TLS_ENTRYPOINT = (
-    "set -eu; umask 077; mkdir -p \"$(dirname \"$OPENKCM_KMIP_CERT\")\"; "
-    "printf '%s\\n' \"$KMIP_TLS_SERVER_CERT_PEM\" > \"$OPENKCM_KMIP_CERT\"; "
-    "printf '%s\\n' \"$KMIP_TLS_SERVER_KEY_PEM\" > \"$OPENKCM_KMIP_KEY\"; "
-    "printf '%s\\n' \"$KMIP_TLS_CA_CERT_PEM\" > \"$OPENKCM_KMIP_CA\"; "
+    'set -eu; umask 077; mkdir -p "$(dirname "$OPENKCM_KMIP_CERT")"; '
+    'printf \'%s\\n\' "$KMIP_TLS_SERVER_CERT_PEM" > "$OPENKCM_KMIP_CERT"; '
+    'printf \'%s\\n\' "$KMIP_TLS_SERVER_KEY_PEM" > "$OPENKCM_KMIP_KEY"; '
+    'printf \'%s\\n\' "$KMIP_TLS_CA_CERT_PEM" > "$OPENKCM_KMIP_CA"; '
     "unset KMIP_TLS_SERVER_CERT_PEM KMIP_TLS_SERVER_KEY_PEM KMIP_TLS_CA_CERT_PEM; "
     "exec python -m kmip_fargate"
 )
@@ -62,7 +62,9 @@ class Kmip(Construct):
     ) -> None:
         super().__init__(scope, cid)
         if config.kmip_tls_secret_arn:
-            self.tls_secret = secrets.Secret.from_secret_complete_arn(self, "TlsSecret", config.kmip_tls_secret_arn)
+            self.tls_secret = secrets.Secret.from_secret_complete_arn(
+                self, "TlsSecret", config.kmip_tls_secret_arn
+            )
         else:
             self.tls_secret = secrets.Secret(
                 self,
@@ -147,15 +149,21 @@ class Kmip(Construct):
         task_sg = ec2.SecurityGroup(
             self, "TaskSg", vpc=network.vpc, description="OpenKCM KMIP tasks", allow_all_outbound=False
         )
-        task_sg.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and cloud keystores (HTTPS)")
+        task_sg.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and cloud keystores (HTTPS)"
+        )
         for cidr in config.hsm_cidrs:
             for port in config.hsm_ports:
-                task_sg.add_egress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(port), "on-prem HSM over VPN/Direct Connect")
+                task_sg.add_egress_rule(
+                    ec2.Peer.ipv4(cidr), ec2.Port.tcp(port), "on-prem HSM over VPN/Direct Connect"
+                )
         self.nlb_sg = ec2.SecurityGroup(
             self, "NlbSg", vpc=network.vpc, description="OpenKCM KMIP load balancer", allow_all_outbound=False
         )
         for cidr in config.kmip_allowed_cidrs:
-            self.nlb_sg.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(KMIP_PORT), "KMIP clients (mutual TLS)")
+            self.nlb_sg.add_ingress_rule(
+                ec2.Peer.ipv4(cidr), ec2.Port.tcp(KMIP_PORT), "KMIP clients (mutual TLS)"
+            )
         for port, what in ((KMIP_PORT, "KMIP"), (HEALTH_PORT, "health checks")):
             self.nlb_sg.add_egress_rule(task_sg, ec2.Port.tcp(port), f"to KMIP tasks ({what})")
             task_sg.add_ingress_rule(self.nlb_sg, ec2.Port.tcp(port), f"from the KMIP load balancer ({what})")
@@ -182,11 +190,15 @@ class Kmip(Construct):
             vpc=network.vpc,
             internet_facing=config.kmip_internet_facing,
             vpc_subnets=ec2.SubnetSelection(
-                subnet_type=ec2.SubnetType.PUBLIC if config.kmip_internet_facing else ec2.SubnetType.PRIVATE_WITH_EGRESS
+                subnet_type=ec2.SubnetType.PUBLIC
+                if config.kmip_internet_facing
+                else ec2.SubnetType.PRIVATE_WITH_EGRESS
             )
             if not config.uses_existing_vpc
             else ec2.SubnetSelection(
-                subnets=network.vpc.public_subnets if config.kmip_internet_facing else network.vpc.private_subnets
+                subnets=network.vpc.public_subnets
+                if config.kmip_internet_facing
+                else network.vpc.private_subnets
             ),
             cross_zone_enabled=True,
             security_groups=[self.nlb_sg],
@@ -212,7 +224,8 @@ class Kmip(Construct):
 
         # -- scaling: CPU target tracking, and steps on connections per task -----------------------------
         scaling = self.service.auto_scale_task_count(
-            min_capacity=config.kmip_min_count if config.kmip_desired_count else 0, max_capacity=config.kmip_max_count
+            min_capacity=config.kmip_min_count if config.kmip_desired_count else 0,
+            max_capacity=config.kmip_max_count,
         )
         scaling.scale_on_cpu_utilization(
             "Cpu",
@@ -224,7 +237,10 @@ class Kmip(Construct):
         tasks = cloudwatch.Metric(
             namespace="ECS/ContainerInsights",
             metric_name="RunningTaskCount",
-            dimensions_map={"ClusterName": self.cluster.cluster_name, "ServiceName": self.service.service_name},
+            dimensions_map={
+                "ClusterName": self.cluster.cluster_name,
+                "ServiceName": self.service.service_name,
+            },
             period=Duration.minutes(1),
             statistic="Average",
         )

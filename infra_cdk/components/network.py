@@ -5,9 +5,9 @@ the HSM listens on (egress rules). Without an existing VPC a new two-AZ VPC is c
 
 from __future__ import annotations
 
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
-from aws_cdk import RemovalPolicy
 from constructs import Construct
 
 from infra_cdk.components.functions import retention
@@ -41,7 +41,9 @@ class Network(Construct):
                     ),
                 ],
                 gateway_endpoints={
-                    "DynamoDb": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+                    "DynamoDb": ec2.GatewayVpcEndpointOptions(
+                        service=ec2.GatewayVpcEndpointAwsService.DYNAMODB
+                    ),
                     "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
                 },
             )
@@ -65,11 +67,11 @@ class Network(Construct):
 
     def egress_group(self, cid: str, description: str) -> ec2.SecurityGroup:
         """A security group that may reach AWS APIs (HTTPS) and the configured HSM CIDRs/ports only."""
-        group = ec2.SecurityGroup(
-            self, cid, vpc=self.vpc, description=description, allow_all_outbound=False
-        )
+        group = ec2.SecurityGroup(self, cid, vpc=self.vpc, description=description, allow_all_outbound=False)
         group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs and cloud keystores (HTTPS)")
         for cidr in self.config.hsm_cidrs:
             for port in self.config.hsm_ports:
-                group.add_egress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(port), "on-prem HSM over VPN/Direct Connect")
+                group.add_egress_rule(
+                    ec2.Peer.ipv4(cidr), ec2.Port.tcp(port), "on-prem HSM over VPN/Direct Connect"
+                )
         return group

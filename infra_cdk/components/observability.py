@@ -51,8 +51,13 @@ class Observability(Construct):
         action = actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
 
-        def alarm(cid: str, metric: cloudwatch.IMetric, threshold: float, description: str,
-                  comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD) -> cloudwatch.Alarm:
+        def alarm(
+            cid: str,
+            metric: cloudwatch.IMetric,
+            threshold: float,
+            description: str,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        ) -> cloudwatch.Alarm:
             created = cloudwatch.Alarm(
                 self,
                 cid,
@@ -82,11 +87,17 @@ class Observability(Construct):
                     width=8,
                 )
             )
-        dlq_depth = api.dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum")
+        dlq_depth = api.dlq.metric_approximate_number_of_messages_visible(
+            period=FIVE_MINUTES, statistic="Maximum"
+        )
         alarm("provision-dlq-depth", dlq_depth, 1, "OpenKCM: provisioning messages in the dead-letter queue")
-        unhealthy = kmip.target_group.metrics.un_healthy_host_count(period=Duration.minutes(1), statistic="Maximum")
+        unhealthy = kmip.target_group.metrics.un_healthy_host_count(
+            period=Duration.minutes(1), statistic="Maximum"
+        )
         alarm("kmip-unhealthy-hosts", unhealthy, 1, "OpenKCM KMIP: unhealthy tasks behind the load balancer")
-        healthy = kmip.target_group.metrics.healthy_host_count(period=Duration.minutes(1), statistic="Minimum")
+        healthy = kmip.target_group.metrics.healthy_host_count(
+            period=Duration.minutes(1), statistic="Minimum"
+        )
         if config.kmip_desired_count:
             alarm(
                 "kmip-healthy-hosts-low",
@@ -116,7 +127,10 @@ class Observability(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="KMIP connections and hosts",
-                left=[kmip.nlb.metrics.active_flow_count(period=Duration.minutes(1)), kmip.connections_per_task],
+                left=[
+                    kmip.nlb.metrics.active_flow_count(period=Duration.minutes(1)),
+                    kmip.connections_per_task,
+                ],
                 right=[healthy, unhealthy],
                 width=12,
             ),

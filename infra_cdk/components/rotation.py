@@ -26,7 +26,9 @@ def make_bus(scope: Construct, config: DeployConfig) -> events.EventBus:
     return events.EventBus(scope, "DomainEvents", event_bus_name=config.event_bus_name)
 
 
-def route_notifications(scope: Construct, bus: events.IEventBus, topic: sns.ITopic, data: Data) -> events.Rule:
+def route_notifications(
+    scope: Construct, bus: events.IEventBus, topic: sns.ITopic, data: Data
+) -> events.Rule:
     """Security-relevant domain events go to the notification topic too."""
     stack = Stack.of(scope)
     rule = events.Rule(

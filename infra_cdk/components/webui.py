@@ -78,11 +78,15 @@ class WebUi(Construct):
                     content_security_policy=self.csp, override=True
                 ),
                 strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
-                    access_control_max_age=Duration.days(730), include_subdomains=True, preload=True, override=True
+                    access_control_max_age=Duration.days(730),
+                    include_subdomains=True,
+                    preload=True,
+                    override=True,
                 ),
                 content_type_options=cloudfront.ResponseHeadersContentTypeOptions(override=True),
                 referrer_policy=cloudfront.ResponseHeadersReferrerPolicy(
-                    referrer_policy=cloudfront.HeadersReferrerPolicy.STRICT_ORIGIN_WHEN_CROSS_ORIGIN, override=True
+                    referrer_policy=cloudfront.HeadersReferrerPolicy.STRICT_ORIGIN_WHEN_CROSS_ORIGIN,
+                    override=True,
                 ),
                 # With console origins configured, CSP frame-ancestors decides; X-Frame-Options cannot
                 # express an allow-list, so it is only sent when nobody may frame the UI.
@@ -95,7 +99,9 @@ class WebUi(Construct):
             custom_headers_behavior=cloudfront.ResponseCustomHeadersBehavior(
                 custom_headers=[
                     cloudfront.ResponseCustomHeader(
-                        header="Permissions-Policy", value="camera=(), microphone=(), geolocation=()", override=True
+                        header="Permissions-Policy",
+                        value="camera=(), microphone=(), geolocation=()",
+                        override=True,
                     ),
                     cloudfront.ResponseCustomHeader(
                         header="Cross-Origin-Opener-Policy", value="same-origin", override=True
@@ -133,7 +139,9 @@ class WebUi(Construct):
             ),
             additional_behaviors={
                 "/v1/*": cloudfront.BehaviorOptions(
-                    origin=origins.HttpOrigin(api_domain, protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY),
+                    origin=origins.HttpOrigin(
+                        api_domain, protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY
+                    ),
                     viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
                     allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                     cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,

@@ -64,10 +64,11 @@ def _kmip_context(tmp: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from aws_cdk import Environment
+
     from infra_cdk.app import build_app, stack_name
     from infra_cdk.config import from_context
     from infra_cdk.stack import OpenKcmStack
-    from aws_cdk import Environment
 
     tmp = tmp_path_factory.mktemp("infra")
     web = tmp / "dist"
@@ -98,7 +99,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     stack = app.node.find_child(stack_name("openkcm", REGION))
 
     def load(name: str) -> dict[str, Any]:
-        return json.loads((Path(assembly.directory) / assembly.get_stack_by_name(name).template_file).read_text())
+        return json.loads(
+            (Path(assembly.directory) / assembly.get_stack_by_name(name).template_file).read_text()
+        )
 
     return Synthesized(
         template=load(stack.stack_name),

@@ -109,7 +109,10 @@ def test_tls_secrets_are_private_and_chain_to_the_ca(tmp_path: Path) -> None:
     from infra_cdk.tls_secrets import main
 
     directory = tmp_path / "pki"
-    assert main(["--dir", str(directory), "--trust-domain", "kcm.example.com", "--host", "kmip.example.com"]) == 0
+    assert (
+        main(["--dir", str(directory), "--trust-domain", "kcm.example.com", "--host", "kmip.example.com"])
+        == 0
+    )
     ca_secret = json.loads((directory / "ca-secret.json").read_text())
     tls_secret = json.loads((directory / "kmip-tls-secret.json").read_text())
     for name in ("ca-secret.json", "kmip-tls-secret.json"):
@@ -154,12 +157,16 @@ def test_kmip_entry_point_writes_the_tls_files_privately_and_drops_the_variables
         "KMIP_TLS_SERVER_KEY_PEM": "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----",
         "KMIP_TLS_CA_CERT_PEM": "-----BEGIN CERTIFICATE-----\nCCC\n-----END CERTIFICATE-----",
     }
-    done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=10, check=True)
+    done = subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=10, check=True
+    )
     assert "KMIP_TLS_" not in done.stdout  # the server process never sees the PEM variables
     assert (tls / "server.key").read_text() == env["KMIP_TLS_SERVER_KEY_PEM"] + "\n"
     assert (tls / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
     for name in ("server.pem", "server.key", "ca.pem"):
         assert stat.S_IMODE(os.stat(tls / name).st_mode) == 0o600
     missing = {k: v for k, v in env.items() if k != "KMIP_TLS_SERVER_KEY_PEM"}
-    failed = subprocess.run(["/bin/sh", "-c", script], env=missing, capture_output=True, text=True, timeout=10)
+    failed = subprocess.run(
+        ["/bin/sh", "-c", script], env=missing, capture_output=True, text=True, timeout=10
+    )
     assert failed.returncode != 0  # set -u: a missing secret stops the task instead of starting without TLS

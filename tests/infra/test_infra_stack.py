@@ -65,6 +65,9 @@ def test_tables_match_the_models_and_are_protected(synth) -> None:
         if spec.range_key:
             assert key_schema[spec.range_key[0]] == "RANGE"
         assert tables[physical]["DeletionPolicy"] == "Retain"
+        for index in props.get("GlobalSecondaryIndexes", []):
+            kind, _ = spec.projection(index["IndexName"])
+            assert index["Projection"]["ProjectionType"] == kind
     tenants = tables["openkcm-tenants"]["Properties"]
     assert [g["IndexName"] for g in tenants["GlobalSecondaryIndexes"]] == ["account-tenants"]
     audit = tables["openkcm-audit"]["Properties"]
@@ -100,7 +103,9 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
     users: dict[str, set[str]] = {}
     for statement in _statements(props["KeyPolicy"]):
         actions = set(_as_list(statement["Action"]))
-        crypto = {a for a in actions if a in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey")}
+        crypto = {
+            a for a in actions if a in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey")
+        }
         principal = statement["Principal"]["AWS"]
         if not crypto:
             continue
@@ -115,7 +120,9 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
         assert set(cond["Null"]) == {f"kms:EncryptionContext:{k}" for k in expected[purpose]}
         users.setdefault(role, set()).update(crypto)
     # The account itself may administer the key but not use it.
-    account_statements = [s for s in _statements(props["KeyPolicy"]) if _ref_of(s["Principal"]["AWS"]) is None]
+    account_statements = [
+        s for s in _statements(props["KeyPolicy"]) if _ref_of(s["Principal"]["AWS"]) is None
+    ]
     assert account_statements and all(
         not {"kms:Encrypt", "kms:Decrypt", "kms:*"} & set(_as_list(s["Action"])) for s in account_statements
     )
@@ -153,7 +160,10 @@ def test_signing_key_and_audit_archive(synth) -> None:
     )
     for bucket in synth.resources("AWS::S3::Bucket").values():
         block = bucket["Properties"]["PublicAccessBlockConfiguration"]
-        assert all(block[k] for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+        assert all(
+            block[k]
+            for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+        )
 
 
 # -- IAM -------------------------------------------------------------------------------------------------
@@ -185,7 +195,9 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
         assert not any(a.endswith(":*") for a in actions), (lid, statement)
         if _is_cdk_internal(lid):
             continue
-        data_actions = [a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "s3", "secretsmanager", "sqs", "sns")]
+        data_actions = [
+            a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "s3", "secretsmanager", "sqs", "sns")
+        ]
         if data_actions:
             assert statement["Resource"] != "*", (lid, statement)
             assert "*" not in _as_list(statement["Resource"]), (lid, statement)
@@ -200,11 +212,13 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
 def test_kms_statements_on_the_root_key_carry_conditions(synth) -> None:
     root_lid, _ = _root_key(synth)
     found = 0
-    for lid, statement in _policies(synth.template):
+    for _lid, statement in _policies(synth.template):
         resources = _as_list(statement.get("Resource"))
         if any(_ref_of(r) == root_lid for r in resources):
             found += 1
-            assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"].startswith("openkcm-")
+            assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"].startswith(
+                "openkcm-"
+            )
     assert found >= 4
 
 
@@ -223,13 +237,15 @@ def test_each_function_gets_only_its_tables(synth) -> None:
     for lid, statement in _policies(synth.template):
         sid = statement.get("Sid", "")
         if sid.startswith("Table") and not sid.startswith("TableKey"):
-            by_role.setdefault(lid, set()).add(sid[len("Table"):].lower())
+            by_role.setdefault(lid, set()).add(sid[len("Table") :].lower())
     webhook = next(v for k, v in by_role.items() if k.startswith("ApiWebhookRole"))
     assert webhook == {"audit", "usage", "idempotency"}
     kmip = next(k for k in by_role if k.startswith("KmipTaskRole"))
     for lid, statement in _policies(synth.template):
         if lid == kmip and statement.get("Sid") in ("TableTenants", "TableAccounts"):
-            assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & set(statement["Action"])
+            assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & set(
+                statement["Action"]
+            )
 
 
 # -- Lambdas and environment -----------------------------------------------------------------------------
@@ -279,7 +295,9 @@ def test_functions_runtime_architecture_and_environment(synth) -> None:
 
 def test_provisioning_queue_has_a_dead_letter_queue(synth) -> None:
     queues = synth.resources("AWS::SQS::Queue")
-    redrives = [q["Properties"]["RedrivePolicy"] for q in queues.values() if "RedrivePolicy" in q["Properties"]]
+    redrives = [
+        q["Properties"]["RedrivePolicy"] for q in queues.values() if "RedrivePolicy" in q["Properties"]
+    ]
     assert len(redrives) == 1 and redrives[0]["maxReceiveCount"] == 5
     assert _ref_of(redrives[0]["deadLetterTargetArn"]) in queues
     assert all("KmsMasterKeyId" in q["Properties"] for q in queues.values())
@@ -292,7 +310,6 @@ def test_provisioning_queue_has_a_dead_letter_queue(synth) -> None:
 
 
 def test_http_api_jwt_authorizer_and_webhook_route(synth) -> None:
-    t = _template(synth)
     authorizers = synth.resources("AWS::ApiGatewayV2::Authorizer")
     assert len(authorizers) == 1
     auth_lid, auth = authorizers.popitem()
@@ -301,7 +318,10 @@ def test_http_api_jwt_authorizer_and_webhook_route(synth) -> None:
     assert props["IdentitySource"] == ["$request.header.Authorization"]
     assert "cognito-idp" in json.dumps(props["JwtConfiguration"]["Issuer"])
     assert props["JwtConfiguration"]["Audience"]
-    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in synth.resources("AWS::ApiGatewayV2::Route").values()}
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in synth.resources("AWS::ApiGatewayV2::Route").values()
+    }
     from openkcm.api.app import PUBLIC_ROUTES
 
     public = {"POST /v1/marketplace/events"} | {f"{m} {p}" for m, p in PUBLIC_ROUTES}
@@ -335,12 +355,18 @@ def test_pretoken_trigger_claims() -> None:
     spec = importlib.util.spec_from_file_location("pretoken_index", PRETOKEN_ASSET / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    event = {"request": {"userAttributes": {"custom:account": "acme-1", "custom:roles": "key-admin, root ,auditor"}}}
+    event = {
+        "request": {
+            "userAttributes": {"custom:account": "acme-1", "custom:roles": "key-admin, root ,auditor"}
+        }
+    }
     out = module.handler(event, None)["response"]["claimsAndScopeOverrideDetails"]["accessTokenGeneration"]
     assert out["claimsToAddOrOverride"]["openkcm:account"] == "acme-1"
     assert out["claimsToAddOrOverride"]["openkcm:roles"] == ["auditor", "key-admin"]
     empty = module.handler({"request": {"userAttributes": {}}}, None)
-    claims = empty["response"]["claimsAndScopeOverrideDetails"]["accessTokenGeneration"]["claimsToAddOrOverride"]
+    claims = empty["response"]["claimsAndScopeOverrideDetails"]["accessTokenGeneration"][
+        "claimsToAddOrOverride"
+    ]
     assert "openkcm:account" not in claims and claims["openkcm:roles"] == []
 
 
@@ -363,8 +389,11 @@ def test_rotation_schedule_and_event_bus(synth) -> None:
     scheduled = [r["Properties"] for r in rules.values() if "ScheduleExpression" in r["Properties"]]
     assert len(scheduled) == 1 and scheduled[0]["ScheduleExpression"] == "rate(1 hour)"
     target = scheduled[0]["Targets"][0]["Arn"]
-    rotate = [lid for lid, f in synth.resources("AWS::Lambda::Function").items()
-              if f["Properties"].get("Handler") == "functions/rotate/handler.handler"]
+    rotate = [
+        lid
+        for lid, f in synth.resources("AWS::Lambda::Function").items()
+        if f["Properties"].get("Handler") == "functions/rotate/handler.handler"
+    ]
     assert _ref_of(target) == rotate[0]
     on_bus = [r["Properties"] for r in rules.values() if "EventBusName" in r["Properties"]]
     assert on_bus and "security_event" in on_bus[0]["EventPattern"]["detail"]["type"]
@@ -391,7 +420,10 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     service = synth.resources("AWS::ECS::Service").popitem()[1]["Properties"]
     assert service["LaunchType"] == "FARGATE"
     assert service["DesiredCount"] == 2
-    assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {
+        "Enable": True,
+        "Rollback": True,
+    }
     subnets = service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]
     assert len(subnets) >= 2
     assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
@@ -399,7 +431,10 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     assert task["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
     container = task["ContainerDefinitions"][0]
     assert {"ContainerPort": 5696, "Protocol": "tcp"} in container["PortMappings"]
-    assert container["EntryPoint"] == ["/bin/sh", "-c"] and "exec python -m kmip_fargate" in container["Command"][0]
+    assert (
+        container["EntryPoint"] == ["/bin/sh", "-c"]
+        and "exec python -m kmip_fargate" in container["Command"][0]
+    )
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["OPENKCM_KMIP_PORT"] == "5696" and env["OPENKCM_KMIP_HEALTH_PORT"] == "5697"
     assert env["OPENKCM_KMIP_CERT"].startswith(env["OPENKCM_DATA_DIR"])
@@ -413,7 +448,9 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
 def test_kmip_auto_scaling_on_cpu_and_connections(synth) -> None:
     target = synth.resources("AWS::ApplicationAutoScaling::ScalableTarget").popitem()[1]["Properties"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 10)
-    policies = [p["Properties"] for p in synth.resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()]
+    policies = [
+        p["Properties"] for p in synth.resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    ]
     tracking = [p for p in policies if p["PolicyType"] == "TargetTrackingScaling"]
     assert tracking[0]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"] == {
         "PredefinedMetricType": "ECSServiceAverageCPUUtilization"
@@ -441,7 +478,9 @@ def test_existing_vpc_and_hsm_path(synth) -> None:
         for group in synth.resources("AWS::EC2::SecurityGroup", ext).values()
         for rule in group["Properties"].get("SecurityGroupEgress", [])
     ]
-    hsm = [(r["FromPort"], r["ToPort"], r["IpProtocol"]) for r in egress if r.get("CidrIp") == "192.168.40.0/24"]
+    hsm = [
+        (r["FromPort"], r["ToPort"], r["IpProtocol"]) for r in egress if r.get("CidrIp") == "192.168.40.0/24"
+    ]
     assert hsm and set(hsm) == {(1792, 1792, "tcp")}
     # Nothing may leave the VPC except HTTPS and the HSM path.
     assert {r["FromPort"] for r in egress if r.get("CidrIp") == "0.0.0.0/0"} == {443}
@@ -461,7 +500,9 @@ def test_cloudfront_origin_access_control_and_security_headers(synth) -> None:
     t.resource_count_is("AWS::CloudFront::OriginAccessControl", 1)
     dist = synth.resources("AWS::CloudFront::Distribution").popitem()[1]["Properties"]["DistributionConfig"]
     s3_origin = next(o for o in dist["Origins"] if "S3OriginConfig" in o)
-    assert _ref_of(s3_origin["OriginAccessControlId"]) in synth.resources("AWS::CloudFront::OriginAccessControl")
+    assert _ref_of(s3_origin["OriginAccessControlId"]) in synth.resources(
+        "AWS::CloudFront::OriginAccessControl"
+    )
     assert s3_origin["S3OriginConfig"].get("OriginAccessIdentity", "") == ""
     assert dist["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
     assert [b["PathPattern"] for b in dist["CacheBehaviors"]] == ["/v1/*"]
@@ -547,10 +588,14 @@ def test_customer_keystore_roles_need_an_external_id_in_another_account(synth) -
 def test_notification_topic_takes_events_only_from_this_account(synth) -> None:
     policies = [p["Properties"]["PolicyDocument"] for p in synth.resources("AWS::SNS::TopicPolicy").values()]
     denies = [
-        s for doc in policies for s in _statements(doc)
+        s
+        for doc in policies
+        for s in _statements(doc)
         if s["Effect"] == "Deny" and s.get("Principal") == {"Service": "events.amazonaws.com"}
     ]
-    assert denies and denies[0]["Condition"] == {"StringNotEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert denies and denies[0]["Condition"] == {
+        "StringNotEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
 
 
 def test_provisioned_concurrency_alias_is_what_the_api_invokes(synth) -> None:
@@ -559,5 +604,8 @@ def test_provisioned_concurrency_alias_is_what_the_api_invokes(synth) -> None:
     assert len(aliases) == 1
     alias_lid, alias = aliases.popitem()
     assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 2}
-    uris = [i["Properties"]["IntegrationUri"] for i in synth.resources("AWS::ApiGatewayV2::Integration", synth.external).values()]
+    uris = [
+        i["Properties"]["IntegrationUri"]
+        for i in synth.resources("AWS::ApiGatewayV2::Integration", synth.external).values()
+    ]
     assert sum(1 for uri in uris if _ref_of(uri) == alias_lid) == 3  # /v1/{proxy+}, health, openapi
