@@ -13,8 +13,12 @@ describe("keystore validation", () => {
   });
   it("checks Azure, GCP and PKCS#11 details", () => {
     expect(Object.keys(validateAll("azure-key-vault", { vault_url: "http://x" }))).toEqual(["vault_url", "key_ref", "tenant_id", "client_id", "client_secret"]);
-    expect(validateAll("gcp-kms", { key_ref: "projects/my-project/locations/europe-west1/keyRings/r/cryptoKeys/k", credentials_json: '{"type":"service_account"}' })).toEqual({});
-    expect(validateAll("gcp-kms", { key_ref: "k", credentials_json: "{" }).credentials_json).toMatch(/JSON/);
+    expect(validateAll("gcp-kms", { key_ring: "projects/my-project/locations/europe-west1/keyRings/r", key_ref: "k", service_account_json: '{"type":"service_account"}' })).toEqual({});
+    expect(validateAll("gcp-kms", { key_ring: "r", key_ref: "a/b", service_account_json: "{" })).toEqual({
+      key_ring: expect.stringMatching(/keyRings/), key_ref: expect.stringMatching(/crypto key/), service_account_json: expect.stringMatching(/JSON/),
+    });
+    expect(validateAll("azure-key-vault", { vault_url: "https://my-hsm.managedhsm.azure.net", key_ref: "k/0123456789abcdef0123456789abcdef",
+      tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47", client_id: "72f988bf-86f1-41af-91ab-2d7cd011db47", client_secret: "s" })).toEqual({});
     expect(validateAll("pkcs11", { module_path: "/usr/lib/softhsm/libsofthsm2.so", token_label: "t", key_ref: "k" }).pin).toMatch(/required/);
   });
 });

@@ -27,9 +27,10 @@ const AWS_KEY_REF = /^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/[A-Za-z0-9-]+|
 const AWS_ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
 const AWS_REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
 const URL_RE = /^https?:\/\/[^\s/]+(\/\S*)?$/;
-const AZURE_VAULT = /^https:\/\/[a-z0-9][a-z0-9-]{1,22}[a-z0-9]\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)\/?$/i;
+const AZURE_VAULT = /^https:\/\/[a-z0-9][a-z0-9-]{1,22}[a-z0-9]\.(vault|managedhsm)\.(azure\.net|azure\.cn|usgovcloudapi\.net)\/?$/;
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const GCP_KEY = /^projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]\/locations\/[a-z0-9-]+\/keyRings\/[\w-]{1,63}\/cryptoKeys\/[\w-]{1,63}$/;
+const GCP_RING = /^projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}$/;
+const GCP_KEY = /^([A-Za-z0-9_-]{1,63}|projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63})$/;
 
 const pattern = (re: RegExp, message: string) => (value: string) => (re.test(value.trim()) ? null : message);
 
@@ -49,19 +50,21 @@ export const KEYSTORE_FIELDS: Record<KeystoreType, FieldSpec[]> = {
   ],
   "azure-key-vault": [
     { name: "vault_url", target: "config", label: "Vault URL", required: true, placeholder: "https://my-vault.vault.azure.net",
-      check: pattern(AZURE_VAULT, "Enter the vault URL, e.g. https://my-vault.vault.azure.net.") },
-    { name: "key_ref", target: "key_ref", label: "Key name", required: true,
-      check: pattern(/^[0-9a-zA-Z-]{1,127}$/, "Key names use letters, digits and dashes (1–127).") },
+      check: pattern(AZURE_VAULT, "Enter the vault (or managed HSM) URL, e.g. https://my-vault.vault.azure.net.") },
+    { name: "key_ref", target: "key_ref", label: "Key name", required: true, placeholder: "tenant-master",
+      check: pattern(/^([A-Za-z0-9-]{1,127}(\/[0-9a-fA-F]{32})?|https:\/\/\S+\/keys\/[A-Za-z0-9-]{1,127}(\/[0-9a-fA-F]{32})?)$/, "Enter the key name (letters, digits, dashes), name/version, or the key URL.") },
     { name: "tenant_id", target: "config", label: "Directory (tenant) ID", required: true, check: pattern(GUID, "Enter the directory ID as a GUID.") },
     { name: "client_id", target: "config", label: "Application (client) ID", required: true, check: pattern(GUID, "Enter the application ID as a GUID.") },
     { name: "client_secret", target: "secrets", label: "Client secret", required: true, secret: true,
       help: "Sent once to the API and stored wrapped; never shown again." },
   ],
   "gcp-kms": [
-    { name: "key_ref", target: "key_ref", label: "Crypto key resource name", required: true,
-      placeholder: "projects/my-project/locations/europe-west1/keyRings/ring/cryptoKeys/key",
-      check: pattern(GCP_KEY, "Enter projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>.") },
-    { name: "credentials_json", target: "secrets", label: "Service account key (JSON)", required: true, secret: true, multiline: true,
+    { name: "key_ring", target: "config", label: "Key ring", required: true,
+      placeholder: "projects/my-project/locations/europe-west1/keyRings/openkcm",
+      check: pattern(GCP_RING, "Enter projects/<project>/locations/<location>/keyRings/<ring>.") },
+    { name: "key_ref", target: "key_ref", label: "Crypto key", required: true, placeholder: "tenant-master",
+      check: pattern(GCP_KEY, "Enter the crypto key id (letters, digits, '-', '_') or its full resource name.") },
+    { name: "service_account_json", target: "secrets", label: "Service account key (JSON)", required: true, secret: true, multiline: true,
       help: "Sent once to the API and stored wrapped; never shown again.",
       check: (v) => {
         try {
