@@ -1,0 +1,105 @@
+"""Rotation under concurrent KMIP load (issue 6 "done when"): PyKMIP clients over mutual TLS keep doing
+Create / Activate / Get / Encrypt / Decrypt against the real KMIP server while the rotation schedule —
+a separate runtime, as the rotation Lambda is a separate process — rotates the tenant's L2 key and
+re-wraps its objects three times. Zero failed requests; data encrypted before the first rotation still
+decrypts after the last, with the same key bytes (re-wrapping never changes L3 material)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kmip.core import enums
+from kmip.pie.client import ProxyKmipClient
+
+from openkcm.ops import events, provisioning, rotation
+from openkcm.ops.runtime import build_runtime
+from openkcm.storage import ManagedObjectModel
+from tests.kmip.conftest import bundle, kmip_core, kmip_server  # noqa: F401 (fixtures)
+
+from .conftest import marketplace_event
+
+TENANT = "kmip-load-corp"
+PARAMS = {"block_cipher_mode": enums.BlockCipherMode.CBC, "padding_method": enums.PaddingMethod.PKCS5,
+          "cryptographic_algorithm": enums.CryptographicAlgorithm.AES, "random_iv": True}
+USAGE = [enums.CryptographicUsageMask.ENCRYPT, enums.CryptographicUsageMask.DECRYPT]
+
+
+def connect(server, paths) -> ProxyKmipClient:
+    client = ProxyKmipClient(hostname="127.0.0.1", port=server.port, cert=str(paths["cert"]), key=str(paths["key"]),
+                             ca=str(paths["ca"]), config_file="/dev/null", kmip_version=enums.KMIPVersion.KMIP_1_2)
+    client.open()
+    return client
+
+
+def test_pykmip_clients_see_zero_failures_across_rotations(runtime, kmip_server, bundle):  # noqa: F811
+    provisioning.process_event(runtime, marketplace_event(customer=TENANT))  # provisioned like any tenant
+    drop = events.subscribe_keyring(runtime.keyring)  # the local KMIP worker's instant cache drop
+    paths = bundle(TENANT, "mongod")
+    setup = connect(kmip_server, paths)
+    before = {}
+    for i in range(4):
+        uid = setup.create(enums.CryptographicAlgorithm.AES, 256, name=f"pre-{i}", cryptographic_usage_mask=USAGE)
+        setup.activate(uid)
+        data, iv = setup.encrypt(b"written before rotation %d" % i, uid=uid, cryptographic_parameters=PARAMS)
+        before[uid] = (setup.get(uid).value, data, iv, b"written before rotation %d" % i)
+    setup.close()
+
+    stop = threading.Event()
+    failures: list[str] = []
+    counts = {"requests": 0}
+
+    def client_loop(seed: int) -> None:
+        client = connect(kmip_server, paths)
+        try:
+            mine = list(before)
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    if n % 5 == 0:
+                        uid = client.create(enums.CryptographicAlgorithm.AES, 256, name=f"load-{seed}-{n}",
+                                            cryptographic_usage_mask=USAGE)
+                        client.activate(uid)
+                        mine.append(uid)
+                        counts["requests"] += 2
+                    uid = mine[(n * 3 + seed) % len(mine)]
+                    data, iv = client.encrypt(b"payload %d" % n, uid=uid, cryptographic_parameters=PARAMS)
+                    plain = client.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv)
+                    if plain != b"payload %d" % n:
+                        failures.append(f"round trip mismatch on {uid}")
+                    counts["requests"] += 2
+                except Exception as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.002)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    scheduler = build_runtime(runtime.settings)  # the rotation Lambda's own process state
+    try:
+        for _ in range(3):
+            time.sleep(0.4)
+            rotation.rotate_tenant(scheduler, TENANT)  # key_rotation on EventBridge and the in-process bus
+            rotation.rewrap_tenant(scheduler, TENANT, batch_size=5)
+        time.sleep(0.4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        drop()
+    assert failures == [] and counts["requests"] > 40
+
+    result = rotation.rewrap_tenant(scheduler, TENANT)
+    assert result.complete and result.target_version == 4
+    scheduler.close()
+    assert {int(i.l2_version) for i in ManagedObjectModel.query(TENANT)} == {4}
+    after = connect(kmip_server, paths)
+    try:
+        for uid, (key, data, iv, plain) in before.items():
+            assert after.get(uid).value == key  # the same L3 key, now sealed under L2 version 4
+            assert after.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv) == plain
+    finally:
+        after.close()
