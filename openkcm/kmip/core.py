@@ -10,6 +10,7 @@ commit). There is no global lock and no request state outside the call.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -119,6 +120,9 @@ class KmipCore:
         self._cert_cache: dict[tuple[str, str], tuple[float, int, bool]] = {}
         self._cert_lock = threading.Lock()
         self._poll = runtime.settings.epoch_poll_seconds
+        # request ids: unique per process start + a counter (no random syscall per request)
+        self._request_prefix = uuid.uuid4().hex[:12]
+        self._request_counter = itertools.count(1)
 
     # ---- authorization -------------------------------------------------------------------------
     def _revoked(self, tenant_id: str, serial_hex: str, epoch: int) -> bool:
@@ -171,7 +175,7 @@ class KmipCore:
     # ---- the core ------------------------------------------------------------------------------
     def handle(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = f"{self._request_prefix}-{next(self._request_counter)}"
         now = int(self.services.clock.timestamp())
         counted: list[tuple[str, str]] = []
         try:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 
-def main(seconds: float = 5.0) -> None:
+def main(seconds: float = 5.0, connections: int = 1) -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1",
                       AWS_DEFAULT_REGION="us-east-1")
     import subprocess
@@ -61,15 +61,29 @@ def main(seconds: float = 5.0) -> None:
         key_id = res[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
         get = request((1, 2), (Op.GET, [uid(key_id)]))
         assert response(conn.call(get))[1][0].status == Status.SUCCESS
-        latencies = []
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            conn.call(get)
-            latencies.append(time.perf_counter() - t)
+    import threading
+
+    latencies: list[float] = []
+
+    def worker() -> None:
+        mine = []
+        with KmipConnection(server.port, paths) as c:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                c.call(get)
+                mine.append(time.perf_counter() - t)
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     latencies.sort()
     n = len(latencies)
-    print(f"Get over 1 connection, audit on (WAL {audit_wal_dir(settings)}), workers=8: "
+    print(f"Get over {connections} connection(s) (client threads in the same process), audit on "
+          f"(WAL {audit_wal_dir(settings)}, fsync={settings.audit_wal_fsync}), workers=8: "
           f"{n / seconds:.0f} ops/s, p50 {latencies[n // 2] * 1000:.2f} ms, p99 {latencies[int(n * 0.99)] * 1000:.2f} ms")
     server.stop()
     runtime.close()
@@ -78,4 +92,4 @@ def main(seconds: float = 5.0) -> None:
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0, int(sys.argv[2]) if len(sys.argv) > 2 else 1)

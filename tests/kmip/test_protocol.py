@@ -143,3 +143,31 @@ def test_l2_rotation_keeps_old_objects_readable_and_seals_new_ones_under_the_new
     new_id = results[1].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     store = kmip_core.services.store
     assert store.get("rotating", old_id).l2_version == 1 and store.get("rotating", new_id).l2_version == 2
+
+
+def test_derive_key_hkdf_in_2_0_is_l4_and_never_stored(kmip_core, tenant_factory):
+    from openkcm.domain.hierarchy import derive_l4
+    from openkcm.protocol.tags import Derivation
+
+    tenant_factory(tenant_id="deriving")
+    attrs = ttlv.structure(Tag.ATTRIBUTES, [ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
+                                            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)])
+    derive = [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), ttlv.enumeration(Tag.DERIVATION_METHOD,
+                                                                                          Derivation.HKDF),
+              ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"customer/42"),
+                                                          ttlv.byte_string(Tag.SALT, b"salty")]),
+              ttlv.structure(Tag.ATTRIBUTES, [ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)])]
+    _, results = call(kmip_core, "deriving", request(
+        (2, 0), (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), attrs]), (Op.ACTIVATE, []),
+        (Op.GET, []), (Op.DERIVE_KEY, derive), (Op.GET, [])))
+    assert [r.status for r in results] == [Status.SUCCESS] * 5
+    def material(result):
+        return result.payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+
+    base, derived = material(results[2]), material(results[4])
+    assert derived == derive_l4(base, b"customer/42", 32, b"salty") and derived != base
+    derived_id = results[3].payload.child_value(Tag.UNIQUE_IDENTIFIER)
+    assert kmip_core.services.store.get("deriving", derived_id).wrapped is None  # the L4 key is never stored
+    # HKDF is a 2.0 method: a 1.4 client asking for it is refused
+    _, results = call(kmip_core, "deriving", request((1, 4), (Op.DERIVE_KEY, [derive[0], uid(derived_id), *derive[1:3]])))
+    assert results[0].status == Status.OPERATION_FAILED
