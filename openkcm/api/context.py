@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 from openkcm.api.auth import Principal
 from openkcm.domain.audit import AuditEvent
-from openkcm.errors import InvalidRequest, NotFound
+from openkcm.errors import InvalidRequest, NotFound, OpenKCMError, PermissionDenied
 from openkcm.ops.runtime import Runtime, build_runtime
 from openkcm.storage import TenantModel
 
@@ -66,8 +66,38 @@ def tenant_in_scope(router: BaseRouter, tenant_id: str, permission: str) -> tupl
     who = principal(router)
     check_id(tenant_id, ID_PATTERN)
     tenant = runtime().tenants.get(tenant_id)
-    who.require(permission, tenant.account_id)
+    authorize(router, who, permission, tenant.account_id, tenant_id=tenant_id)
     return who, tenant
+
+
+def authorize(router: BaseRouter, who: Principal, permission: str, account_id: str, *, tenant_id: str = "") -> None:
+    """Scope (404) and role (403) check; a refusal inside the caller's scope is a security audit event."""
+    try:
+        who.require(permission, account_id)
+    except PermissionDenied as exc:
+        record_refusal(router, who, account_id, tenant_id, permission, exc.message)
+        raise
+
+
+def require_mfa(router: BaseRouter, who: Principal, what: str, account_id: str, *, tenant_id: str = "") -> None:
+    try:
+        who.require_mfa(what)
+    except PermissionDenied as exc:
+        record_refusal(router, who, account_id, tenant_id, "mfa", exc.message)
+        raise
+
+
+def record_refusal(router: BaseRouter, who: Principal, account_id: str, tenant_id: str, permission: str,
+                   reason: str) -> None:
+    from openkcm.domain.tenants import PLATFORM_TENANT
+
+    event = router.current_event
+    try:
+        audit(router, who, tenant_id=tenant_id or PLATFORM_TENANT, account_id=account_id, operation="ApiRequest",
+              kind="security", result="denied", reason=reason[:256],
+              details={"permission": permission, "method": str(event.http_method), "path": str(event.path)[:256]})
+    except OpenKCMError:
+        pass  # the refusal stands whether or not it could be recorded
 
 
 def audit(

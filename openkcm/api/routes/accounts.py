@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from openkcm.api import auth
-from openkcm.api.context import check_id, idempotent, page_body, paginate, principal, runtime
+from openkcm.api.context import authorize, check_id, idempotent, page_body, paginate, principal, runtime
 from openkcm.api.errors import json_response, optional_ops
 from openkcm.api.models import TenantCreate
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso, tenant_summary
@@ -30,7 +30,7 @@ def _account(account: Any) -> dict[str, Any]:
 def _scoped_account(account_id: str, permission: str) -> tuple[auth.Principal, str]:
     who = principal(router)
     check_id(account_id, ACCOUNT_PATTERN)
-    who.require(permission, account_id)
+    authorize(router, who, permission, account_id)
     return who, account_id
 
 

@@ -15,7 +15,17 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from openkcm.api import auth
-from openkcm.api.context import check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
+from openkcm.api.context import (
+    authorize,
+    check_id,
+    idempotent,
+    page_body,
+    paginate,
+    principal,
+    require_mfa,
+    runtime,
+    tenant_in_scope,
+)
 from openkcm.api.errors import json_response, optional_ops
 from openkcm.api.models import (
     KeyImportComplete,
@@ -68,7 +78,7 @@ def _keystore(value: Any) -> dict[str, Any]:
 def _scope(account_id: str, permission: str) -> auth.Principal:
     who = principal(account_router)
     check_id(account_id, ACCOUNT_PATTERN)
-    who.require(permission, account_id)
+    authorize(account_router, who, permission, account_id)
     return who
 
 
@@ -80,9 +90,9 @@ def _provider_of(account_id: str, keystore_id: str) -> str:
         raise NotFound("no such keystore") from None
 
 
-def _require_mfa_for(who: auth.Principal, provider: str, what: str) -> None:
+def _require_mfa_for(who: auth.Principal, provider: str, what: str, account_id: str) -> None:
     if provider == HYOK_PROVIDER:
-        who.require_mfa(what)
+        require_mfa(account_router, who, what, account_id)
 
 
 class _Progress:
@@ -111,7 +121,7 @@ def list_keystores(account_id: str, limit: Limit = DEFAULT_LIMIT, next_token: Ne
 @account_router.post("/<account_id>/keystores")
 def create_keystore(account_id: str, body: KeystoreCreate) -> Response[dict[str, Any]]:
     who = _scope(account_id, auth.KEYSTORE_WRITE)
-    _require_mfa_for(who, body.provider, "creating this keystore")
+    _require_mfa_for(who, body.provider, "creating this keystore", account_id)
     ops = _ops()
 
     def create() -> dict[str, Any]:
@@ -132,7 +142,7 @@ def get_keystore(account_id: str, keystore_id: str) -> dict[str, Any]:
 @account_router.patch("/<account_id>/keystores/<keystore_id>")
 def update_keystore(account_id: str, keystore_id: str, body: KeystoreUpdate) -> dict[str, Any]:
     who = _scope(account_id, auth.KEYSTORE_WRITE)
-    _require_mfa_for(who, _provider_of(account_id, keystore_id), "updating this keystore")
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "updating this keystore", account_id)
     if body.name is None and body.config is None and body.secrets is None:
         raise InvalidRequest("nothing to change: give name, config or secrets", field="body")
     return _keystore(_ops().update_keystore(runtime(), account_id, keystore_id, name=body.name, config=body.config,
@@ -142,7 +152,7 @@ def update_keystore(account_id: str, keystore_id: str, body: KeystoreUpdate) -> 
 @account_router.delete("/<account_id>/keystores/<keystore_id>")
 def delete_keystore(account_id: str, keystore_id: str) -> dict[str, Any]:
     who = _scope(account_id, auth.KEYSTORE_WRITE)
-    _require_mfa_for(who, _provider_of(account_id, keystore_id), "deleting this keystore")
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "deleting this keystore", account_id)
     _ops().delete_keystore(runtime(), account_id, keystore_id, actor=who.subject)
     return {"keystore_id": keystore_id, "deleted": True}
 
@@ -175,7 +185,8 @@ def link_l1_key(account_id: str, keystore_id: str, body: L1Link) -> dict[str, An
     """Link an L1 key of the keystore, assign it to tenants and activate it: every retained L2 version of
     each tenant is re-wrapped under it, switched atomically, rolled back on failure."""
     who = _scope(account_id, auth.L1_WRITE)
-    _require_mfa_for(who, _provider_of(account_id, keystore_id), "linking a key of this keystore")
+    _require_mfa_for(who, _provider_of(account_id, keystore_id), "linking a key of this keystore",
+                     account_id)
     for tenant_id in body.tenant_ids:
         tenant = runtime().tenants.get(check_id(tenant_id, ID_PATTERN))
         if tenant.account_id != account_id:
@@ -217,7 +228,8 @@ def return_to_platform(tenant_id: str, body: ReturnToPlatform) -> dict[str, Any]
     if not body.confirm:
         raise InvalidRequest("confirm must be true", field="confirm")
     if tenant.key_mode == "hyok":
-        who.require_mfa("returning a HYOK tenant to platform-managed keys")
+        require_mfa(tenant_router, who, "returning a HYOK tenant to platform-managed keys", tenant.account_id,
+                    tenant_id=tenant_id)
     progress = _Progress()
     result = _ops().return_to_platform(runtime(), tenant_id, actor=who.subject, progress=progress)
     return {"tenant_id": tenant_id, "result": _safe(_plain(result)), "progress": progress.steps}
