@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from openkcm.cli import audit, kmip, local, pki, rotate, tenant
+from openkcm.cli import audit, kmip, local, marketplace, pki, rotate, tenant
 from openkcm.errors import OpenKCMError
 
-GROUPS = (audit, kmip, local, pki, rotate, tenant)
+GROUPS = (audit, kmip, local, marketplace, pki, rotate, tenant)
 
 
 def build_parser() -> argparse.ArgumentParser:

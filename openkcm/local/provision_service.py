@@ -89,7 +89,7 @@ class RotationScheduleService:
             while not self._stop.wait(interval):
                 try:
                     self.last_report = handler(scheduled_event(expression), None, runtime=runtime)
-                except Exception as exc:  # keep the schedule alive; the next run retries
+                except Exception as exc:  # noqa: BLE001 - keep the schedule alive; the next run retries
                     self.last_report = {"error": type(exc).__name__}
                 self.runs += 1
 

@@ -56,7 +56,7 @@ def notify(runtime: Runtime, *, tenant_id: str, customer: str, kind: str, subjec
                 },
             )
             body["sns"] = "sent"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the outbox item is the record; SNS is best effort
             log.warning("SNS publish failed for %s: %s", kind, type(exc).__name__)
             body["sns"] = "failed"
     return body

@@ -573,7 +573,7 @@ class LocalProvisioningQueue:
             try:
                 self._worker(self.runtime, message)
                 self.processed += 1
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
                 if attempt < self.max_attempts and not isinstance(exc, InvalidRequest | AlreadyExists | NotFound):
                     self.put(message, attempt + 1, self.base_delay * 2 ** (attempt - 1))
                 else:

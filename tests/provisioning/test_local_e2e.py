@@ -26,7 +26,8 @@ def post(url: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def test_webhook_over_http_to_ready(rt, secret, tmp_path):
+def test_webhook_over_http_to_ready(rt, secret, tmp_path, monkeypatch, capsys):
+    from openkcm.cli import main
     from openkcm.local.http_adapter import LocalHttpAdapter
 
     queue = provisioning.LocalProvisioningQueue(rt)
@@ -44,6 +45,19 @@ def test_webhook_over_http_to_ready(rt, secret, tmp_path):
         assert status == 401 and body["error"] == "unauthenticated"
         status, body = post(url, {"X-OpenKCM-Signature": headers["X-OpenKCM-Signature"]}, raw + b" ")
         assert status == 401
+        # The operator's marketplace simulator signs with the local secret file.
+        monkeypatch.setenv("OPENKCM_TABLE_PREFIX", rt.settings.table_prefix)
+        data_dir = str(rt.settings.data_dir)
+        assert main(["marketplace", "send", "tenant_deleted", "--customer", "http-corp-1", "--tenant", "http-corp-1",
+                     "--url", url, "--data-dir", data_dir]) == 0
+        assert queue.wait_idle(20)
+        assert TenantModel.get("http-corp-1", "TENANT").status == "Deleted"
+        capsys.readouterr()
+        assert main(["marketplace", "status", "http-corp-1", "--data-dir", data_dir]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "Deleted"
+        assert main(["marketplace", "notifications", "--account", "http-corp-1", "--data-dir", data_dir]) == 0
+        notes = json.loads(capsys.readouterr().out)
+        assert notes[0]["kind"] == "provisioning_ready" and notes[0]["link"].endswith("/tenant/http-corp-1")
     finally:
         adapter.stop()
         queue.stop()

@@ -201,7 +201,7 @@ def test_zero_failed_requests_while_rotating_and_rewrapping(rt, clock, tenant):
                     if got != materials[object_id]:
                         failures.append(f"wrong material for {object_id}")
                     counts["open"] += 1
-            except Exception as exc:  # any failure of a "request" counts
+            except Exception as exc:  # noqa: BLE001 - any failure of a "request" counts
                 failures.append(f"{type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
