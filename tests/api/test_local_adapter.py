@@ -93,7 +93,8 @@ def test_resources_through_the_adapter(adapter, account):
     assert requests.get(f"{base}/tenants/{tenant_id}", headers=other, timeout=10).status_code == 404
     auditor = _auth(_token(adapter, account, "auditor"))
     assert requests.post(f"{base}/tenants/{tenant_id}/rotate", headers=auditor, json={}, timeout=10).status_code == 403
-    assert [e["operation"] for e in read_events(tenant_id, since=EPOCH) if e["source"] == "api"] == ["CreateTenant", "RotateL2"]
+    assert [(e["operation"], e["result"]) for e in read_events(tenant_id, since=EPOCH) if e["source"] == "api"] == [
+        ("CreateTenant", "success"), ("RotateL2", "success"), ("ApiRequest", "denied")]
 
 
 def test_hyok_keystore_change_needs_mfa_over_http(adapter, account):
