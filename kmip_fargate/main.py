@@ -26,7 +26,9 @@ def audit_wal_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "kmip-audit-wal"
 
 
-def write_server_certificate(runtime: Runtime, directory: Path, hostnames: list[str]) -> tuple[Path, Path, Path]:
+def write_server_certificate(
+    runtime: Runtime, directory: Path, hostnames: list[str]
+) -> tuple[Path, Path, Path]:
     """Issue the listener's certificate from the deployment CA (local stack / standalone without files)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = runtime.certificate_authority()
@@ -48,7 +50,7 @@ def config_from_env(settings: Settings) -> ServerConfig:
     env = os.environ.get
     pki = Path(settings.data_dir) / "pki"
     return ServerConfig(
-        host=env("OPENKCM_KMIP_HOST", "0.0.0.0"),  # noqa: S104 - container interface
+        host=env("OPENKCM_KMIP_HOST", "0.0.0.0"),
         port=int(env("OPENKCM_KMIP_PORT", "5696")),
         health_port=int(env("OPENKCM_KMIP_HEALTH_PORT", "5697")),
         cert_file=Path(env("OPENKCM_KMIP_CERT", str(pki / "kmip-server.pem"))),

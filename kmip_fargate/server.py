@@ -43,7 +43,7 @@ log = logging.getLogger("openkcm.kmip.server")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    host: str = "0.0.0.0"
     port: int = 5696
     cert_file: Path = Path("server.pem")
     key_file: Path = Path("server.key")
@@ -91,12 +91,19 @@ class KmipServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            self._client, self.config.host, self.config.port, ssl=tls_context(self.config),
-            ssl_handshake_timeout=self.config.read_timeout, limit=64 * 1024, backlog=512,
+            self._client,
+            self.config.host,
+            self.config.port,
+            ssl=tls_context(self.config),
+            ssl_handshake_timeout=self.config.read_timeout,
+            limit=64 * 1024,
+            backlog=512,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.health_port is not None:
-            self._health = await asyncio.start_server(self._health_client, self.config.host, self.config.health_port)
+            self._health = await asyncio.start_server(
+                self._health_client, self.config.host, self.config.health_port
+            )
             self.health_port = self._health.sockets[0].getsockname()[1]
         self._metrics_task = asyncio.create_task(self._emit_metrics())
         log.info(json.dumps({"event": "kmip_listening", "port": self.port, "health_port": self.health_port}))
@@ -155,8 +162,16 @@ class KmipServer:
     def _refuse_identity(self, reason: str, address: str, subject: str = "") -> None:
         with contextlib.suppress(OpenKCMError):
             self.core.services.audit.record(
-                AuditEvent(tenant_id=PLATFORM_TENANT, source="kmip", operation="Connect", result="denied",
-                           kind="security", actor=subject[:256], reason=reason, client_address=address)
+                AuditEvent(
+                    tenant_id=PLATFORM_TENANT,
+                    source="kmip",
+                    operation="Connect",
+                    result="denied",
+                    kind="security",
+                    actor=subject[:256],
+                    reason=reason,
+                    client_address=address,
+                )
             )
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -189,7 +204,7 @@ class KmipServer:
             await self._serve(reader, writer, identity, address)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, TTLVError):
             pass
-        except Exception:  # noqa: BLE001 - one bad connection never takes the listener down
+        except Exception:
             log.exception("kmip connection failed")
         finally:
             if key:
@@ -201,8 +216,13 @@ class KmipServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     identity: ClientIdentity, address: str) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        identity: ClientIdentity,
+        address: str,
+    ) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
         while True:
@@ -211,7 +231,9 @@ class KmipServer:
             if length > cfg.max_message_size:
                 return
             body = await asyncio.wait_for(reader.readexactly(length - 8), cfg.read_timeout)
-            response = await loop.run_in_executor(self._pool, self.core.handle, header + body, identity, address)
+            response = await loop.run_in_executor(
+                self._pool, self.core.handle, header + body, identity, address
+            )
             writer.write(response)
             await asyncio.wait_for(writer.drain(), cfg.write_timeout)
 
@@ -223,8 +245,14 @@ class KmipServer:
             if line.startswith(b"GET"):
                 body = json.dumps({"healthy": ok, "connections": self._connections}).encode()
                 status = b"200 OK" if ok else b"503 Service Unavailable"
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                    + body
+                )
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
@@ -244,8 +272,10 @@ def emf(snapshot: dict[str, Any], connections: int) -> dict[str, Any]:
         metrics[f"{operation}.{result}"] = count
     names = [{"Name": name, "Unit": "Count"} for name in metrics]
     return {
-        "_aws": {"Timestamp": int(time.time() * 1000),
-                 "CloudWatchMetrics": [{"Namespace": "OpenKCM/KMIP", "Dimensions": [[]], "Metrics": names}]},
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{"Namespace": "OpenKCM/KMIP", "Dimensions": [[]], "Metrics": names}],
+        },
         **metrics,
         "LatencyBucketsMs": list(Metrics.BUCKETS),
         "LatencyHistogram": snapshot["latency"],

@@ -33,14 +33,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = connect(args).settings  # resolves the local stack's endpoint when one runs
     runtime = build_runtime(settings, audit_wal_dir=audit_wal_dir(settings))
-    config = replace(config_from_env(settings), host=args.host, port=args.port, health_port=args.health_port,
-                     workers=args.workers)
+    config = replace(
+        config_from_env(settings),
+        host=args.host,
+        port=args.port,
+        health_port=args.health_port,
+        workers=args.workers,
+    )
     if args.cert and args.key:
         ca = args.ca or Path(settings.data_dir) / "pki" / "ca.pem"
         config = replace(config, cert_file=args.cert, key_file=args.key, ca_file=ca)
     else:
-        cert, key, ca = write_server_certificate(runtime, Path(settings.data_dir) / "pki", [args.host, "localhost"])
+        cert, key, ca = write_server_certificate(
+            runtime, Path(settings.data_dir) / "pki", [args.host, "localhost"]
+        )
         config = replace(config, cert_file=cert, key_file=key, ca_file=args.ca or ca)
-    print(f"KMIP listening on {config.host}:{config.port} (health {config.health_port}); Ctrl-C to stop", flush=True)
+    print(
+        f"KMIP listening on {config.host}:{config.port} (health {config.health_port}); Ctrl-C to stop",
+        flush=True,
+    )
     run(runtime, config)
     return 0

@@ -54,17 +54,29 @@ _SPECS = [
     AttrSpec("Compromise Occurrence Date", Tag.COMPROMISE_OCCURRENCE_DATE, ttlv.DATE_TIME),
     AttrSpec("Compromise Date", Tag.COMPROMISE_DATE, ttlv.DATE_TIME),
     AttrSpec("Revocation Reason", Tag.REVOCATION_REASON, ttlv.STRUCTURE, REVOCATION),
-    AttrSpec("Object Group", Tag.OBJECT_GROUP, ttlv.TEXT_STRING, multi=True, client_settable=True, on_create=True),
+    AttrSpec(
+        "Object Group", Tag.OBJECT_GROUP, ttlv.TEXT_STRING, multi=True, client_settable=True, on_create=True
+    ),
     AttrSpec("Link", Tag.LINK, ttlv.STRUCTURE, LINK, multi=True),
-    AttrSpec("Contact Information", Tag.CONTACT_INFORMATION, ttlv.TEXT_STRING, client_settable=True, on_create=True),
+    AttrSpec(
+        "Contact Information", Tag.CONTACT_INFORMATION, ttlv.TEXT_STRING, client_settable=True, on_create=True
+    ),
     AttrSpec("Last Change Date", Tag.LAST_CHANGE_DATE, ttlv.DATE_TIME),
     AttrSpec("Original Creation Date", Tag.ORIGINAL_CREATION_DATE, ttlv.DATE_TIME, since=(1, 2)),
 ]
 SPECS: dict[str, AttrSpec] = {s.name: s for s in _SPECS}
 SPECS_BY_TAG: dict[int, AttrSpec] = {s.tag: s for s in _SPECS}
 CUSTOM_TYPES = frozenset(
-    {ttlv.INTEGER, ttlv.LONG_INTEGER, ttlv.ENUMERATION, ttlv.BOOLEAN, ttlv.TEXT_STRING, ttlv.BYTE_STRING,
-     ttlv.DATE_TIME, ttlv.INTERVAL}
+    {
+        ttlv.INTEGER,
+        ttlv.LONG_INTEGER,
+        ttlv.ENUMERATION,
+        ttlv.BOOLEAN,
+        ttlv.TEXT_STRING,
+        ttlv.BYTE_STRING,
+        ttlv.DATE_TIME,
+        ttlv.INTERVAL,
+    }
 )
 
 
@@ -121,8 +133,10 @@ def decode_attribute_1x(node: TTLV) -> tuple[str, int | None, Any]:
     """``Attribute`` structure (1.x) -> (name, index or None, internal value)."""
     if node.tag != Tag.ATTRIBUTE or node.type != ttlv.STRUCTURE:
         raise _bad("expected an Attribute")
-    name_node, index_node, value_node = node.get(Tag.ATTRIBUTE_NAME), node.get(Tag.ATTRIBUTE_INDEX), node.get(
-        Tag.ATTRIBUTE_VALUE
+    name_node, index_node, value_node = (
+        node.get(Tag.ATTRIBUTE_NAME),
+        node.get(Tag.ATTRIBUTE_INDEX),
+        node.get(Tag.ATTRIBUTE_VALUE),
     )
     if name_node is None or name_node.type != ttlv.TEXT_STRING:
         raise _bad("Attribute needs an Attribute Name")
@@ -193,7 +207,11 @@ def _encode_value(spec_tag: int, spec: AttrSpec | None, value: Any) -> TTLV:
         )
     if spec.kind == LINK:
         return ttlv.structure(
-            spec_tag, [ttlv.enumeration(Tag.LINK_TYPE, value["t"]), ttlv.text(Tag.LINKED_OBJECT_IDENTIFIER, value["id"])]
+            spec_tag,
+            [
+                ttlv.enumeration(Tag.LINK_TYPE, value["t"]),
+                ttlv.text(Tag.LINKED_OBJECT_IDENTIFIER, value["id"]),
+            ],
         )
     if spec.kind == REVOCATION:
         children = [ttlv.enumeration(Tag.REVOCATION_REASON_CODE, value["c"])]
@@ -237,7 +255,9 @@ def object_attributes(obj: ManagedObject) -> list[tuple[str, list[Any]]]:
     return managed + ordered + custom
 
 
-def encode_object_attributes(version: Version, obj: ManagedObject, names: Iterable[str] | None = None) -> list[TTLV]:
+def encode_object_attributes(
+    version: Version, obj: ManagedObject, names: Iterable[str] | None = None
+) -> list[TTLV]:
     wanted = None if names is None else set(names)
     nodes: list[TTLV] = []
     for name, values in object_attributes(obj):

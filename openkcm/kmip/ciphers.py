@@ -50,8 +50,14 @@ def resolve(params: CryptoParams | None, version: tuple[int, int]) -> CryptoPara
             raise KmipError(Reason.INVALID_FIELD, "GCM tag length must be 12-16 bytes")
     else:
         raise KmipError(Reason.INVALID_FIELD, "supported modes: CBC (PKCS5) and GCM")
-    return CryptoParams(mode=mode, padding=pad, algorithm=Alg.AES, random_iv=p.random_iv,
-                        tag_length=p.tag_length, iv_length=p.iv_length)
+    return CryptoParams(
+        mode=mode,
+        padding=pad,
+        algorithm=Alg.AES,
+        random_iv=p.random_iv,
+        tag_length=p.tag_length,
+        iv_length=p.iv_length,
+    )
 
 
 def encrypt(key: bytes, p: CryptoParams, data: bytes, iv: bytes | None, aad: bytes | None) -> CipherResult:
@@ -83,8 +89,9 @@ def _failure() -> KmipError:
     return KmipError(Reason.CRYPTOGRAPHIC_FAILURE, "decryption failed")
 
 
-def decrypt(key: bytes, p: CryptoParams, data: bytes, iv: bytes | None, aad: bytes | None,
-            tag: bytes | None) -> bytes:
+def decrypt(
+    key: bytes, p: CryptoParams, data: bytes, iv: bytes | None, aad: bytes | None, tag: bytes | None
+) -> bytes:
     if len(data) > MAX_DATA:
         raise invalid("Data too large")
     if iv is None:

@@ -58,7 +58,9 @@ def target_uid(payload: TTLV, batch: BatchState) -> str:
     uid = text_field(payload, Tag.UNIQUE_IDENTIFIER, "Unique Identifier")
     if uid is None:
         if batch.placeholder is None:
-            raise invalid("Unique Identifier is required (no ID placeholder in this batch)", Reason.MISSING_DATA)
+            raise invalid(
+                "Unique Identifier is required (no ID placeholder in this batch)", Reason.MISSING_DATA
+            )
         return batch.placeholder
     if not uid or len(uid) > MAX_UID:
         raise not_found()
@@ -78,7 +80,7 @@ def load(ctx: RequestContext, uid: str, batch: BatchState) -> ManagedObject:
         batch.cross_tenant.append(uid)
         try:
             exists = store.exists_elsewhere(owner, uid)
-        except Exception:
+        except Exception:  # noqa: BLE001 - only the audit depends on it, never the caller's answer
             exists = False
         if exists:
             ctx.services.audit.record(
@@ -114,7 +116,9 @@ def require_usage(obj: ManagedObject, bits: int) -> None:
     """A usage mask of 0 (as libmongocrypt registers) means "not restricted by the client"."""
     mask = obj.first("Cryptographic Usage Mask", 0) or 0
     if mask and not mask & bits:
-        raise KmipError(Reason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the key's usage mask does not allow this")
+        raise KmipError(
+            Reason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the key's usage mask does not allow this"
+        )
 
 
 # ---- Cryptographic Parameters ------------------------------------------------------------------
@@ -148,8 +152,9 @@ def crypto_params(payload: TTLV) -> CryptoParams | None:
 
 
 # ---- Managed Object encoding -------------------------------------------------------------------
-def _key_block(format_type: int, key_value: TTLV, obj: ManagedObject | None, with_alg: bool,
-               wrapping: TTLV | None = None) -> TTLV:
+def _key_block(
+    format_type: int, key_value: TTLV, obj: ManagedObject | None, with_alg: bool, wrapping: TTLV | None = None
+) -> TTLV:
     children = [ttlv.enumeration(Tag.KEY_FORMAT_TYPE, format_type), key_value]
     if with_alg and obj is not None:
         alg, length = obj.first("Cryptographic Algorithm"), obj.first("Cryptographic Length")
@@ -162,8 +167,9 @@ def _key_block(format_type: int, key_value: TTLV, obj: ManagedObject | None, wit
     return ttlv.structure(Tag.KEY_BLOCK, children)
 
 
-def encode_object(obj: ManagedObject, material: bytes, *, wrapped: bool = False,
-                  wrapping: TTLV | None = None) -> TTLV:
+def encode_object(
+    obj: ManagedObject, material: bytes, *, wrapped: bool = False, wrapping: TTLV | None = None
+) -> TTLV:
     """The Managed Object structure of a Get response. Symmetric keys come as Raw with algorithm and
     length in the Key Block (what mongod parses); Secret Data as registered (Opaque for libmongocrypt)."""
     # With Encoding Option "No Encoding" (the only one supported) a wrapped key keeps its Key Value
@@ -186,8 +192,10 @@ def encode_object(obj: ManagedObject, material: bytes, *, wrapped: bool = False,
             raise invalid("opaque objects cannot be wrapped", Reason.FEATURE_NOT_SUPPORTED)
         return ttlv.structure(
             Tag.OPAQUE_OBJECT,
-            [ttlv.enumeration(Tag.OPAQUE_DATA_TYPE, obj.first("_odt", 0x80000000)),
-             ttlv.byte_string(Tag.OPAQUE_DATA_VALUE, material)],
+            [
+                ttlv.enumeration(Tag.OPAQUE_DATA_TYPE, obj.first("_odt", 0x80000000)),
+                ttlv.byte_string(Tag.OPAQUE_DATA_VALUE, material),
+            ],
         )
     raise invalid("unsupported object type", Reason.FEATURE_NOT_SUPPORTED)
 
@@ -203,11 +211,16 @@ class DecodedObject:
 
 def decode_object(object_type: int, payload: TTLV) -> DecodedObject:
     """The Managed Object of a Register request (Symmetric Key, Secret Data, Opaque Object)."""
-    tag = {ObjectType.SYMMETRIC_KEY: Tag.SYMMETRIC_KEY, ObjectType.SECRET_DATA: Tag.SECRET_DATA,
-           ObjectType.OPAQUE_DATA: Tag.OPAQUE_OBJECT}.get(object_type)
+    tag = {
+        ObjectType.SYMMETRIC_KEY: Tag.SYMMETRIC_KEY,
+        ObjectType.SECRET_DATA: Tag.SECRET_DATA,
+        ObjectType.OPAQUE_DATA: Tag.OPAQUE_OBJECT,
+    }.get(object_type)
     if tag is None:
-        raise invalid("only Symmetric Key, Secret Data and Opaque Object can be registered",
-                      Reason.FEATURE_NOT_SUPPORTED)
+        raise invalid(
+            "only Symmetric Key, Secret Data and Opaque Object can be registered",
+            Reason.FEATURE_NOT_SUPPORTED,
+        )
     node = payload.get(tag)
     if node is None or node.type != ttlv.STRUCTURE:
         raise invalid("the object to register is missing", Reason.MISSING_DATA)

@@ -110,7 +110,9 @@ def _derive(base: bytes, obj: ManagedObject) -> bytes:
 
 
 class KmipCore:
-    def __init__(self, runtime: Runtime, config: KmipConfig | None = None, store: ObjectStore | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, config: KmipConfig | None = None, store: ObjectStore | None = None
+    ) -> None:
         self.config = config or KmipConfig()
         if store is None:
             store = ObjectStore(runtime.keyring, clock=runtime.clock, ttl=runtime.settings.epoch_poll_seconds)
@@ -156,15 +158,36 @@ class KmipCore:
         return None
 
     # ---- audit ---------------------------------------------------------------------------------
-    def _audit(self, identity: ClientIdentity | None, tenant_id: str, operation: str, *, result: str,
-               kind: str = "operation", object_id: str = "", reason: str = "", l2_version: int = 0,
-               client_address: str = "", request_id: str = "", details: dict[str, str] | None = None) -> None:
-        fields: dict[str, Any] = dict(
-            tenant_id=tenant_id, source="kmip", operation=operation, result=result, kind=kind,
-            actor=identity.subject[:256] if identity else "", actor_role=identity.service_id if identity else "",
-            object_id=object_id, reason=reason[:200], l2_version=l2_version, client_address=client_address,
-            request_id=request_id, details=details or {},
-        )
+    def _audit(
+        self,
+        identity: ClientIdentity | None,
+        tenant_id: str,
+        operation: str,
+        *,
+        result: str,
+        kind: str = "operation",
+        object_id: str = "",
+        reason: str = "",
+        l2_version: int = 0,
+        client_address: str = "",
+        request_id: str = "",
+        details: dict[str, str] | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "source": "kmip",
+            "operation": operation,
+            "result": result,
+            "kind": kind,
+            "actor": identity.subject[:256] if identity else "",
+            "actor_role": identity.service_id if identity else "",
+            "object_id": object_id,
+            "reason": reason[:200],
+            "l2_version": l2_version,
+            "client_address": client_address,
+            "request_id": request_id,
+            "details": details or {},
+        }
         try:
             event = AuditEvent(**fields)
         except InvalidRequest:  # a client-chosen identifier the schema refuses: keep the event, not the id
@@ -183,9 +206,15 @@ class KmipCore:
                 request, max_size=self.config.max_message_size, max_depth=self.config.max_depth
             )
         except MessageError as exc:
-            self._audit(identity, identity.tenant_id or PLATFORM_TENANT, "Message", result="failure",
-                        reason=f"invalid message: {exc.message}"[:200], client_address=client_address,
-                        request_id=request_id)
+            self._audit(
+                identity,
+                identity.tenant_id or PLATFORM_TENANT,
+                "Message",
+                result="failure",
+                reason=f"invalid message: {exc.message}"[:200],
+                client_address=client_address,
+                request_id=request_id,
+            )
             self._sync()
             counted.append(("Message", "failure"))
             self.metrics.observe(counted, time.perf_counter() - started)
@@ -205,28 +234,59 @@ class KmipCore:
         results: list[ResponseItem] = []
         if refusal is not None:
             security = refusal.reason in (Reason.AUTHENTICATION_NOT_SUCCESSFUL, Reason.PERMISSION_DENIED)
-            tenant = identity.tenant_id if refusal.reason != Reason.AUTHENTICATION_NOT_SUCCESSFUL else PLATFORM_TENANT
+            tenant = (
+                identity.tenant_id
+                if refusal.reason != Reason.AUTHENTICATION_NOT_SUCCESSFUL
+                else PLATFORM_TENANT
+            )
             for item in message.items:
                 name = operation_name(item.operation)
-                results.append(ResponseItem(item.operation, Status.OPERATION_FAILED, refusal.reason, refusal.message,
-                                            item_id=item.item_id))
+                results.append(
+                    ResponseItem(
+                        item.operation,
+                        Status.OPERATION_FAILED,
+                        refusal.reason,
+                        refusal.message,
+                        item_id=item.item_id,
+                    )
+                )
                 counted.append((name, "denied"))
             try:
-                self._audit(identity, tenant, operation_name(message.items[0].operation), result="denied",
-                            kind="security" if security else "operation", reason=refusal.message,
-                            client_address=client_address, request_id=request_id,
-                            details={"claimed_tenant": identity.tenant_id[:64], "serial": identity.serial_hex[:64]})
+                self._audit(
+                    identity,
+                    tenant,
+                    operation_name(message.items[0].operation),
+                    result="denied",
+                    kind="security" if security else "operation",
+                    reason=refusal.message,
+                    client_address=client_address,
+                    request_id=request_id,
+                    details={"claimed_tenant": identity.tenant_id[:64], "serial": identity.serial_hex[:64]},
+                )
             except OpenKCMError:
                 pass
         else:
-            ctx = RequestContext(identity.tenant_id, identity.service_id, identity.subject, identity.serial_hex,
-                                 client_address, version, request_id, self.services)
+            ctx = RequestContext(
+                identity.tenant_id,
+                identity.service_id,
+                identity.subject,
+                identity.serial_hex,
+                client_address,
+                version,
+                request_id,
+                self.services,
+            )
             batch = BatchState()
             stop_on_error = header.batch_error_continuation != BatchContinuation.CONTINUE
             for item in message.items:
                 result = self._run_item(ctx, item, batch, identity)
                 results.append(result)
-                counted.append((operation_name(item.operation), "success" if result.status == Status.SUCCESS else "failure"))
+                counted.append(
+                    (
+                        operation_name(item.operation),
+                        "success" if result.status == Status.SUCCESS else "failure",
+                    )
+                )
                 if result.status != Status.SUCCESS and stop_on_error:
                     break
         self._sync()
@@ -234,8 +294,13 @@ class KmipCore:
         limit = header.max_response_size
         if limit is not None and len(response) > limit:
             too_large = [
-                ResponseItem(r.operation, Status.OPERATION_FAILED, Reason.RESPONSE_TOO_LARGE,
-                             "the response exceeds Maximum Response Size", item_id=r.item_id)
+                ResponseItem(
+                    r.operation,
+                    Status.OPERATION_FAILED,
+                    Reason.RESPONSE_TOO_LARGE,
+                    "the response exceeds Maximum Response Size",
+                    item_id=r.item_id,
+                )
                 for r in results
             ]
             response = messages.encode_response(version, too_large, now)
@@ -245,11 +310,12 @@ class KmipCore:
     def _sync(self) -> None:
         try:
             self.services.audit.sync()
-        except Exception:  # noqa: BLE001 - the sink keeps events and fails closed on the next request
+        except Exception:
             log.exception("audit sync failed")
 
-    def _run_item(self, ctx: RequestContext, item: RequestItem, batch: BatchState,
-                  identity: ClientIdentity) -> ResponseItem:
+    def _run_item(
+        self, ctx: RequestContext, item: RequestItem, batch: BatchState, identity: ClientIdentity
+    ) -> ResponseItem:
         handler = HANDLERS.get(item.operation)
         name = operation_name(item.operation)
         crossed = len(batch.cross_tenant)
@@ -267,22 +333,31 @@ class KmipCore:
                 error = from_domain(exc)
             except ttlv.TTLVError as exc:
                 error = KmipError(Reason.INVALID_MESSAGE, str(exc)[:200])
-            except Exception:  # noqa: BLE001 - never a crash or a stack trace to the client
+            except Exception:
                 log.exception("operation %s failed", name)
                 error = KmipError(Reason.GENERAL_FAILURE, "internal error")
         cross = len(batch.cross_tenant) > crossed
         object_id = outcome.object_id if outcome else (batch.cross_tenant[-1] if cross else "")
         self._audit(
-            identity, ctx.tenant_id, name,
+            identity,
+            ctx.tenant_id,
+            name,
             result="success" if error is None else ("denied" if cross else "failure"),
             kind="security" if cross else "operation",
             object_id=object_id[:256],
             reason="cross-tenant refusal" if cross else (error.message if error else ""),
             l2_version=outcome.l2_version if outcome else 0,
-            client_address=ctx.client_address, request_id=ctx.request_id,
+            client_address=ctx.client_address,
+            request_id=ctx.request_id,
         )
         if error is not None:
-            return ResponseItem(item.operation, Status.OPERATION_FAILED, error.reason, error.message,
-                                payload=error.payload, item_id=item.item_id)
+            return ResponseItem(
+                item.operation,
+                Status.OPERATION_FAILED,
+                error.reason,
+                error.message,
+                payload=error.payload,
+                item_id=item.item_id,
+            )
         assert outcome is not None
         return ResponseItem(item.operation, Status.SUCCESS, payload=outcome.payload, item_id=item.item_id)

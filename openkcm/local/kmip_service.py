@@ -33,10 +33,18 @@ class KmipService:
         self.runtime = build_runtime(settings, audit_wal_dir=audit_wal_dir(settings))
         self._unsubscribe = events.subscribe_keyring(self.runtime.keyring)
         host = stack.options.host
-        cert, key, ca = write_server_certificate(self.runtime, Path(stack.data_dir) / "pki", [host, "localhost"])
-        config = ServerConfig(host=host, port=stack.options.ports.get("kmip", 5696),
-                              health_port=stack.options.ports.get("kmip-health", 0), cert_file=cert, key_file=key,
-                              ca_file=ca, trust_domain=settings.trust_domain)
+        cert, key, ca = write_server_certificate(
+            self.runtime, Path(stack.data_dir) / "pki", [host, "localhost"]
+        )
+        config = ServerConfig(
+            host=host,
+            port=stack.options.ports.get("kmip", 5696),
+            health_port=stack.options.ports.get("kmip-health", 0),
+            cert_file=cert,
+            key_file=key,
+            ca_file=ca,
+            trust_domain=settings.trust_domain,
+        )
         self.server = build_server(self.runtime, config).start_in_thread()
         return {
             "endpoint": f"{host}:{self.server.port}",

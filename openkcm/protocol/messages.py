@@ -7,7 +7,7 @@ format differs; what an operation returns per version is the operations' busines
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from openkcm.protocol import ttlv
 from openkcm.protocol.tags import REASONS_1X, Reason, Status, Tag
@@ -29,7 +29,9 @@ class MessageError(Exception):
     """The message decoded as TTLV but is not a valid KMIP request. ``version`` is the protocol version
     to answer in when the header could be read (else None: answer in 1.0)."""
 
-    def __init__(self, message: str, reason: int = Reason.INVALID_MESSAGE, version: Version | None = None) -> None:
+    def __init__(
+        self, message: str, reason: int = Reason.INVALID_MESSAGE, version: Version | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -120,16 +122,24 @@ def decode_request(
     version = answer_version(requested)
     if requested not in _SUPPORTED:
         reason = Reason.UNSUPPORTED_PROTOCOL_VERSION if version[0] >= 2 else Reason.INVALID_MESSAGE
-        raise MessageError(f"protocol version {requested[0]}.{requested[1]} is not supported", reason, version)
+        raise MessageError(
+            f"protocol version {requested[0]}.{requested[1]} is not supported", reason, version
+        )
     try:
         batch_count = _int(header_node.get(Tag.BATCH_COUNT), ttlv.INTEGER, "Batch Count")
         header = RequestHeader(
             version=version,
             batch_count=batch_count if batch_count is not None else -1,
-            max_response_size=_int(header_node.get(Tag.MAXIMUM_RESPONSE_SIZE), ttlv.INTEGER, "Maximum Response Size"),
-            asynchronous=bool(_int(header_node.get(Tag.ASYNCHRONOUS_INDICATOR), ttlv.BOOLEAN, "Asynchronous Indicator")),
+            max_response_size=_int(
+                header_node.get(Tag.MAXIMUM_RESPONSE_SIZE), ttlv.INTEGER, "Maximum Response Size"
+            ),
+            asynchronous=bool(
+                _int(header_node.get(Tag.ASYNCHRONOUS_INDICATOR), ttlv.BOOLEAN, "Asynchronous Indicator")
+            ),
             batch_error_continuation=_int(
-                header_node.get(Tag.BATCH_ERROR_CONTINUATION_OPTION), ttlv.ENUMERATION, "Batch Error Continuation Option"
+                header_node.get(Tag.BATCH_ERROR_CONTINUATION_OPTION),
+                ttlv.ENUMERATION,
+                "Batch Error Continuation Option",
             ),
             batch_order=_int(header_node.get(Tag.BATCH_ORDER_OPTION), ttlv.BOOLEAN, "Batch Order Option"),  # type: ignore[arg-type]
             time_stamp=_int(header_node.get(Tag.TIME_STAMP), ttlv.DATE_TIME, "Time Stamp"),
@@ -177,7 +187,10 @@ def decode_request(
 def protocol_version(version: Version) -> TTLV:
     return ttlv.structure(
         Tag.PROTOCOL_VERSION,
-        [ttlv.integer(Tag.PROTOCOL_VERSION_MAJOR, version[0]), ttlv.integer(Tag.PROTOCOL_VERSION_MINOR, version[1])],
+        [
+            ttlv.integer(Tag.PROTOCOL_VERSION_MAJOR, version[0]),
+            ttlv.integer(Tag.PROTOCOL_VERSION_MINOR, version[1]),
+        ],
     )
 
 
@@ -238,7 +251,11 @@ def encode_response(version: Version, items: list[ResponseItem], time_stamp: int
             children.append(ttlv.byte_string(Tag.UNIQUE_BATCH_ITEM_ID, item.item_id))
         children.append(ttlv.enumeration(Tag.RESULT_STATUS, item.status))
         if item.status != Status.SUCCESS:
-            children.append(ttlv.enumeration(Tag.RESULT_REASON, reason_for(version, item.reason or Reason.GENERAL_FAILURE)))
+            children.append(
+                ttlv.enumeration(
+                    Tag.RESULT_REASON, reason_for(version, item.reason or Reason.GENERAL_FAILURE)
+                )
+            )
             if item.message:
                 children.append(ttlv.text(Tag.RESULT_MESSAGE, item.message))
         if item.payload is not None:

@@ -15,8 +15,12 @@ from pathlib import Path
 
 
 def main(seconds: float = 5.0, connections: int = 1) -> None:
-    os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1",
-                      AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     import subprocess
     import urllib.request
 
@@ -24,8 +28,11 @@ def main(seconds: float = 5.0, connections: int = 1) -> None:
 
     # moto in its own process, as AWS is in production: it must not share this process's GIL
     port = free_port()
-    moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -49,15 +56,40 @@ def main(seconds: float = 5.0, connections: int = 1) -> None:
     runtime = build_runtime(settings, create=True, audit_wal_dir=audit_wal_dir(settings))
     create_platform_tenant(runtime, "bench", tenant_id="bench", actor="bench")
     cert, key, ca = write_server_certificate(runtime, data / "pki", ["127.0.0.1"])
-    server = build_server(runtime, ServerConfig(host="127.0.0.1", port=0, cert_file=cert, key_file=key, ca_file=ca,
-                                                trust_domain=settings.trust_domain)).start_in_thread()
+    server = build_server(
+        runtime,
+        ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            cert_file=cert,
+            key_file=key,
+            ca_file=ca,
+            trust_domain=settings.trust_domain,
+        ),
+    ).start_in_thread()
     paths = write_client_bundle(runtime.certificate_authority(), "bench", "svc", data / "client")
     with KmipConnection(server.port, paths) as conn:
-        attrs = [ttlv.structure(Tag.ATTRIBUTE, [ttlv.text(Tag.ATTRIBUTE_NAME, n), v]) for n, v in (
-            ("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
-            ("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)))]
-        _, res = response(conn.call(request((1, 2), (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
-                                                                  ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, attrs)]))))
+        attrs = [
+            ttlv.structure(Tag.ATTRIBUTE, [ttlv.text(Tag.ATTRIBUTE_NAME, n), v])
+            for n, v in (
+                ("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
+                ("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)),
+            )
+        ]
+        _, res = response(
+            conn.call(
+                request(
+                    (1, 2),
+                    (
+                        Op.CREATE,
+                        [
+                            ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+                            ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, attrs),
+                        ],
+                    ),
+                )
+            )
+        )
         key_id = res[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
         get = request((1, 2), (Op.GET, [uid(key_id)]))
         assert response(conn.call(get))[1][0].status == Status.SUCCESS
@@ -82,9 +114,11 @@ def main(seconds: float = 5.0, connections: int = 1) -> None:
         t.join()
     latencies.sort()
     n = len(latencies)
-    print(f"Get over {connections} connection(s) (client threads in the same process), audit on "
-          f"(WAL {audit_wal_dir(settings)}, fsync={settings.audit_wal_fsync}), workers=8: "
-          f"{n / seconds:.0f} ops/s, p50 {latencies[n // 2] * 1000:.2f} ms, p99 {latencies[int(n * 0.99)] * 1000:.2f} ms")
+    print(
+        f"Get over {connections} connection(s) (client threads in the same process), audit on "
+        f"(WAL {audit_wal_dir(settings)}, fsync={settings.audit_wal_fsync}), workers=8: "
+        f"{n / seconds:.0f} ops/s, p50 {latencies[n // 2] * 1000:.2f} ms, p99 {latencies[int(n * 0.99)] * 1000:.2f} ms"
+    )
     server.stop()
     runtime.close()
     moto.terminate()

@@ -32,9 +32,18 @@ def kmip_server(runtime, kmip_core, tmp_path: Path) -> Iterator:
     (pki / "server.key").write_bytes(key_pem)
     (pki / "ca.pem").write_bytes(ca.cert_pem)
     config = ServerConfig(
-        host="127.0.0.1", port=0, health_port=0, cert_file=pki / "server.pem", key_file=pki / "server.key",
-        ca_file=pki / "ca.pem", trust_domain=runtime.settings.trust_domain, idle_timeout=5, read_timeout=2,
-        write_timeout=2, max_connections_per_client=4, max_message_size=64 * 1024,
+        host="127.0.0.1",
+        port=0,
+        health_port=0,
+        cert_file=pki / "server.pem",
+        key_file=pki / "server.key",
+        ca_file=pki / "ca.pem",
+        trust_domain=runtime.settings.trust_domain,
+        idle_timeout=5,
+        read_timeout=2,
+        write_timeout=2,
+        max_connections_per_client=4,
+        max_message_size=64 * 1024,
     )
     server = KmipServer(kmip_core, config).start_in_thread()
     yield server
@@ -46,8 +55,12 @@ def bundle(runtime, tmp_path: Path) -> Callable[[str, str], dict[str, Path]]:
     """Issue a client certificate bundle for (tenant, service)."""
 
     def make(tenant_id: str, service_id: str = "mongod") -> dict[str, Path]:
-        return write_client_bundle(runtime.certificate_authority(), tenant_id, service_id,
-                                   tmp_path / f"client-{tenant_id}-{service_id}")
+        return write_client_bundle(
+            runtime.certificate_authority(),
+            tenant_id,
+            service_id,
+            tmp_path / f"client-{tenant_id}-{service_id}",
+        )
 
     return make
 
@@ -88,7 +101,7 @@ class KmipConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> KmipConnection:
+    def __enter__(self) -> KmipConnection:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

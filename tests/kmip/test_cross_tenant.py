@@ -24,29 +24,45 @@ def attr(name: str, value: ttlv.TTLV) -> ttlv.TTLV:
 
 
 def name_value(name: str) -> ttlv.TTLV:
-    return ttlv.structure(Tag.ATTRIBUTE_VALUE, [ttlv.text(Tag.NAME_VALUE, name), ttlv.enumeration(Tag.NAME_TYPE, 1)])
+    return ttlv.structure(
+        Tag.ATTRIBUTE_VALUE, [ttlv.text(Tag.NAME_VALUE, name), ttlv.enumeration(Tag.NAME_TYPE, 1)]
+    )
 
 
 def key_payload(alg: int, name: str, owner: str = "team-b") -> list[ttlv.TTLV]:
-    return [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, [
-        attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, alg)),
-        attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)),
-        attr("Name", name_value(name)),
-        attr("x-owner", ttlv.text(Tag.ATTRIBUTE_VALUE, owner)),
-    ])]
+    return [
+        ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+        ttlv.structure(
+            Tag.TEMPLATE_ATTRIBUTE,
+            [
+                attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, alg)),
+                attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)),
+                attr("Name", name_value(name)),
+                attr("x-owner", ttlv.text(Tag.ATTRIBUTE_VALUE, owner)),
+            ],
+        ),
+    ]
 
 
 def operations(target: str, wrapper: str) -> dict[str, tuple[tuple[int, int], int, list[ttlv.TTLV]]]:
     data = ttlv.byte_string(Tag.DATA, b"0123456789abcdef")
-    revoke = ttlv.structure(Tag.REVOCATION_REASON, [ttlv.enumeration(Tag.REVOCATION_REASON_CODE,
-                                                                     RevocationCode.KEY_COMPROMISE)])
+    revoke = ttlv.structure(
+        Tag.REVOCATION_REASON, [ttlv.enumeration(Tag.REVOCATION_REASON_CODE, RevocationCode.KEY_COMPROMISE)]
+    )
     contact = attr("Contact Information", ttlv.text(Tag.ATTRIBUTE_VALUE, "mallory"))
-    wrap = ttlv.structure(Tag.KEY_WRAPPING_SPECIFICATION, [
-        ttlv.enumeration(Tag.WRAPPING_METHOD, 1),
-        ttlv.structure(Tag.ENCRYPTION_KEY_INFORMATION, [uid(wrapper)])])
-    derive = [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), uid(target),
-              ttlv.enumeration(Tag.DERIVATION_METHOD, 3),
-              ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"r")])]
+    wrap = ttlv.structure(
+        Tag.KEY_WRAPPING_SPECIFICATION,
+        [
+            ttlv.enumeration(Tag.WRAPPING_METHOD, 1),
+            ttlv.structure(Tag.ENCRYPTION_KEY_INFORMATION, [uid(wrapper)]),
+        ],
+    )
+    derive = [
+        ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+        uid(target),
+        ttlv.enumeration(Tag.DERIVATION_METHOD, 3),
+        ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"r")]),
+    ]
     v = (1, 4)
     return {
         "Get": (v, Op.GET, [uid(target)]),
@@ -65,8 +81,11 @@ def operations(target: str, wrapper: str) -> dict[str, tuple[tuple[int, int], in
         "AddAttribute": (v, Op.ADD_ATTRIBUTE, [uid(target), contact]),
         "ModifyAttribute": (v, Op.MODIFY_ATTRIBUTE, [uid(target), contact]),
         "DeleteAttribute": (v, Op.DELETE_ATTRIBUTE, [uid(target), ttlv.text(Tag.ATTRIBUTE_NAME, "Name")]),
-        "SetAttribute": ((2, 0), Op.SET_ATTRIBUTE, [uid(target), ttlv.structure(Tag.NEW_ATTRIBUTE, [
-            ttlv.text(Tag.CONTACT_INFORMATION, "mallory")])]),
+        "SetAttribute": (
+            (2, 0),
+            Op.SET_ATTRIBUTE,
+            [uid(target), ttlv.structure(Tag.NEW_ATTRIBUTE, [ttlv.text(Tag.CONTACT_INFORMATION, "mallory")])],
+        ),
         "GetWrappedUnderForeignKey": (v, Op.GET, [uid(wrapper if target == "__own__" else target), wrap]),
     }
 
@@ -77,12 +96,18 @@ def two_tenants(kmip_core, tenant_factory):
     tenant_factory(tenant_id="tenant-b")
     ids = {}
     for label, alg in (("aes", Alg.AES), ("hmac", Alg.HMAC_SHA256)):
-        _, results = call(kmip_core, "tenant-b", request((1, 4), (Op.CREATE, key_payload(alg, f"b-{label}")),
-                                                         (Op.ACTIVATE, [])))
+        _, results = call(
+            kmip_core,
+            "tenant-b",
+            request((1, 4), (Op.CREATE, key_payload(alg, f"b-{label}")), (Op.ACTIVATE, [])),
+        )
         assert all(r.status == Status.SUCCESS for r in results)
         ids[label] = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
-    _, results = call(kmip_core, "tenant-a", request((1, 4), (Op.CREATE, key_payload(Alg.AES, "a-own", owner="team-a")),
-                                                     (Op.ACTIVATE, [])))
+    _, results = call(
+        kmip_core,
+        "tenant-a",
+        request((1, 4), (Op.CREATE, key_payload(Alg.AES, "a-own", owner="team-a")), (Op.ACTIVATE, [])),
+    )
     ids["a-own"] = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     return ids
 
@@ -123,12 +148,18 @@ def test_every_operation_on_another_tenants_ids_answers_like_a_random_id(runtime
     for label, b_id in b_ids.items():
         kmip_core.services.store.forget("tenant-b", b_id)
         after = kmip_core.services.store.get("tenant-b", b_id)
-        assert (after.state, after.attributes, after.names) == (before[label].state, before[label].attributes,
-                                                                 before[label].names)
+        assert (after.state, after.attributes, after.names) == (
+            before[label].state,
+            before[label].attributes,
+            before[label].names,
+        )
     # every attempt on an existing B object is in B's audit trail as a cross-tenant refusal
     runtime.audit.flush()
-    refusals = [e for e in read_events("tenant-b", since=SINCE)
-                if e["kind"] == "security" and e["operation"] == "CrossTenantAccess"]
+    refusals = [
+        e
+        for e in read_events("tenant-b", since=SINCE)
+        if e["kind"] == "security" and e["operation"] == "CrossTenantAccess"
+    ]
     assert len(refusals) == attempts
     assert all(e["details"]["caller_tenant"] == "tenant-a" and e["result"] == "denied" for e in refusals)
     mine = [e for e in read_events("tenant-a", since=SINCE) if e["kind"] == "security"]
@@ -139,10 +170,22 @@ def test_locate_never_finds_another_tenants_names_or_attributes(kmip_core, two_t
     for criteria in (
         [attr("Name", name_value("b-aes"))],
         [attr("x-owner", ttlv.text(Tag.ATTRIBUTE_VALUE, "team-b"))],
-        [attr("Object Type", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, ObjectType.SYMMETRIC_KEY)),
-         attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.HMAC_SHA256))],
-        [attr("Link", ttlv.structure(Tag.ATTRIBUTE_VALUE, [ttlv.enumeration(Tag.LINK_TYPE, LinkType.REPLACED_OBJECT_LINK),
-                                                           ttlv.text(Tag.LINKED_OBJECT_IDENTIFIER, two_tenants["aes"])]))],
+        [
+            attr("Object Type", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, ObjectType.SYMMETRIC_KEY)),
+            attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.HMAC_SHA256)),
+        ],
+        [
+            attr(
+                "Link",
+                ttlv.structure(
+                    Tag.ATTRIBUTE_VALUE,
+                    [
+                        ttlv.enumeration(Tag.LINK_TYPE, LinkType.REPLACED_OBJECT_LINK),
+                        ttlv.text(Tag.LINKED_OBJECT_IDENTIFIER, two_tenants["aes"]),
+                    ],
+                ),
+            )
+        ],
     ):
         _, results = call(kmip_core, "tenant-a", request((1, 4), (Op.LOCATE, criteria)))
         assert results[0].status == Status.SUCCESS

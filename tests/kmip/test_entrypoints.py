@@ -40,11 +40,29 @@ def test_openkcm_kmip_serve_process(runtime, settings, tenant_factory, bundle):
     tenant_factory(tenant_id="cli-served")
     runtime.certificate_authority()
     port, health = free_port(), free_port()
-    env = {**os.environ, "OPENKCM_TABLE_PREFIX": settings.table_prefix, "OPENKCM_DATA_DIR": str(settings.data_dir)}
+    env = {
+        **os.environ,
+        "OPENKCM_TABLE_PREFIX": settings.table_prefix,
+        "OPENKCM_DATA_DIR": str(settings.data_dir),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openkcm.cli", "kmip", "serve", "--data-dir", str(settings.data_dir),
-         "--port", str(port), "--health-port", str(health)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "openkcm.cli",
+            "kmip",
+            "serve",
+            "--data-dir",
+            str(settings.data_dir),
+            "--port",
+            str(port),
+            "--health-port",
+            str(health),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_healthy(f"http://127.0.0.1:{health}/healthz", proc)
@@ -65,8 +83,11 @@ def test_local_up_service_factory(runtime, tenant_factory, bundle, tmp_path):
 
     service = next(s for s in registered_services() if s.name == "kmip")
     port = free_port()
-    stack = SimpleNamespace(runtime=runtime, data_dir=Path(runtime.settings.data_dir),
-                            options=SimpleNamespace(host="127.0.0.1", ports={"kmip": port}))
+    stack = SimpleNamespace(
+        runtime=runtime,
+        data_dir=Path(runtime.settings.data_dir),
+        options=SimpleNamespace(host="127.0.0.1", ports={"kmip": port}),
+    )
     details = service.start(stack)
     try:
         assert details["endpoint"] == f"127.0.0.1:{port}" and Path(details["server_certificate"]).exists()

@@ -13,10 +13,15 @@ from openkcm.protocol import messages, ttlv
 from openkcm.protocol.messages import MessageError
 from openkcm.protocol.ttlv import TTLVError
 
-CAPTURES = sorted((Path(__file__).resolve().parents[3] / "shared" / "captures" / "libmongocrypt").glob("*/*.ttlv"))
+CAPTURES = sorted(
+    (Path(__file__).resolve().parents[3] / "shared" / "captures" / "libmongocrypt").glob("*/*.ttlv")
+)
 SEEDS = [p.read_bytes() for p in CAPTURES]
-BOUNDED = settings(max_examples=300, deadline=500, suppress_health_check=[HealthCheck.too_slow,
-                                                                          HealthCheck.function_scoped_fixture])
+BOUNDED = settings(
+    max_examples=300,
+    deadline=500,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _decode(data: bytes) -> None:
@@ -34,8 +39,11 @@ def test_random_bytes(data: bytes):
 
 
 @BOUNDED
-@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
-       st.integers(0, 400))
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
+    st.integers(0, 400),
+)
 def test_mutated_and_truncated_captures(seed: bytes, flips, cut):
     data = bytearray(seed)
     for position, value in flips:
@@ -54,8 +62,10 @@ def test_core_always_answers_malformed_requests(kmip_core, tenant_factory):
     who = ClientIdentity("fuzzed", "svc", "CN=svc", "f1")
 
     @settings(max_examples=120, deadline=2000, suppress_health_check=list(HealthCheck))
-    @given(st.sampled_from([s for s, p in zip(SEEDS, CAPTURES, strict=True) if "request" in p.name]),
-           st.lists(st.tuples(st.integers(8, 300), st.integers(0, 255)), min_size=1, max_size=4))
+    @given(
+        st.sampled_from([s for s, p in zip(SEEDS, CAPTURES, strict=True) if "request" in p.name]),
+        st.lists(st.tuples(st.integers(8, 300), st.integers(0, 255)), min_size=1, max_size=4),
+    )
     def run(seed: bytes, flips):
         data = bytearray(seed)
         for position, value in flips:

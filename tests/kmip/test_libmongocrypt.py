@@ -51,7 +51,9 @@ class VaultCallback(MongoCryptCallback):
 
     def fetch_keys(self, filter):
         query = bson.decode(filter, OPTS)
-        wanted = {bytes(k) if isinstance(k, (bytes, Binary)) else k.bytes for k in query["$or"][0]["_id"]["$in"]}
+        wanted = {
+            bytes(k) if isinstance(k, (bytes, Binary)) else k.bytes for k in query["$or"][0]["_id"]["$in"]
+        }
         for key_id, doc in self.keys.items():
             if key_id in wanted:
                 yield bson.encode(doc, codec_options=OPTS)
@@ -91,7 +93,7 @@ def _roundtrip(port: int, paths, master_key: dict) -> tuple[VaultCallback, dict]
 
 def test_default_mode_register_activate_get(runtime, tenant_factory, kmip_server, bundle):
     tenant = tenant_factory(tenant_id="mongo-default")
-    callback, doc = _roundtrip(kmip_server.port, bundle(tenant.tenant_id, "app"), {})
+    _, doc = _roundtrip(kmip_server.port, bundle(tenant.tenant_id, "app"), {})
     key_id = doc["masterKey"]["keyId"]
     assert doc["masterKey"]["provider"] == "kmip" and key_id.startswith("mongo-default.")
     obj = kmip_server.core.services.store.get(tenant.tenant_id, key_id)
@@ -101,7 +103,7 @@ def test_default_mode_register_activate_get(runtime, tenant_factory, kmip_server
 
 def test_delegated_mode_create_activate_encrypt_decrypt(runtime, tenant_factory, kmip_server, bundle):
     tenant = tenant_factory(tenant_id="mongo-delegated")
-    callback, doc = _roundtrip(kmip_server.port, bundle(tenant.tenant_id, "app"), {"delegated": True})
+    _, doc = _roundtrip(kmip_server.port, bundle(tenant.tenant_id, "app"), {"delegated": True})
     key_id = doc["masterKey"]["keyId"]
     obj = kmip_server.core.services.store.get(tenant.tenant_id, key_id)
     assert obj.object_type == "SYMMETRIC_KEY" and obj.state == "ACTIVE"

@@ -20,11 +20,14 @@ def _attr(name: str, value: ttlv.TTLV) -> ttlv.TTLV:
 def _create_payload() -> list[ttlv.TTLV]:
     return [
         ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
-        ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, [
-            _attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
-            _attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)),
-            _attr("Cryptographic Usage Mask", ttlv.integer(Tag.ATTRIBUTE_VALUE, 12)),
-        ]),
+        ttlv.structure(
+            Tag.TEMPLATE_ATTRIBUTE,
+            [
+                _attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
+                _attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, 256)),
+                _attr("Cryptographic Usage Mask", ttlv.integer(Tag.ATTRIBUTE_VALUE, 12)),
+            ],
+        ),
     ]
 
 
@@ -53,8 +56,12 @@ def test_mongod_encryption_at_rest_sequence(kmip_server, tenant_factory, bundle,
         # mongod's parser: Object Type, Unique Identifier, then the Symmetric Key, in spec order
         assert [c.tag for c in got.children] == [Tag.OBJECT_TYPE, Tag.UNIQUE_IDENTIFIER, Tag.SYMMETRIC_KEY]
         block = got.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK)
-        assert [c.tag for c in block.children] == [Tag.KEY_FORMAT_TYPE, Tag.KEY_VALUE, Tag.CRYPTOGRAPHIC_ALGORITHM,
-                                                   Tag.CRYPTOGRAPHIC_LENGTH]
+        assert [c.tag for c in block.children] == [
+            Tag.KEY_FORMAT_TYPE,
+            Tag.KEY_VALUE,
+            Tag.CRYPTOGRAPHIC_ALGORITHM,
+            Tag.CRYPTOGRAPHIC_LENGTH,
+        ]
         assert block.child_value(Tag.KEY_FORMAT_TYPE) == KeyFormat.RAW
         assert len(block.get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)) == 32
         assert block.child_value(Tag.CRYPTOGRAPHIC_ALGORITHM) == Alg.AES
@@ -71,15 +78,31 @@ def test_mongod_encryption_at_rest_sequence(kmip_server, tenant_factory, bundle,
         iv = encrypted.child_value(Tag.IV_COUNTER_NONCE)
         data = encrypted.child_value(Tag.DATA)
         assert len(iv) == 16 and len(data) == 16
-        decrypted = _ok(conn, version, Op.DECRYPT, [uid(key_id), ttlv.byte_string(Tag.DATA, data),
-                                                    ttlv.byte_string(Tag.IV_COUNTER_NONCE, iv)])
+        decrypted = _ok(
+            conn,
+            version,
+            Op.DECRYPT,
+            [uid(key_id), ttlv.byte_string(Tag.DATA, data), ttlv.byte_string(Tag.IV_COUNTER_NONCE, iv)],
+        )
         assert decrypted.child_value(Tag.DATA) == b"audit line 1"
 
         # an operator revokes the key in OpenKCM: mongod's State poll sees it leave Active
-        _ok(conn, version, Op.REVOKE, [uid(key_id), ttlv.structure(Tag.REVOCATION_REASON, [
-            ttlv.enumeration(Tag.REVOCATION_REASON_CODE, RevocationCode.CESSATION_OF_OPERATION)])])
+        _ok(
+            conn,
+            version,
+            Op.REVOKE,
+            [
+                uid(key_id),
+                ttlv.structure(
+                    Tag.REVOCATION_REASON,
+                    [ttlv.enumeration(Tag.REVOCATION_REASON_CODE, RevocationCode.CESSATION_OF_OPERATION)],
+                ),
+            ],
+        )
         assert _state(conn, version, key_id) == State.DEACTIVATED
-        _, results = response(conn.call(request(version, (Op.ENCRYPT, [uid(key_id), ttlv.byte_string(Tag.DATA, b"x")]))))
+        _, results = response(
+            conn.call(request(version, (Op.ENCRYPT, [uid(key_id), ttlv.byte_string(Tag.DATA, b"x")])))
+        )
         assert results[0].status == Status.OPERATION_FAILED
 
 
@@ -88,9 +111,17 @@ def test_replies_never_carry_attributes_newer_than_the_client(kmip_server, tenan
     paths = bundle(tenant.tenant_id)
     with KmipConnection(kmip_server.port, paths) as conn:
         key_id = _ok(conn, (1, 2), Op.CREATE, _create_payload()).child_value(Tag.UNIQUE_IDENTIFIER)
-        names_12 = [a.child_value(Tag.ATTRIBUTE_NAME) for a in _ok(conn, (1, 2), Op.GET_ATTRIBUTES, [uid(key_id)]).all(Tag.ATTRIBUTE)]
-        names_10 = [a.child_value(Tag.ATTRIBUTE_NAME) for a in _ok(conn, (1, 0), Op.GET_ATTRIBUTES, [uid(key_id)]).all(Tag.ATTRIBUTE)]
-        listed_10 = [n.value for n in _ok(conn, (1, 0), Op.GET_ATTRIBUTE_LIST, [uid(key_id)]).all(Tag.ATTRIBUTE_NAME)]
+        names_12 = [
+            a.child_value(Tag.ATTRIBUTE_NAME)
+            for a in _ok(conn, (1, 2), Op.GET_ATTRIBUTES, [uid(key_id)]).all(Tag.ATTRIBUTE)
+        ]
+        names_10 = [
+            a.child_value(Tag.ATTRIBUTE_NAME)
+            for a in _ok(conn, (1, 0), Op.GET_ATTRIBUTES, [uid(key_id)]).all(Tag.ATTRIBUTE)
+        ]
+        listed_10 = [
+            n.value for n in _ok(conn, (1, 0), Op.GET_ATTRIBUTE_LIST, [uid(key_id)]).all(Tag.ATTRIBUTE_NAME)
+        ]
         assert "Original Creation Date" in names_12
         assert "Original Creation Date" not in names_10 and "Original Creation Date" not in listed_10
         assert {"State", "Cryptographic Algorithm", "Initial Date"} <= set(names_10)

@@ -22,12 +22,23 @@ def create_payload(length: int = 256, name: str | None = None) -> list[ttlv.TTLV
     def attr(n, v):
         return ttlv.structure(Tag.ATTRIBUTE, [ttlv.text(Tag.ATTRIBUTE_NAME, n), v])
 
-    attrs = [attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
-             attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, length))]
+    attrs = [
+        attr("Cryptographic Algorithm", ttlv.enumeration(Tag.ATTRIBUTE_VALUE, Alg.AES)),
+        attr("Cryptographic Length", ttlv.integer(Tag.ATTRIBUTE_VALUE, length)),
+    ]
     if name:
-        attrs.append(attr("Name", ttlv.structure(Tag.ATTRIBUTE_VALUE, [ttlv.text(Tag.NAME_VALUE, name),
-                                                                       ttlv.enumeration(Tag.NAME_TYPE, 1)])))
-    return [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, attrs)]
+        attrs.append(
+            attr(
+                "Name",
+                ttlv.structure(
+                    Tag.ATTRIBUTE_VALUE, [ttlv.text(Tag.NAME_VALUE, name), ttlv.enumeration(Tag.NAME_TYPE, 1)]
+                ),
+            )
+        )
+    return [
+        ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+        ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, attrs),
+    ]
 
 
 def call(core, tenant_id, data: bytes, serial: str = "a1"):
@@ -36,8 +47,9 @@ def call(core, tenant_id, data: bytes, serial: str = "a1"):
 
 def test_batch_uses_the_id_placeholder_within_the_batch_only(kmip_core, tenant_factory):
     tenant_factory(tenant_id="batchy")
-    version, results = call(kmip_core, "batchy", request((1, 2), (Op.CREATE, create_payload()), (Op.ACTIVATE, []),
-                                                         (Op.GET, [])))
+    _, results = call(
+        kmip_core, "batchy", request((1, 2), (Op.CREATE, create_payload()), (Op.ACTIVATE, []), (Op.GET, []))
+    )
     assert [r.status for r in results] == [Status.SUCCESS] * 3
     created = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     assert results[1].payload.child_value(Tag.UNIQUE_IDENTIFIER) == created
@@ -60,23 +72,48 @@ def test_batch_stops_at_the_first_failure_unless_asked_to_continue(kmip_core, te
 def test_asynchronous_indicator_is_refused_cleanly(kmip_core, tenant_factory):
     tenant_factory(tenant_id="asyncer")
     header = [ttlv.boolean(Tag.ASYNCHRONOUS_INDICATOR, True)]
-    _, results = call(kmip_core, "asyncer", request((1, 2), (Op.CREATE, create_payload()), header_extra=header))
+    _, results = call(
+        kmip_core, "asyncer", request((1, 2), (Op.CREATE, create_payload()), header_extra=header)
+    )
     assert results[0].status == Status.OPERATION_FAILED and results[0].reason == Reason.FEATURE_NOT_SUPPORTED
     assert kmip_core.services.store.all("asyncer") == []
 
 
 def test_unsupported_operation_and_bad_fields(kmip_core, tenant_factory):
     tenant_factory(tenant_id="errs")
-    _, results = call(kmip_core, "errs", request((1, 4), (Op.CREATE_KEY_PAIR, []), (Op.SIGN, []),
-                                                 header_extra=[ttlv.enumeration(Tag.BATCH_ERROR_CONTINUATION_OPTION,
-                                                                                BatchContinuation.CONTINUE)]))
+    _, results = call(
+        kmip_core,
+        "errs",
+        request(
+            (1, 4),
+            (Op.CREATE_KEY_PAIR, []),
+            (Op.SIGN, []),
+            header_extra=[ttlv.enumeration(Tag.BATCH_ERROR_CONTINUATION_OPTION, BatchContinuation.CONTINUE)],
+        ),
+    )
     assert [r.reason for r in results] == [Reason.OPERATION_NOT_SUPPORTED] * 2
     _, results = call(kmip_core, "errs", request((1, 2), (Op.CREATE, create_payload(length=100))))
     assert results[0].reason == Reason.INVALID_FIELD  # 1.x has no Invalid Attribute Value: mapped down
-    _, results = call(kmip_core, "errs", request((2, 0), (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, 2),
-                                                                      ttlv.structure(Tag.ATTRIBUTES, [
-                                                                          ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
-                                                                          ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 100)])])))
+    _, results = call(
+        kmip_core,
+        "errs",
+        request(
+            (2, 0),
+            (
+                Op.CREATE,
+                [
+                    ttlv.enumeration(Tag.OBJECT_TYPE, 2),
+                    ttlv.structure(
+                        Tag.ATTRIBUTES,
+                        [
+                            ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
+                            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 100),
+                        ],
+                    ),
+                ],
+            ),
+        ),
+    )
     assert results[0].reason == Reason.INVALID_ATTRIBUTE_VALUE
 
 
@@ -89,32 +126,63 @@ def test_invalid_message_gets_an_error_response(kmip_core, tenant_factory):
 def test_maximum_response_size(kmip_core, tenant_factory):
     tenant_factory(tenant_id="smally")
     header = [ttlv.integer(Tag.MAXIMUM_RESPONSE_SIZE, 64)]
-    _, results = call(kmip_core, "smally", request((1, 2), (Op.CREATE, create_payload()), header_extra=header))
+    _, results = call(
+        kmip_core, "smally", request((1, 2), (Op.CREATE, create_payload()), header_extra=header)
+    )
     assert results[0].reason == Reason.RESPONSE_TOO_LARGE
 
 
 def test_wrong_lifecycle_state_per_version(kmip_core, tenant_factory):
     tenant_factory(tenant_id="states")
-    _, results = call(kmip_core, "states", request((2, 0), (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, 2),
-                                                                        ttlv.structure(Tag.ATTRIBUTES, [
-                                                                            ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
-                                                                            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 128)])])))
+    _, results = call(
+        kmip_core,
+        "states",
+        request(
+            (2, 0),
+            (
+                Op.CREATE,
+                [
+                    ttlv.enumeration(Tag.OBJECT_TYPE, 2),
+                    ttlv.structure(
+                        Tag.ATTRIBUTES,
+                        [
+                            ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
+                            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 128),
+                        ],
+                    ),
+                ],
+            ),
+        ),
+    )
     key_id = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     for version, reason in (((2, 0), Reason.WRONG_KEY_LIFECYCLE_STATE), ((1, 4), Reason.PERMISSION_DENIED)):
-        _, results = call(kmip_core, "states", request(version, (Op.ENCRYPT, [uid(key_id),
-                                                                               ttlv.byte_string(Tag.DATA, b"x")])))
+        _, results = call(
+            kmip_core,
+            "states",
+            request(version, (Op.ENCRYPT, [uid(key_id), ttlv.byte_string(Tag.DATA, b"x")])),
+        )
         assert results[0].reason == reason
 
 
-def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited(runtime, kmip_core, tenant_factory):
+def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited(
+    runtime, kmip_core, tenant_factory
+):
     tenant_factory(tenant_id="gated")
     get = request((1, 2), (Op.CREATE, create_payload()))
     _, results = call(kmip_core, "nobody-here", get)
     assert results[0].reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
 
     now = datetime.now(UTC)
-    CertificateModel("gated", CertificateModel.sort_key("dead"), serial="dead", service_id="svc", issued_at=now,
-                     not_after=now, revoked_at=now, revoked_reason="key leaked").save()
+    CertificateModel(
+        "gated",
+        CertificateModel.sort_key("dead"),
+        serial="dead",
+        service_id="svc",
+        issued_at=now,
+        not_after=now,
+        revoked_at=now,
+        revoked_reason="key leaked",
+    ).save()
     _, results = call(kmip_core, "gated", get, serial="dead")
     assert results[0].reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
     _, results = call(kmip_core, "gated", get, serial="alive")
@@ -127,18 +195,36 @@ def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited
     runtime.audit.flush()
     security = [e for e in read_events("gated", since="2000-01-01T00:00:00+00:00") if e["kind"] == "security"]
     assert any(e["reason"] == "the tenant is not enabled" for e in security)
-    assert any(e["details"].get("serial") == "dead" for e in read_events("_platform", since="2000-01-01T00:00:00+00:00"))
+    assert any(
+        e["details"].get("serial") == "dead"
+        for e in read_events("_platform", since="2000-01-01T00:00:00+00:00")
+    )
 
 
-def test_l2_rotation_keeps_old_objects_readable_and_seals_new_ones_under_the_new_version(runtime, kmip_core,
-                                                                                         tenant_factory):
+def test_l2_rotation_keeps_old_objects_readable_and_seals_new_ones_under_the_new_version(
+    runtime, kmip_core, tenant_factory
+):
     tenant_factory(tenant_id="rotating")
     _, results = call(kmip_core, "rotating", request((1, 2), (Op.CREATE, create_payload()), (Op.GET, [])))
     old_id = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
-    material = results[1].payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+    material = (
+        results[1]
+        .payload.get(Tag.SYMMETRIC_KEY)
+        .get(Tag.KEY_BLOCK)
+        .get(Tag.KEY_VALUE)
+        .child_value(Tag.KEY_MATERIAL)
+    )
     assert runtime.keyring.rotate("rotating") == 2
-    _, results = call(kmip_core, "rotating", request((1, 2), (Op.GET, [uid(old_id)]), (Op.CREATE, create_payload())))
-    again = results[0].payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+    _, results = call(
+        kmip_core, "rotating", request((1, 2), (Op.GET, [uid(old_id)]), (Op.CREATE, create_payload()))
+    )
+    again = (
+        results[0]
+        .payload.get(Tag.SYMMETRIC_KEY)
+        .get(Tag.KEY_BLOCK)
+        .get(Tag.KEY_VALUE)
+        .child_value(Tag.KEY_MATERIAL)
+    )
     assert again == material
     new_id = results[1].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     store = kmip_core.services.store
@@ -150,24 +236,47 @@ def test_derive_key_hkdf_in_2_0_is_l4_and_never_stored(kmip_core, tenant_factory
     from openkcm.protocol.tags import Derivation
 
     tenant_factory(tenant_id="deriving")
-    attrs = ttlv.structure(Tag.ATTRIBUTES, [ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES),
-                                            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)])
-    derive = [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), ttlv.enumeration(Tag.DERIVATION_METHOD,
-                                                                                          Derivation.HKDF),
-              ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"customer/42"),
-                                                          ttlv.byte_string(Tag.SALT, b"salty")]),
-              ttlv.structure(Tag.ATTRIBUTES, [ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)])]
-    _, results = call(kmip_core, "deriving", request(
-        (2, 0), (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), attrs]), (Op.ACTIVATE, []),
-        (Op.GET, []), (Op.DERIVE_KEY, derive), (Op.GET, [])))
+    attrs = ttlv.structure(
+        Tag.ATTRIBUTES,
+        [ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, Alg.AES), ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)],
+    )
+    derive = [
+        ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+        ttlv.enumeration(Tag.DERIVATION_METHOD, Derivation.HKDF),
+        ttlv.structure(
+            Tag.DERIVATION_PARAMETERS,
+            [ttlv.byte_string(Tag.DERIVATION_DATA, b"customer/42"), ttlv.byte_string(Tag.SALT, b"salty")],
+        ),
+        ttlv.structure(Tag.ATTRIBUTES, [ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, 256)]),
+    ]
+    _, results = call(
+        kmip_core,
+        "deriving",
+        request(
+            (2, 0),
+            (Op.CREATE, [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), attrs]),
+            (Op.ACTIVATE, []),
+            (Op.GET, []),
+            (Op.DERIVE_KEY, derive),
+            (Op.GET, []),
+        ),
+    )
     assert [r.status for r in results] == [Status.SUCCESS] * 5
+
     def material(result):
-        return result.payload.get(Tag.SYMMETRIC_KEY).get(Tag.KEY_BLOCK).get(Tag.KEY_VALUE).child_value(Tag.KEY_MATERIAL)
+        return (
+            result.payload.get(Tag.SYMMETRIC_KEY)
+            .get(Tag.KEY_BLOCK)
+            .get(Tag.KEY_VALUE)
+            .child_value(Tag.KEY_MATERIAL)
+        )
 
     base, derived = material(results[2]), material(results[4])
     assert derived == derive_l4(base, b"customer/42", 32, b"salty") and derived != base
     derived_id = results[3].payload.child_value(Tag.UNIQUE_IDENTIFIER)
     assert kmip_core.services.store.get("deriving", derived_id).wrapped is None  # the L4 key is never stored
     # HKDF is a 2.0 method: a 1.4 client asking for it is refused
-    _, results = call(kmip_core, "deriving", request((1, 4), (Op.DERIVE_KEY, [derive[0], uid(derived_id), *derive[1:3]])))
+    _, results = call(
+        kmip_core, "deriving", request((1, 4), (Op.DERIVE_KEY, [derive[0], uid(derived_id), *derive[1:3]]))
+    )
     assert results[0].status == Status.OPERATION_FAILED

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from openkcm.protocol.tags import Op, Status
-from tests.kmip.conftest import KmipConnection, client_context, read_message
+from tests.kmip.conftest import KmipConnection, read_message
 from tests.kmip.wire import request, response
 
 
@@ -49,20 +49,32 @@ def test_client_certificate_is_required(kmip_server):
 
 def test_certificate_from_another_ca_is_refused(kmip_server, tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tls-ok"),
-                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "svc")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tls-ok"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "svc"),
+        ]
+    )
     now = __import__("datetime").datetime.now(__import__("datetime").UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now.replace(year=now.year + 1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now.replace(year=now.year + 1))
+        .sign(key, hashes.SHA256())
+    )
     (tmp_path / "rogue.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "rogue.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    (tmp_path / "rogue.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     paths = {"cert": tmp_path / "rogue.pem", "key": tmp_path / "rogue.key", "ca": kmip_server.config.ca_file}
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        with KmipConnection(kmip_server.port, paths) as conn:
-            conn.call(request((1, 2), (Op.QUERY, [])))
+    with pytest.raises((ssl.SSLError, ConnectionError)), KmipConnection(kmip_server.port, paths) as conn:
+        conn.call(request((1, 2), (Op.QUERY, [])))
 
 
 def test_broken_framing_and_oversized_messages_close_the_connection(kmip_server, tenant_factory, bundle):

@@ -22,9 +22,20 @@ def test_captured_messages_round_trip_exactly(path: Path):
 
 def test_captured_requests_decode_to_the_expected_operations():
     expected = {
-        "default": [(Op.REGISTER, (1, 0)), (Op.ACTIVATE, (1, 0)), (Op.GET, (1, 0)), (Op.GET, (1, 0)), (Op.GET, (1, 0))],
-        "delegated": [(Op.CREATE, (1, 2)), (Op.ACTIVATE, (1, 0)), (Op.ENCRYPT, (1, 2)), (Op.DECRYPT, (1, 2)),
-                      (Op.DECRYPT, (1, 2))],
+        "default": [
+            (Op.REGISTER, (1, 0)),
+            (Op.ACTIVATE, (1, 0)),
+            (Op.GET, (1, 0)),
+            (Op.GET, (1, 0)),
+            (Op.GET, (1, 0)),
+        ],
+        "delegated": [
+            (Op.CREATE, (1, 2)),
+            (Op.ACTIVATE, (1, 0)),
+            (Op.ENCRYPT, (1, 2)),
+            (Op.DECRYPT, (1, 2)),
+            (Op.DECRYPT, (1, 2)),
+        ],
     }
     for mode, ops in expected.items():
         for index, (op, version) in enumerate(ops, start=1):
@@ -35,18 +46,21 @@ def test_captured_requests_decode_to_the_expected_operations():
 
 
 def test_every_primitive_round_trips():
-    item = ttlv.structure(Tag.REQUEST_PAYLOAD, [
-        ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, -5),
-        ttlv.long_integer(Tag.USAGE_LIMITS_COUNT, 2**40),
-        ttlv.big_integer(Tag.OFFSET, -(2**70)),
-        ttlv.enumeration(Tag.OBJECT_TYPE, 2),
-        ttlv.boolean(Tag.RANDOM_IV, True),
-        ttlv.text(Tag.NAME_VALUE, "ünïcode"),
-        ttlv.byte_string(Tag.DATA, b"\x00" * 13),
-        ttlv.date_time(Tag.INITIAL_DATE, 1_700_000_000),
-        ttlv.interval(Tag.LEASE_TIME, 3600),
-        ttlv.structure(Tag.NAME, []),
-    ])
+    item = ttlv.structure(
+        Tag.REQUEST_PAYLOAD,
+        [
+            ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, -5),
+            ttlv.long_integer(Tag.USAGE_LIMITS_COUNT, 2**40),
+            ttlv.big_integer(Tag.OFFSET, -(2**70)),
+            ttlv.enumeration(Tag.OBJECT_TYPE, 2),
+            ttlv.boolean(Tag.RANDOM_IV, True),
+            ttlv.text(Tag.NAME_VALUE, "ünïcode"),
+            ttlv.byte_string(Tag.DATA, b"\x00" * 13),
+            ttlv.date_time(Tag.INITIAL_DATE, 1_700_000_000),
+            ttlv.interval(Tag.LEASE_TIME, 3600),
+            ttlv.structure(Tag.NAME, []),
+        ],
+    )
     data = ttlv.encode(item)
     assert len(data) % 8 == 0
     assert ttlv.decode(data) == item

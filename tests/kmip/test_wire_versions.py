@@ -10,12 +10,16 @@ from kmip.core.messages import messages as pykmip_messages
 
 from openkcm.protocol import ttlv
 from openkcm.protocol.tags import Alg, ObjectType, Op, RevocationCode, Status, Tag
-from tests.kmip.test_protocol import call
 from tests.kmip.wire import request, uid
 
-VERSIONS = {(1, 0): enums.KMIPVersion.KMIP_1_0, (1, 1): enums.KMIPVersion.KMIP_1_1,
-            (1, 2): enums.KMIPVersion.KMIP_1_2, (1, 3): enums.KMIPVersion.KMIP_1_3,
-            (1, 4): enums.KMIPVersion.KMIP_1_4, (2, 0): enums.KMIPVersion.KMIP_2_0}
+VERSIONS = {
+    (1, 0): enums.KMIPVersion.KMIP_1_0,
+    (1, 1): enums.KMIPVersion.KMIP_1_1,
+    (1, 2): enums.KMIPVersion.KMIP_1_2,
+    (1, 3): enums.KMIPVersion.KMIP_1_3,
+    (1, 4): enums.KMIPVersion.KMIP_1_4,
+    (2, 0): enums.KMIPVersion.KMIP_2_0,
+}
 
 
 PYKMIP_CANNOT_PARSE = {Op.MAC_VERIFY}  # PyKMIP 0.11 has no payload class for it
@@ -24,7 +28,10 @@ PYKMIP_CANNOT_PARSE = {Op.MAC_VERIFY}  # PyKMIP 0.11 has no payload class for it
 def attr(version, name, tag, value_type, value):
     if version[0] >= 2:
         return ttlv.TTLV(tag, value_type, value)
-    return ttlv.structure(Tag.ATTRIBUTE, [ttlv.text(Tag.ATTRIBUTE_NAME, name), ttlv.TTLV(Tag.ATTRIBUTE_VALUE, value_type, value)])
+    return ttlv.structure(
+        Tag.ATTRIBUTE,
+        [ttlv.text(Tag.ATTRIBUTE_NAME, name), ttlv.TTLV(Tag.ATTRIBUTE_VALUE, value_type, value)],
+    )
 
 
 def template(version, *attrs):
@@ -32,10 +39,14 @@ def template(version, *attrs):
 
 
 def create(version, alg=Alg.AES, length=256, mask=None):
-    items = [attr(version, "Cryptographic Algorithm", Tag.CRYPTOGRAPHIC_ALGORITHM, ttlv.ENUMERATION, alg),
-             attr(version, "Cryptographic Length", Tag.CRYPTOGRAPHIC_LENGTH, ttlv.INTEGER, length)]
+    items = [
+        attr(version, "Cryptographic Algorithm", Tag.CRYPTOGRAPHIC_ALGORITHM, ttlv.ENUMERATION, alg),
+        attr(version, "Cryptographic Length", Tag.CRYPTOGRAPHIC_LENGTH, ttlv.INTEGER, length),
+    ]
     if mask is not None:
-        items.append(attr(version, "Cryptographic Usage Mask", Tag.CRYPTOGRAPHIC_USAGE_MASK, ttlv.INTEGER, mask))
+        items.append(
+            attr(version, "Cryptographic Usage Mask", Tag.CRYPTOGRAPHIC_USAGE_MASK, ttlv.INTEGER, mask)
+        )
     return [ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), template(version, *items)]
 
 
@@ -46,8 +57,11 @@ def decode_with_pykmip(data: bytes, version) -> pykmip_messages.ResponseMessage:
 
 
 def _check(kmip_core, tenant, version, op, payload, expect=Status.SUCCESS):
-    data = kmip_core.handle(request(version, (op, payload)), __import__("tests.kmip.test_protocol", fromlist=["who"]).who(tenant),
-                            "127.0.0.1:1")
+    data = kmip_core.handle(
+        request(version, (op, payload)),
+        __import__("tests.kmip.test_protocol", fromlist=["who"]).who(tenant),
+        "127.0.0.1:1",
+    )
     root = ttlv.decode(data)
     item = root.get(Tag.BATCH_ITEM)
     assert item.child_value(Tag.RESULT_STATUS) == expect, (op, version, item.child_value(Tag.RESULT_MESSAGE))
@@ -64,11 +78,16 @@ def _check(kmip_core, tenant, version, op, payload, expect=Status.SUCCESS):
 def test_each_operation_in_each_version(kmip_core, tenant_factory, version):
     tenant = f"wire-{version[0]}{version[1]}"
     tenant_factory(tenant_id=tenant)
-    key = _check(kmip_core, tenant, version, Op.CREATE, create(version, mask=12 | 16 | 512)).child_value(Tag.UNIQUE_IDENTIFIER)
+    key = _check(kmip_core, tenant, version, Op.CREATE, create(version, mask=12 | 16 | 512)).child_value(
+        Tag.UNIQUE_IDENTIFIER
+    )
     _check(kmip_core, tenant, version, Op.ACTIVATE, [uid(key)])
     _check(kmip_core, tenant, version, Op.GET, [uid(key)])
     if version >= (2, 0):  # PyKMIP's 2.0 attribute factory lacks Original Creation Date: name what we read
-        refs = [ttlv.enumeration(Tag.ATTRIBUTE_REFERENCE, t) for t in (Tag.STATE, Tag.CRYPTOGRAPHIC_ALGORITHM, Tag.NAME)]
+        refs = [
+            ttlv.enumeration(Tag.ATTRIBUTE_REFERENCE, t)
+            for t in (Tag.STATE, Tag.CRYPTOGRAPHIC_ALGORITHM, Tag.NAME)
+        ]
         _check(kmip_core, tenant, version, Op.GET_ATTRIBUTES, [uid(key), *refs])
     else:
         _check(kmip_core, tenant, version, Op.GET_ATTRIBUTES, [uid(key)])
@@ -77,24 +96,71 @@ def test_each_operation_in_each_version(kmip_core, tenant_factory, version):
     _check(kmip_core, tenant, version, Op.CHECK, [uid(key)])
     if version >= (1, 1):
         _check(kmip_core, tenant, version, Op.DISCOVER_VERSIONS, [])
-    _check(kmip_core, tenant, version, Op.QUERY, [ttlv.enumeration(Tag.QUERY_FUNCTION, 1),
-                                                   ttlv.enumeration(Tag.QUERY_FUNCTION, 2)])
+    _check(
+        kmip_core,
+        tenant,
+        version,
+        Op.QUERY,
+        [ttlv.enumeration(Tag.QUERY_FUNCTION, 1), ttlv.enumeration(Tag.QUERY_FUNCTION, 2)],
+    )
     if version >= (1, 2):
         enc = _check(kmip_core, tenant, version, Op.ENCRYPT, [uid(key), ttlv.byte_string(Tag.DATA, b"abc")])
-        _check(kmip_core, tenant, version, Op.DECRYPT, [uid(key), ttlv.byte_string(Tag.DATA, enc.child_value(Tag.DATA)),
-                                                         ttlv.byte_string(Tag.IV_COUNTER_NONCE, enc.child_value(Tag.IV_COUNTER_NONCE))])
-        mac_key = _check(kmip_core, tenant, version, Op.CREATE, create(version, Alg.HMAC_SHA256)).child_value(Tag.UNIQUE_IDENTIFIER)
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.DECRYPT,
+            [
+                uid(key),
+                ttlv.byte_string(Tag.DATA, enc.child_value(Tag.DATA)),
+                ttlv.byte_string(Tag.IV_COUNTER_NONCE, enc.child_value(Tag.IV_COUNTER_NONCE)),
+            ],
+        )
+        mac_key = _check(kmip_core, tenant, version, Op.CREATE, create(version, Alg.HMAC_SHA256)).child_value(
+            Tag.UNIQUE_IDENTIFIER
+        )
         _check(kmip_core, tenant, version, Op.ACTIVATE, [uid(mac_key)])
         mac = _check(kmip_core, tenant, version, Op.MAC, [uid(mac_key), ttlv.byte_string(Tag.DATA, b"m")])
-        _check(kmip_core, tenant, version, Op.MAC_VERIFY, [uid(mac_key), ttlv.byte_string(Tag.DATA, b"m"),
-                                                            ttlv.byte_string(Tag.MAC_DATA, mac.child_value(Tag.MAC_DATA))])
-    _check(kmip_core, tenant, version, Op.DERIVE_KEY, [
-        ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY), uid(key), ttlv.enumeration(Tag.DERIVATION_METHOD, 3),
-        ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"record-1")]),
-        template(version, attr(version, "Cryptographic Length", Tag.CRYPTOGRAPHIC_LENGTH, ttlv.INTEGER, 256))])
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.MAC_VERIFY,
+            [
+                uid(mac_key),
+                ttlv.byte_string(Tag.DATA, b"m"),
+                ttlv.byte_string(Tag.MAC_DATA, mac.child_value(Tag.MAC_DATA)),
+            ],
+        )
+    _check(
+        kmip_core,
+        tenant,
+        version,
+        Op.DERIVE_KEY,
+        [
+            ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
+            uid(key),
+            ttlv.enumeration(Tag.DERIVATION_METHOD, 3),
+            ttlv.structure(Tag.DERIVATION_PARAMETERS, [ttlv.byte_string(Tag.DERIVATION_DATA, b"record-1")]),
+            template(
+                version, attr(version, "Cryptographic Length", Tag.CRYPTOGRAPHIC_LENGTH, ttlv.INTEGER, 256)
+            ),
+        ],
+    )
     new = _check(kmip_core, tenant, version, Op.REKEY, [uid(key)]).child_value(Tag.UNIQUE_IDENTIFIER)
-    _check(kmip_core, tenant, version, Op.REVOKE, [uid(new), ttlv.structure(Tag.REVOCATION_REASON, [
-        ttlv.enumeration(Tag.REVOCATION_REASON_CODE, RevocationCode.KEY_COMPROMISE)])])
+    _check(
+        kmip_core,
+        tenant,
+        version,
+        Op.REVOKE,
+        [
+            uid(new),
+            ttlv.structure(
+                Tag.REVOCATION_REASON,
+                [ttlv.enumeration(Tag.REVOCATION_REASON_CODE, RevocationCode.KEY_COMPROMISE)],
+            ),
+        ],
+    )
     _check(kmip_core, tenant, version, Op.DESTROY, [uid(new)])
     # error path: a destroyed key has no material
     _check(kmip_core, tenant, version, Op.GET, [uid(new)], expect=Status.OPERATION_FAILED)

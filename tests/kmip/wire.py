@@ -9,9 +9,17 @@ from openkcm.protocol.tags import Tag
 from openkcm.protocol.ttlv import TTLV
 
 
-def request(version: tuple[int, int], *items: tuple[int, list[TTLV]], header_extra: list[TTLV] | None = None,
-            ids: bool = False) -> bytes:
-    header = [messages.protocol_version(version), *(header_extra or []), ttlv.integer(Tag.BATCH_COUNT, len(items))]
+def request(
+    version: tuple[int, int],
+    *items: tuple[int, list[TTLV]],
+    header_extra: list[TTLV] | None = None,
+    ids: bool = False,
+) -> bytes:
+    header = [
+        messages.protocol_version(version),
+        *(header_extra or []),
+        ttlv.integer(Tag.BATCH_COUNT, len(items)),
+    ]
     batch = []
     for index, (operation, payload) in enumerate(items):
         children = [ttlv.enumeration(Tag.OPERATION, operation)]
@@ -19,7 +27,9 @@ def request(version: tuple[int, int], *items: tuple[int, list[TTLV]], header_ext
             children.append(ttlv.byte_string(Tag.UNIQUE_BATCH_ITEM_ID, bytes([index + 1])))
         children.append(ttlv.structure(Tag.REQUEST_PAYLOAD, payload))
         batch.append(ttlv.structure(Tag.BATCH_ITEM, children))
-    return ttlv.encode(ttlv.structure(Tag.REQUEST_MESSAGE, [ttlv.structure(Tag.REQUEST_HEADER, header), *batch]))
+    return ttlv.encode(
+        ttlv.structure(Tag.REQUEST_MESSAGE, [ttlv.structure(Tag.REQUEST_HEADER, header), *batch])
+    )
 
 
 @dataclass
@@ -41,8 +51,13 @@ def response(data: bytes) -> tuple[tuple[int, int], list[Result]]:
     items = root.all(Tag.BATCH_ITEM)
     assert header.child_value(Tag.BATCH_COUNT) == len(items)
     results = [
-        Result(i.child_value(Tag.OPERATION), i.child_value(Tag.RESULT_STATUS), i.child_value(Tag.RESULT_REASON),
-               i.child_value(Tag.RESULT_MESSAGE), i.get(Tag.RESPONSE_PAYLOAD))
+        Result(
+            i.child_value(Tag.OPERATION),
+            i.child_value(Tag.RESULT_STATUS),
+            i.child_value(Tag.RESULT_REASON),
+            i.child_value(Tag.RESULT_MESSAGE),
+            i.get(Tag.RESPONSE_PAYLOAD),
+        )
         for i in items
     ]
     return version, results  # type: ignore[return-value]

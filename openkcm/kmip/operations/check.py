@@ -18,7 +18,12 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     wanted = int_field(payload, Tag.CRYPTOGRAPHIC_USAGE_MASK, "Cryptographic Usage Mask")
     mask = obj.first("Cryptographic Usage Mask", 0) or 0
     if wanted and mask and mask & wanted != wanted:
-        raise KmipError(Reason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the usage mask does not allow this",
-                        [ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
-                         ttlv.integer(Tag.CRYPTOGRAPHIC_USAGE_MASK, wanted)])
+        raise KmipError(
+            Reason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+            "the usage mask does not allow this",
+            [
+                ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
+                ttlv.integer(Tag.CRYPTOGRAPHIC_USAGE_MASK, wanted),
+            ],
+        )
     return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id)], obj.object_id)

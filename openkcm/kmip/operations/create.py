@@ -39,15 +39,23 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if node.value != ObjectType.SYMMETRIC_KEY:
         raise invalid("Create makes Symmetric Keys only", Reason.INVALID_OBJECT_TYPE)
     attributes, names = new_attributes(ctx, payload)
-    length = key_length(attributes.get("Cryptographic Algorithm", [None])[0],
-                        attributes.get("Cryptographic Length", [None])[0])
+    length = key_length(
+        attributes.get("Cryptographic Algorithm", [None])[0],
+        attributes.get("Cryptographic Length", [None])[0],
+    )
     attributes["Cryptographic Length"] = [length]
     obj = ctx.services.store.create(
-        ctx.tenant_id, object_type=object_type_name(node.value), material=os.urandom(length // 8),
-        attributes=attributes, names=names, state=PRE_ACTIVE, created_by=ctx.service_id,
+        ctx.tenant_id,
+        object_type=object_type_name(node.value),
+        material=os.urandom(length // 8),
+        attributes=attributes,
+        names=names,
+        state=PRE_ACTIVE,
+        created_by=ctx.service_id,
     )
     batch.placeholder = obj.object_id
     return Outcome(
         [ttlv.enumeration(Tag.OBJECT_TYPE, node.value), ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id)],
-        obj.object_id, obj.l2_version,
+        obj.object_id,
+        obj.l2_version,
     )

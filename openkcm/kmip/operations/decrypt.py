@@ -22,5 +22,8 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     aad = bytes_field(payload, Tag.AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, "Additional Data")
     tag = bytes_field(payload, Tag.AUTHENTICATED_ENCRYPTION_TAG, "Authenticated Encryption Tag")
     plain = ciphers.decrypt(ctx.services.store.material(obj), params, data, iv, aad, tag)
-    return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id), ttlv.byte_string(Tag.DATA, plain)],
-                   obj.object_id, obj.l2_version)
+    return Outcome(
+        [ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id), ttlv.byte_string(Tag.DATA, plain)],
+        obj.object_id,
+        obj.l2_version,
+    )

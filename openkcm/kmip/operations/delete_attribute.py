@@ -34,7 +34,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     else:
         name = text_field(payload, Tag.ATTRIBUTE_NAME, "Attribute Name", required=True) or ""
         editing.settable(name)
-        position = editing.instance_index(attributes, name, int_field(payload, Tag.ATTRIBUTE_INDEX, "Attribute Index"))
+        position = editing.instance_index(
+            attributes, name, int_field(payload, Tag.ATTRIBUTE_INDEX, "Attribute Index")
+        )
         value = attributes[name].pop(position)
         out.append(encode_attribute(ctx.version, name, value, position))
     if not attributes.get(name):

@@ -57,9 +57,22 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     attributes.setdefault("Cryptographic Algorithm", [Alg.AES])
     attributes["Cryptographic Length"] = [length_bits]
     attributes["Link"] = [{"t": LinkType.DERIVATION_BASE_OBJECT_LINK, "id": base.object_id}]
-    attributes["_derived"] = [{"base": base.object_id, "method": kind, "data": data.hex(), "salt": salt.hex(),
-                               "length": length_bits // 8}]
-    obj = ctx.services.store.create(ctx.tenant_id, object_type="SYMMETRIC_KEY", material=None,
-                                    attributes=attributes, names=names, created_by=ctx.service_id)
+    attributes["_derived"] = [
+        {
+            "base": base.object_id,
+            "method": kind,
+            "data": data.hex(),
+            "salt": salt.hex(),
+            "length": length_bits // 8,
+        }
+    ]
+    obj = ctx.services.store.create(
+        ctx.tenant_id,
+        object_type="SYMMETRIC_KEY",
+        material=None,
+        attributes=attributes,
+        names=names,
+        created_by=ctx.service_id,
+    )
     batch.placeholder = obj.object_id
     return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id)], obj.object_id)

@@ -17,6 +17,7 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     obj = load(ctx, target_uid(payload, batch), batch)
     require_state(obj, PRE_ACTIVE, DEACTIVATED, COMPROMISED)
     new_state = DESTROYED_COMPROMISED if obj.state == COMPROMISED else DESTROYED
-    obj = ctx.services.store.update(obj, state=new_state, attributes=stamp(ctx, obj, "Destroy Date"),
-                                    remove_material=True)
+    obj = ctx.services.store.update(
+        obj, state=new_state, attributes=stamp(ctx, obj, "Destroy Date"), remove_material=True
+    )
     return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id)], obj.object_id)

@@ -18,7 +18,9 @@ from openkcm.protocol.ttlv import TTLV
 def aes_key(ctx: RequestContext, payload: TTLV, batch: BatchState, usage: int, active_only: bool = True):
     for tag in (Tag.INIT_INDICATOR, Tag.FINAL_INDICATOR, Tag.CORRELATION_VALUE):
         if payload.get(tag) is not None:
-            raise KmipError(Reason.FEATURE_NOT_SUPPORTED, "streaming cryptographic operations are not supported")
+            raise KmipError(
+                Reason.FEATURE_NOT_SUPPORTED, "streaming cryptographic operations are not supported"
+            )
     obj = load(ctx, target_uid(payload, batch), batch)
     if obj.object_type != "SYMMETRIC_KEY" or obj.first("Cryptographic Algorithm") != Alg.AES:
         raise invalid("the key is not an AES key", Reason.INVALID_OBJECT_TYPE)

@@ -30,7 +30,9 @@ def _wrap(ctx: RequestContext, spec: TTLV, material: bytes, batch: BatchState) -
         raise invalid("Encryption Key Information is required", Reason.MISSING_DATA)
     wrapping_id = text_field(info, Tag.UNIQUE_IDENTIFIER, "Unique Identifier", required=True)
     params = info.get(Tag.CRYPTOGRAPHIC_PARAMETERS)
-    mode = int_field(params, Tag.BLOCK_CIPHER_MODE, "Block Cipher Mode", (ttlv.ENUMERATION,)) if params else None
+    mode = (
+        int_field(params, Tag.BLOCK_CIPHER_MODE, "Block Cipher Mode", (ttlv.ENUMERATION,)) if params else None
+    )
     if mode not in (None, Mode.NIST_KEY_WRAP, Mode.AES_KEY_WRAP_PADDING):
         raise KmipError(Reason.KEY_WRAP_TYPE_NOT_SUPPORTED, "wrapping uses AES Key Wrap (RFC 3394/5649)")
     encoding = int_field(spec, Tag.ENCODING_OPTION, "Encoding Option", (ttlv.ENUMERATION,))
@@ -58,7 +60,9 @@ def _wrap(ctx: RequestContext, spec: TTLV, material: bytes, batch: BatchState) -
                 Tag.ENCRYPTION_KEY_INFORMATION,
                 [
                     ttlv.text(Tag.UNIQUE_IDENTIFIER, wrapper.object_id),
-                    ttlv.structure(Tag.CRYPTOGRAPHIC_PARAMETERS, [ttlv.enumeration(Tag.BLOCK_CIPHER_MODE, mode)]),
+                    ttlv.structure(
+                        Tag.CRYPTOGRAPHIC_PARAMETERS, [ttlv.enumeration(Tag.BLOCK_CIPHER_MODE, mode)]
+                    ),
                 ],
             ),
         ],
@@ -74,7 +78,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if fmt is not None and obj.object_type != "OPAQUE_DATA":
         stored = obj.first("_kft", KeyFormat.RAW if obj.object_type == "SYMMETRIC_KEY" else KeyFormat.OPAQUE)
         if fmt != stored:
-            raise KmipError(Reason.KEY_FORMAT_TYPE_NOT_SUPPORTED, "the key is available in its registered format only")
+            raise KmipError(
+                Reason.KEY_FORMAT_TYPE_NOT_SUPPORTED, "the key is available in its registered format only"
+            )
     if payload.get(Tag.KEY_COMPRESSION_TYPE) is not None:
         raise KmipError(Reason.KEY_COMPRESSION_TYPE_NOT_SUPPORTED, "key compression is not supported")
     material = ctx.services.store.material(obj)
@@ -92,5 +98,6 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
             ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
             managed,
         ],
-        obj.object_id, obj.l2_version,
+        obj.object_id,
+        obj.l2_version,
     )

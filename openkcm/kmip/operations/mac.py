@@ -19,7 +19,9 @@ MAX_DATA = 1 << 20
 def hmac_key(ctx: RequestContext, payload: TTLV, batch: BatchState, usage: int) -> ManagedObject:
     for tag in (Tag.INIT_INDICATOR, Tag.FINAL_INDICATOR, Tag.CORRELATION_VALUE):
         if payload.get(tag) is not None:
-            raise KmipError(Reason.FEATURE_NOT_SUPPORTED, "streaming cryptographic operations are not supported")
+            raise KmipError(
+                Reason.FEATURE_NOT_SUPPORTED, "streaming cryptographic operations are not supported"
+            )
     obj = load(ctx, target_uid(payload, batch), batch)
     params = crypto_params(payload)
     if params is not None and params.algorithm not in (None, Alg.HMAC_SHA256):
@@ -42,5 +44,11 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     obj = hmac_key(ctx, payload, batch, Usage.MAC_GENERATE)
     require_active(obj)
     data = bytes_field(payload, Tag.DATA, "Data", required=True) or b""
-    return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
-                    ttlv.byte_string(Tag.MAC_DATA, digest(ctx, obj, data))], obj.object_id, obj.l2_version)
+    return Outcome(
+        [
+            ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
+            ttlv.byte_string(Tag.MAC_DATA, digest(ctx, obj, data)),
+        ],
+        obj.object_id,
+        obj.l2_version,
+    )

@@ -20,6 +20,11 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     data = bytes_field(payload, Tag.DATA, "Data", required=True) or b""
     mac = bytes_field(payload, Tag.MAC_DATA, "MAC Data", required=True) or b""
     valid = hmac.compare_digest(digest(ctx, obj, data), mac)
-    return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
-                    ttlv.enumeration(Tag.VALIDITY_INDICATOR, Validity.VALID if valid else Validity.INVALID)],
-                   obj.object_id, obj.l2_version)
+    return Outcome(
+        [
+            ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id),
+            ttlv.enumeration(Tag.VALIDITY_INDICATOR, Validity.VALID if valid else Validity.INVALID),
+        ],
+        obj.object_id,
+        obj.l2_version,
+    )

@@ -17,7 +17,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     functions = {n.value for n in payload.all(Tag.QUERY_FUNCTION) if n.type == ttlv.ENUMERATION}
     out: list[TTLV] = []
     if QueryFunction.QUERY_OPERATIONS in functions:
-        out += [ttlv.enumeration(Tag.OPERATION, op) for op in HANDLERS if SINCE.get(op, (1, 0)) <= ctx.version]
+        out += [
+            ttlv.enumeration(Tag.OPERATION, op) for op in HANDLERS if SINCE.get(op, (1, 0)) <= ctx.version
+        ]
     if QueryFunction.QUERY_OBJECTS in functions:
         out += [ttlv.enumeration(Tag.OBJECT_TYPE, t) for t in OBJECT_TYPES]
     if QueryFunction.QUERY_SERVER_INFORMATION in functions:

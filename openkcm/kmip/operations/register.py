@@ -30,8 +30,13 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
         attributes.setdefault("Cryptographic Length", [decoded.length])
     attributes.update(decoded.hidden)
     obj = ctx.services.store.create(
-        ctx.tenant_id, object_type=decoded.object_type, material=decoded.material, attributes=attributes,
-        names=names, state=PRE_ACTIVE, created_by=ctx.service_id,
+        ctx.tenant_id,
+        object_type=decoded.object_type,
+        material=decoded.material,
+        attributes=attributes,
+        names=names,
+        state=PRE_ACTIVE,
+        created_by=ctx.service_id,
     )
     batch.placeholder = obj.object_id
     return Outcome([ttlv.text(Tag.UNIQUE_IDENTIFIER, obj.object_id)], obj.object_id, obj.l2_version)

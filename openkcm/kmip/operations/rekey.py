@@ -16,8 +16,15 @@ from openkcm.protocol import ttlv
 from openkcm.protocol.tags import LinkType, Reason, Tag
 from openkcm.protocol.ttlv import TTLV
 
-CARRIED = ("Cryptographic Algorithm", "Cryptographic Length", "Cryptographic Usage Mask", "Object Group",
-           "Contact Information", "Name", "_kft")
+CARRIED = (
+    "Cryptographic Algorithm",
+    "Cryptographic Length",
+    "Cryptographic Usage Mask",
+    "Object Group",
+    "Contact Information",
+    "Name",
+    "_kft",
+)
 
 
 def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
@@ -27,16 +34,29 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     require_state(old, PRE_ACTIVE, ACTIVE)
     t = now(ctx)
     attributes = {k: list(v) for k, v in old.attributes.items() if k in CARRIED or k.startswith("x-")}
-    attributes.update({"Initial Date": [t], "Last Change Date": [t], "Original Creation Date": [t],
-                       "Link": [{"t": LinkType.REPLACED_OBJECT_LINK, "id": old.object_id}]})
+    attributes.update(
+        {
+            "Initial Date": [t],
+            "Last Change Date": [t],
+            "Original Creation Date": [t],
+            "Link": [{"t": LinkType.REPLACED_OBJECT_LINK, "id": old.object_id}],
+        }
+    )
     state = PRE_ACTIVE
     if old.state == ACTIVE:
         state = ACTIVE
         attributes["Activation Date"] = [t]
     length = int(old.first("Cryptographic Length", 256))
     store = ctx.services.store
-    new = store.create(ctx.tenant_id, object_type="SYMMETRIC_KEY", material=os.urandom(length // 8),
-                       attributes=attributes, names=names_of(attributes), state=state, created_by=ctx.service_id)
+    new = store.create(
+        ctx.tenant_id,
+        object_type="SYMMETRIC_KEY",
+        material=os.urandom(length // 8),
+        attributes=attributes,
+        names=names_of(attributes),
+        state=state,
+        created_by=ctx.service_id,
+    )
     remaining = {k: list(v) for k, v in old.attributes.items() if k != "Name"}
     remaining.setdefault("Link", []).append({"t": LinkType.REPLACEMENT_OBJECT_LINK, "id": new.object_id})
     remaining["Last Change Date"] = [t]

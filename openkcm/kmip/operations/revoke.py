@@ -25,7 +25,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if reason["c"] in (RevocationCode.KEY_COMPROMISE, RevocationCode.CA_COMPROMISE):
         require_state(obj, PRE_ACTIVE, ACTIVE, DEACTIVATED, COMPROMISED)
         attributes = stamp(ctx, obj, "Compromise Date")
-        occurred = int_field(payload, Tag.COMPROMISE_OCCURRENCE_DATE, "Compromise Occurrence Date", (ttlv.DATE_TIME,))
+        occurred = int_field(
+            payload, Tag.COMPROMISE_OCCURRENCE_DATE, "Compromise Occurrence Date", (ttlv.DATE_TIME,)
+        )
         if occurred is not None:
             attributes["Compromise Occurrence Date"] = [occurred]
         new_state = COMPROMISED
