@@ -57,6 +57,7 @@ class DeployConfig:
     table_prefix: str = _default("table_prefix")
     regions: list[str] = field(default_factory=lambda: ["us-east-1"])
     trust_domain: str = "openkcm.example.com"
+    root_key_versions: int = 1
     event_bus_name: str = _default("event_bus_name")
     # JWT: an external OIDC issuer + audience, or (both empty) a Cognito user pool made by the stack.
     jwt_issuer: str = ""
@@ -166,6 +167,7 @@ def from_context(get: Any) -> DeployConfig:
         table_prefix=str(ctx("tablePrefix", d.table_prefix)),
         regions=_list(ctx("regions", d.regions)) or d.regions,
         trust_domain=str(ctx("trustDomain", d.trust_domain)),
+        root_key_versions=_int(ctx("rootKeyVersions", d.root_key_versions), "rootKeyVersions", 1, 20),
         event_bus_name=str(ctx("eventBusName", d.event_bus_name)),
         jwt_issuer=str(ctx("jwtIssuer", "")).rstrip("/"),
         jwt_audience=_list(ctx("jwtAudience", [])),

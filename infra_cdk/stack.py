@@ -35,7 +35,7 @@ class OpenKcmStack(Stack):
         base_env = {
             setting("table_prefix"): config.table_prefix,
             setting("root_key_provider"): "aws-kms",
-            setting("root_kms_key_ids"): self.data.root_key.key_arn,
+            setting("root_kms_key_ids"): self.data.root_key_ids,
             setting("event_bus_name"): self.bus.event_bus_name,
             setting("trust_domain"): config.trust_domain,
             setting("audit_signer"): "aws-kms",
@@ -110,7 +110,8 @@ class OpenKcmStack(Stack):
             "WebhookSecretArn": self.api.webhook_secret.secret_arn,
             "CaSecretArn": self.api.ca_secret.secret_arn,
             "KmipTlsSecretArn": self.kmip.tls_secret.secret_arn,
-            "RootKeyArn": self.data.root_key.key_arn,
+            "RootKeyArn": self.data.root_key.key_arn,  # the current version
+            "RootKeyArns": self.data.root_key_ids,
             "AuditSigningKeyArn": self.data.signing_key.key_arn,
             "AuditArchiveBucket": self.data.audit_archive.bucket_name,
             "WebBucket": self.web.bucket.bucket_name,

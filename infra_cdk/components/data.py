@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as ddb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -151,23 +151,35 @@ class Data(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-        self.root_key = kms.Key(
-            self,
-            "RootKey",
-            description=f"OpenKCM {config.table_prefix}: internal root key (parent of platform-managed L2 keys)",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
-            policy=iam.PolicyDocument(
-                statements=[
-                    iam.PolicyStatement(
-                        sid="AccountAdministersButDoesNotUse",
-                        principals=[iam.AccountRootPrincipal()],
-                        actions=KEY_ADMIN_ACTIONS,
-                        resources=["*"],
-                    )
-                ]
-            ),
-        )
+        # Root key versions (openkcm.domain.rootkey.AwsKmsRootKey): version N is the N-th key of
+        # OPENKCM_ROOT_KMS_KEY_IDS, the last one is current. KMS rotates each key's material yearly by
+        # itself; raising rootKeyVersions adds a new key (then run the root re-wrap). Keys are never
+        # removed from the list (that would renumber the versions): disable an old one instead.
+        self.root_keys = [
+            kms.Key(
+                self,
+                "RootKey" if version == 1 else f"RootKeyV{version}",
+                description=(
+                    f"OpenKCM {config.table_prefix}: internal root key version {version} "
+                    "(parent of platform-managed L2 keys)"
+                ),
+                enable_key_rotation=True,
+                removal_policy=RemovalPolicy.RETAIN,
+                policy=iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="AccountAdministersButDoesNotUse",
+                            principals=[iam.AccountRootPrincipal()],
+                            actions=KEY_ADMIN_ACTIONS,
+                            resources=["*"],
+                        )
+                    ]
+                ),
+            )
+            for version in range(1, config.root_key_versions + 1)
+        ]
+        self.root_key = self.root_keys[-1]
+        self.root_key_ids = Fn.join(",", [key.key_arn for key in self.root_keys])
         self.signing_key = kms.Key(
             self,
             "AuditSigningKey",
@@ -296,13 +308,16 @@ class Data(Construct):
             }
             statement = dict(actions=sorted(actions), conditions=conditions)
             # Key policy: names the role (nothing else in the account may use the key) ...
-            self.root_key.add_to_resource_policy(
-                iam.PolicyStatement(principals=[role], resources=["*"], **statement)
-            )
+            for key in self.root_keys:
+                key.add_to_resource_policy(
+                    iam.PolicyStatement(principals=[role], resources=["*"], **statement)
+                )
             # ... and the role's own policy says the same, so both sides must agree.
             role.add_to_principal_policy(
                 iam.PolicyStatement(
-                    sid=f"RootKey{name.title()}Context", resources=[self.root_key.key_arn], **statement
+                    sid=f"RootKey{name.title()}Context",
+                    resources=[key.key_arn for key in self.root_keys],
+                    **statement,
                 )
             )
 

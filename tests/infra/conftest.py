@@ -36,6 +36,7 @@ EXTERNAL = {
     "frameAncestors": "",
     "pkcs11Modules": "/var/task/opt/hsm/libvendor.so",
     "apiProvisionedConcurrency": "2",
+    "rootKeyVersions": "2",
 }
 
 

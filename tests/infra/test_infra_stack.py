@@ -34,6 +34,13 @@ def _ref_of(value: Any) -> str | None:
     return None
 
 
+def _key_list(value: Any) -> list[str]:
+    """Logical ids of the keys in OPENKCM_ROOT_KMS_KEY_IDS (a join of ARNs, or one ARN)."""
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return [_ref_of(item) for item in value["Fn::Join"][1]]
+    return [_ref_of(value)]
+
+
 def _logical_ids(synth, kind: str, template=None) -> set[str]:
     return set(synth.resources(kind, template))
 
@@ -278,7 +285,7 @@ def test_functions_runtime_architecture_and_environment(synth) -> None:
         bus = synth.template["Resources"][_ref_of(env["OPENKCM_EVENT_BUS_NAME"])]
         assert bus["Properties"]["Name"] == "openkcm-events"
         assert env["OPENKCM_TRUST_DOMAIN"] == "kcm.example.com"
-        assert _ref_of(env["OPENKCM_ROOT_KMS_KEY_IDS"]) == _root_key(synth)[0]
+        assert _key_list(env["OPENKCM_ROOT_KMS_KEY_IDS"]) == [_root_key(synth)[0]]
         for name in env:
             if name.startswith("OPENKCM_"):
                 assert name in fields or name in INFRA_ONLY, f"{handler}: {name} is read by nobody"
@@ -609,3 +616,24 @@ def test_provisioned_concurrency_alias_is_what_the_api_invokes(synth) -> None:
         for i in synth.resources("AWS::ApiGatewayV2::Integration", synth.external).values()
     ]
     assert sum(1 for uri in uris if _ref_of(uri) == alias_lid) == 3  # /v1/{proxy+}, health, openapi
+
+
+def test_root_key_versions_are_listed_oldest_first_and_all_conditioned(synth) -> None:
+    keys = {
+        lid: r["Properties"]
+        for lid, r in synth.resources("AWS::KMS::Key", synth.external).items()
+        if "internal root key" in r["Properties"]["Description"]
+    }
+    assert sorted(p["Description"].split("version ")[1][0] for p in keys.values()) == ["1", "2"]
+    env = next(
+        f["Properties"]["Environment"]["Variables"]
+        for f in synth.resources("AWS::Lambda::Function", synth.external).values()
+        if f["Properties"].get("Handler") == "functions/rotate/handler.handler"
+    )
+    listed = _key_list(env["OPENKCM_ROOT_KMS_KEY_IDS"])
+    assert listed == sorted(keys, key=lambda lid: keys[lid]["Description"])  # version 1, then 2
+    for props in keys.values():
+        users = [s for s in props["KeyPolicy"]["Statement"] if "kms:Decrypt" in _as_list(s["Action"])]
+        assert len(users) >= 4 and all(
+            "kms:EncryptionContext:purpose" in s["Condition"]["StringEquals"] for s in users
+        )
