@@ -67,7 +67,10 @@ def _checkpoint(args: argparse.Namespace) -> int:
     runtime = connect(args)
     try:
         if args.tenant:
-            result = audit.checkpoint_tenant(runtime, args.tenant) or {"tenant_id": args.tenant, "checkpoint": None}
+            result = audit.checkpoint_tenant(runtime, args.tenant) or {
+                "tenant_id": args.tenant,
+                "checkpoint": None,
+            }
         else:
             result = audit.checkpoint_all(runtime)
     finally:

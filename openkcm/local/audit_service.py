@@ -32,7 +32,7 @@ class AuditScheduleService:
             while not self._stop.wait(interval):
                 try:
                     self.last = audit.run_schedule(runtime, budget_seconds=interval)
-                except Exception as exc:  # keep the schedule alive; the next round retries
+                except Exception as exc:  # noqa: BLE001 (keep the schedule alive; the next round retries)
                     self.last = {"error": type(exc).__name__}
 
         self._thread = threading.Thread(target=loop, daemon=True, name="audit-schedule")

@@ -7,6 +7,7 @@ import html
 import logging
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,15 @@ from openkcm.storage import CertificateModel, TenantModel
 
 log = logging.getLogger(__name__)
 
-REPORT_SECTIONS = ("key_configuration", "services_keys", "rotations", "certificates", "refusals_and_security",
-                   "chain_verification", "operations_per_day")
+REPORT_SECTIONS = (
+    "key_configuration",
+    "services_keys",
+    "rotations",
+    "certificates",
+    "refusals_and_security",
+    "chain_verification",
+    "operations_per_day",
+)
 
 
 # ---- wiring ----------------------------------------------------------------------------------------
@@ -46,7 +54,9 @@ def signer(runtime: Runtime) -> CheckpointSigner:
         if settings.audit_signer == "aws-kms":
             import boto3
 
-            found = KmsCheckpointSigner(boto3.client("kms", region_name=settings.region), settings.audit_signing_key_id)
+            found = KmsCheckpointSigner(
+                boto3.client("kms", region_name=settings.region), settings.audit_signing_key_id
+            )
         else:
             found = LocalCheckpointSigner(Path(settings.data_dir) / "audit")
         runtime.extras["audit_signer"] = found
@@ -60,25 +70,38 @@ def archive_store(runtime: Runtime) -> ArchiveStore:
         if settings.audit_archive_bucket:
             import boto3
 
-            found = S3ArchiveStore(boto3.client("s3", region_name=settings.region), settings.audit_archive_bucket,
-                                   settings.audit_archive_prefix)
+            found = S3ArchiveStore(
+                boto3.client("s3", region_name=settings.region),
+                settings.audit_archive_bucket,
+                settings.audit_archive_prefix,
+            )
         else:
             found = LocalArchiveStore(Path(settings.data_dir) / "audit" / "archive")
         runtime.extras["audit_archive"] = found
     return found
 
 
-def security_publisher(runtime: Runtime):  # noqa: ANN201 (a closure)
+def security_publisher(runtime: Runtime):
     """Publish each security audit event as a ``security_event`` domain event (DECISIONS 14)."""
 
     def publish(event: AuditEvent) -> None:
         from openkcm.ops import events
 
-        details = {"operation": event.operation, "result": event.result, "reason": event.reason,
-                   "source": event.source, "actor": event.actor, "service": event.actor_role,
-                   "event_id": event.event_id, "account_id": event.account_id,
-                   "client_address": event.client_address, "request_id": event.request_id}
-        events.publish(runtime, events.SECURITY_EVENT, event.tenant_id, **{k: v for k, v in details.items() if v})
+        details = {
+            "operation": event.operation,
+            "result": event.result,
+            "reason": event.reason,
+            "source": event.source,
+            "actor": event.actor,
+            "service": event.actor_role,
+            "event_id": event.event_id,
+            "account_id": event.account_id,
+            "client_address": event.client_address,
+            "request_id": event.request_id,
+        }
+        events.publish(
+            runtime, events.SECURITY_EVENT, event.tenant_id, **{k: v for k, v in details.items() if v}
+        )
 
     return publish
 
@@ -89,11 +112,14 @@ def wire_sink(runtime: Runtime) -> None:
     sink.set_security_listener(security_publisher(runtime))
     if isinstance(sink, ChainedAuditSink):
         sink.set_wal_fsync(runtime.settings.audit_wal_fsync)
-        sink.set_chain_resolver(lambda tenant_id, version: runtime.keyring.record(tenant_id, version).parent_ref,
-                                ttl=runtime.settings.l2_cache_ttl_seconds)
+        sink.set_chain_resolver(
+            lambda tenant_id, version: runtime.keyring.record(tenant_id, version).parent_ref,
+            ttl=runtime.settings.l2_cache_ttl_seconds,
+        )
     if isinstance(sink, ChainedAuditSink) and runtime.settings.audit_checkpoint_seconds > 0:
-        sink.set_checkpointer(lambda tenant_id: checkpoint_tenant(runtime, tenant_id),
-                              runtime.settings.audit_checkpoint_seconds)
+        sink.set_checkpointer(
+            lambda tenant_id: checkpoint_tenant(runtime, tenant_id), runtime.settings.audit_checkpoint_seconds
+        )
 
 
 # ---- checkpoints, verification, archive ------------------------------------------------------------
@@ -105,7 +131,12 @@ def checkpoint_tenant(runtime: Runtime, tenant_id: str, *, force: bool = False) 
 def _all_tenant_ids() -> list[str]:
     from openkcm.domain.tenants import PLATFORM_TENANT
 
-    ids = {t.tenant_id for t in TenantModel.scan(TenantModel.sk == TenantModel.SORT_KEY, attributes_to_get=["tenant_id", "sk"])}
+    ids = {
+        t.tenant_id
+        for t in TenantModel.scan(
+            TenantModel.sk == TenantModel.SORT_KEY, attributes_to_get=["tenant_id", "sk"]
+        )
+    }
     return sorted(ids | {PLATFORM_TENANT})
 
 
@@ -117,7 +148,7 @@ def checkpoint_all(runtime: Runtime) -> dict[str, Any]:
         try:
             if checkpoint_tenant(runtime, tenant_id):
                 made.append(tenant_id)
-        except Exception as exc:  # one broken tenant must not stop the others; verify names the problem
+        except Exception as exc:  # noqa: BLE001 (one broken tenant must not stop the others)
             failed.append({"tenant_id": tenant_id, "error": type(exc).__name__})
     return {"checkpointed": made, "failed": failed}
 
@@ -139,11 +170,12 @@ def run_schedule(runtime: Runtime, *, budget_seconds: float = 600.0) -> dict[str
         try:
             if checkpoint_tenant(runtime, tenant_id):
                 report["checkpointed"].append(tenant_id)
-            result = archive_tenant(tenant_id, archive_store(runtime), signer(runtime), before=cutoff,
-                                    clock=runtime.clock)
+            result = archive_tenant(
+                tenant_id, archive_store(runtime), signer(runtime), before=cutoff, clock=runtime.clock
+            )
             if result.get("archived_links"):
                 report["archived"].append({k: result[k] for k in ("tenant_id", "segment", "archived_links")})
-        except Exception as exc:  # one broken tenant must not stop the others; verify names the problem
+        except Exception as exc:  # noqa: BLE001 (one broken tenant must not stop the others)
             log.warning("audit schedule failed for a tenant: %s", type(exc).__name__)
             report["failed"].append({"tenant_id": tenant_id, "error": type(exc).__name__})
     return report
@@ -159,15 +191,26 @@ def verify_tenant(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
 verify = verify_tenant  # the name the CMK API route looks up
 
 
-def archive(runtime: Runtime, tenant_id: str, *, before: datetime | None = None,
-            expire_after: timedelta = timedelta(0)) -> dict[str, Any]:
+def archive(
+    runtime: Runtime,
+    tenant_id: str,
+    *,
+    before: datetime | None = None,
+    expire_after: timedelta = timedelta(0),
+) -> dict[str, Any]:
     """Checkpoint, then archive links older than ``before`` (default: the retention period) and only
     then let DynamoDB expire them."""
     runtime.audit.flush()
     checkpoint_tenant(runtime, tenant_id)
     cutoff = before or runtime.clock.now() - timedelta(days=runtime.settings.audit_retention_days)
-    return archive_tenant(tenant_id, archive_store(runtime), signer(runtime), before=cutoff, clock=runtime.clock,
-                          expire_after=expire_after)
+    return archive_tenant(
+        tenant_id,
+        archive_store(runtime),
+        signer(runtime),
+        before=cutoff,
+        clock=runtime.clock,
+        expire_after=expire_after,
+    )
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -176,7 +219,7 @@ def _as_time(value: datetime | date | str | None, *, end: bool = False) -> datet
         raise InvalidRequest("a time range needs both ends")
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00")) if "T" in value else date.fromisoformat(value)
+            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
         except ValueError:
             raise InvalidRequest(f"{value!r} is not an ISO 8601 date or time") from None
     if isinstance(value, datetime):
@@ -185,9 +228,15 @@ def _as_time(value: datetime | date | str | None, *, end: bool = False) -> datet
     return start + timedelta(days=1) if end else start  # a date as the end includes that whole day
 
 
-def query_events(runtime: Runtime, tenant_id: str, since: datetime | date | str, until: datetime | date | str,
-                 kinds: list[str] | set[str] | None = None, limit: int = 100,
-                 next_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def query_events(
+    runtime: Runtime,
+    tenant_id: str,
+    since: datetime | date | str,
+    until: datetime | date | str,
+    kinds: list[str] | set[str] | None = None,
+    limit: int = 100,
+    next_token: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
     """A page of a tenant's events with ``since <= time < until`` (a date as ``until`` includes that day)."""
     start, end = _as_time(since), _as_time(until, end=True)
     if end <= start:
@@ -215,20 +264,45 @@ def _iso(value: datetime | None) -> str | None:
 
 def _key_configuration(runtime: Runtime, tenant: TenantModel, events: list[dict[str, Any]]) -> dict[str, Any]:
     versions = [
-        {"version": int(r.l2_version), "parent_kind": r.parent_kind, "parent_ref": r.parent_ref, "state": r.state,
-         "created_at": _iso(r.created_at), "retired_at": _iso(r.retired_at), "destroyed_at": _iso(r.destroyed_at)}
+        {
+            "version": int(r.l2_version),
+            "parent_kind": r.parent_kind,
+            "parent_ref": r.parent_ref,
+            "state": r.state,
+            "created_at": _iso(r.created_at),
+            "retired_at": _iso(r.retired_at),
+            "destroyed_at": _iso(r.destroyed_at),
+        }
         for r in runtime.keyring.records(tenant.tenant_id)
     ]
     history = [
-        {k: e.get(k) for k in ("time", "operation", "actor", "actor_role", "source", "result", "reason", "l1_ref",
-                               "l2_version")}
-        for e in events if e["kind"] in ("config", "lifecycle")
+        {
+            k: e.get(k)
+            for k in (
+                "time",
+                "operation",
+                "actor",
+                "actor_role",
+                "source",
+                "result",
+                "reason",
+                "l1_ref",
+                "l2_version",
+            )
+        }
+        for e in events
+        if e["kind"] in ("config", "lifecycle")
     ]
     return {
-        "mode": tenant.key_mode, "l1_key_ref": tenant.l1_key_ref, "l1_state": tenant.l1_state,
-        "status": tenant.status, "current_l2_version": int(tenant.current_l2_version or 0),
-        "rotation_period_days": int(tenant.rotation_period_days or 0), "created_at": _iso(tenant.created_at),
-        "l2_versions": sorted(versions, key=lambda v: v["version"]), "history": history,
+        "mode": tenant.key_mode,
+        "l1_key_ref": tenant.l1_key_ref,
+        "l1_state": tenant.l1_state,
+        "status": tenant.status,
+        "current_l2_version": int(tenant.current_l2_version or 0),
+        "rotation_period_days": int(tenant.rotation_period_days or 0),
+        "created_at": _iso(tenant.created_at),
+        "l2_versions": sorted(versions, key=lambda v: v["version"]),
+        "history": history,
     }
 
 
@@ -239,9 +313,18 @@ def _services_keys(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         service = e.get("actor_role") or e.get("actor") or "-"
         key = e.get("object_id") or (f"L2 v{e['l2_version']}" if e.get("l2_version") else "-")
-        row = table.setdefault((service, key), {"service": service, "key": key, "l1_ref": e.get("l1_ref") or "",
-                                                 "operations": 0, "denied": 0, "by_operation": defaultdict(int),
-                                                 "last_used": ""})
+        row = table.setdefault(
+            (service, key),
+            {
+                "service": service,
+                "key": key,
+                "l1_ref": e.get("l1_ref") or "",
+                "operations": 0,
+                "denied": 0,
+                "by_operation": defaultdict(int),
+                "last_used": "",
+            },
+        )
         row["operations"] += 1
         row["denied"] += e["result"] != "success"
         row["by_operation"][e["operation"]] += 1
@@ -253,17 +336,24 @@ def _services_keys(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["service"], r["key"]))
 
 
-def _rotations(runtime: Runtime, config: dict[str, Any], events: list[dict[str, Any]], start: datetime,
-               end: datetime) -> dict[str, Any]:
+def _rotations(
+    runtime: Runtime, config: dict[str, Any], events: list[dict[str, Any]], start: datetime, end: datetime
+) -> dict[str, Any]:
     policy = config["rotation_period_days"]
     versions = config["l2_versions"]
     created = sorted(datetime.fromisoformat(v["created_at"]) for v in versions if v["created_at"])
-    gaps = [(b - a).total_seconds() / 86400 for a, b in zip(created, created[1:], strict=False)]
+    gaps = [(b - a).total_seconds() / 86400 for a, b in pairwise(created)]
     age = (runtime.clock.now() - created[-1]).total_seconds() / 86400 if created else None
-    rotated = [v for v in versions if v["version"] > 1 and v["created_at"]
-               and start <= datetime.fromisoformat(v["created_at"]) < end]
-    done = [{k: e.get(k) for k in ("time", "operation", "actor", "source", "result", "l2_version")}
-            for e in events if "rotat" in e["operation"].lower()]
+    rotated = [
+        v
+        for v in versions
+        if v["version"] > 1 and v["created_at"] and start <= datetime.fromisoformat(v["created_at"]) < end
+    ]
+    done = [
+        {k: e.get(k) for k in ("time", "operation", "actor", "source", "result", "l2_version")}
+        for e in events
+        if "rotat" in e["operation"].lower()
+    ]
     return {
         "policy_days": policy,
         "rotations_in_period": len(rotated),
@@ -275,30 +365,61 @@ def _rotations(runtime: Runtime, config: dict[str, Any], events: list[dict[str, 
     }
 
 
-def _certificates(tenant_id: str, events: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, Any]:
+def _certificates(
+    tenant_id: str, events: list[dict[str, Any]], start: datetime, end: datetime
+) -> dict[str, Any]:
     issued, revoked = [], []
     for cert in CertificateModel.query(tenant_id, CertificateModel.sk.startswith("CERT#")):
-        row = {"serial": cert.serial, "service": cert.service_id, "subject": cert.subject,
-               "issued_at": _iso(cert.issued_at), "not_after": _iso(cert.not_after),
-               "revoked_at": _iso(cert.revoked_at), "revoked_reason": cert.revoked_reason}
+        row = {
+            "serial": cert.serial,
+            "service": cert.service_id,
+            "subject": cert.subject,
+            "issued_at": _iso(cert.issued_at),
+            "not_after": _iso(cert.not_after),
+            "revoked_at": _iso(cert.revoked_at),
+            "revoked_reason": cert.revoked_reason,
+        }
         if cert.issued_at and start <= cert.issued_at < end:
             issued.append(row)
         if cert.revoked_at and start <= cert.revoked_at < end:
             revoked.append(row)
-    audit = [{k: e.get(k) for k in ("time", "operation", "actor", "object_id", "result", "details")}
-             for e in events if "certificate" in e["operation"].lower() or e["operation"].lower().startswith("pki")]
+    audit = [
+        {k: e.get(k) for k in ("time", "operation", "actor", "object_id", "result", "details")}
+        for e in events
+        if "certificate" in e["operation"].lower() or e["operation"].lower().startswith("pki")
+    ]
     return {"issued": issued, "revoked": revoked, "events": audit}
 
 
 def _refusals(events: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = [{k: e.get(k) for k in ("time", "kind", "operation", "result", "reason", "actor", "actor_role", "source",
-                                   "client_address", "object_id")}
-            for e in events if e["result"] != "success" or e["kind"] == "security"]
+    rows = [
+        {
+            k: e.get(k)
+            for k in (
+                "time",
+                "kind",
+                "operation",
+                "result",
+                "reason",
+                "actor",
+                "actor_role",
+                "source",
+                "client_address",
+                "object_id",
+            )
+        }
+        for e in events
+        if e["result"] != "success" or e["kind"] == "security"
+    ]
     by_reason: dict[str, int] = defaultdict(int)
     for r in rows:
         by_reason[r["reason"] or r["operation"]] += 1
-    return {"count": len(rows), "security_events": sum(r["kind"] == "security" for r in rows),
-            "by_reason": dict(sorted(by_reason.items())), "events": rows}
+    return {
+        "count": len(rows),
+        "security_events": sum(r["kind"] == "security" for r in rows),
+        "by_reason": dict(sorted(by_reason.items())),
+        "events": rows,
+    }
 
 
 def _per_day(events: list[dict[str, Any]], start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -313,8 +434,13 @@ def _per_day(events: list[dict[str, Any]], start: datetime, end: datetime) -> li
     return [{"day": d, "count": c} for d, c in counts.items()]
 
 
-def compliance_report(runtime: Runtime, tenant_id: str, since: datetime | date | str | None = None,
-                      until: datetime | date | str | None = None, fmt: str = "json") -> dict[str, Any] | str:
+def compliance_report(
+    runtime: Runtime,
+    tenant_id: str,
+    since: datetime | date | str | None = None,
+    until: datetime | date | str | None = None,
+    fmt: str = "json",
+) -> dict[str, Any] | str:
     """Per tenant and period: key configuration and its history, services x keys, rotations versus policy,
     certificates issued and revoked, refusals and security events, chain verification, operations per day.
     Without a period: the last 30 days up to and including today."""
@@ -358,16 +484,24 @@ def _chart(per_day: list[dict[str, Any]]) -> str:
     for i, d in enumerate(per_day):
         h = (height - 2 * pad) * d["count"] / peak
         x = pad + i * slot
-        bars.append(f'<rect x="{x + slot * 0.1:.1f}" y="{height - pad - h:.1f}" width="{slot * 0.8:.1f}" '
-                    f'height="{h:.1f}" fill="#2f6fb0"><title>{html.escape(d["day"])}: {d["count"]}</title></rect>')
+        bars.append(
+            f'<rect x="{x + slot * 0.1:.1f}" y="{height - pad - h:.1f}" width="{slot * 0.8:.1f}" '
+            f'height="{h:.1f}" fill="#2f6fb0"><title>{html.escape(d["day"])}: {d["count"]}</title></rect>'
+        )
         if i % step == 0:
-            labels.append(f'<text x="{x + slot / 2:.1f}" y="{height - pad + 14}" font-size="10" '
-                          f'text-anchor="middle">{html.escape(d["day"][5:])}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Operations per day" '
-            f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#555"/>'
-            f'<text x="{pad}" y="{pad - 10}" font-size="11">max {peak} / day</text>'
-            + "".join(bars) + "".join(labels) + "</svg>")
+            labels.append(
+                f'<text x="{x + slot / 2:.1f}" y="{height - pad + 14}" font-size="10" '
+                f'text-anchor="middle">{html.escape(d["day"][5:])}</text>'
+            )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Operations per day" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#555"/>'
+        f'<text x="{pad}" y="{pad - 10}" font-size="11">max {peak} / day</text>'
+        + "".join(bars)
+        + "".join(labels)
+        + "</svg>"
+    )
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -394,14 +528,17 @@ def render_html(report: dict[str, Any]) -> str:
     refusals, verification = report["refusals_and_security"], report["chain_verification"]
     status = "intact" if verification["intact"] else "PROBLEM"
     summary = [
-        ("Key mode", config["mode"]), ("L1 key", config["l1_key_ref"] or "internal root key"),
-        ("L1 state", config["l1_state"]), ("Tenant status", config["status"]),
-        ("Current L2 version", config["current_l2_version"]), ("Rotation policy", f"{config['rotation_period_days']} days"),
+        ("Key mode", config["mode"]),
+        ("L1 key", config["l1_key_ref"] or "internal root key"),
+        ("L1 state", config["l1_state"]),
+        ("Tenant status", config["status"]),
+        ("Current L2 version", config["current_l2_version"]),
+        ("Rotation policy", f"{config['rotation_period_days']} days"),
     ]
     summary_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>OpenKCM compliance report: {e(report['tenant_id'])}</title>
+<title>OpenKCM compliance report: {e(report["tenant_id"])}</title>
 <style>
 body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1b1b;max-width:1100px}}
 h1{{font-size:1.5rem}} h2{{font-size:1.15rem;border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2rem}}
@@ -410,47 +547,47 @@ th,td{{border:1px solid #ddd;padding:.25rem .4rem;text-align:left;vertical-align
 .ok{{color:#0a6b2d;font-weight:600}} .bad{{color:#a40e0e;font-weight:600}} .none{{color:#666}}
 @media print{{body{{margin:0}} h2{{page-break-after:avoid}} table{{page-break-inside:auto}}}}
 </style></head><body>
-<h1>Compliance report — tenant {e(report['tenant_id'])}</h1>
-<p>Account {e(report['account_id'])} · period {e(report['period']['from'])} to {e(report['period']['to'])} ·
-generated {e(report['generated_at'])} · {report['records_in_period']} audit records in the period.</p>
+<h1>Compliance report — tenant {e(report["tenant_id"])}</h1>
+<p>Account {e(report["account_id"])} · period {e(report["period"]["from"])} to {e(report["period"]["to"])} ·
+generated {e(report["generated_at"])} · {report["records_in_period"]} audit records in the period.</p>
 
 <section id="key_configuration"><h2>Key configuration and its history</h2>
 <table>{summary_rows}</table>
-<h3>L2 key versions</h3>{_table(config['l2_versions'], ['version', 'parent_kind', 'parent_ref', 'state', 'created_at', 'retired_at', 'destroyed_at'])}
-<h3>Changes (who, when)</h3>{_table(config['history'], ['time', 'operation', 'actor', 'actor_role', 'source', 'result', 'l1_ref', 'l2_version'])}
+<h3>L2 key versions</h3>{_table(config["l2_versions"], ["version", "parent_kind", "parent_ref", "state", "created_at", "retired_at", "destroyed_at"])}
+<h3>Changes (who, when)</h3>{_table(config["history"], ["time", "operation", "actor", "actor_role", "source", "result", "l1_ref", "l2_version"])}
 </section>
 
 <section id="services_keys"><h2>Services and the keys they use</h2>
-{_table(report['services_keys'], ['service', 'key', 'l1_ref', 'operations', 'denied', 'by_operation', 'last_used'])}
+{_table(report["services_keys"], ["service", "key", "l1_ref", "operations", "denied", "by_operation", "last_used"])}
 </section>
 
 <section id="rotations"><h2>Rotations versus policy</h2>
-<p>Policy: every {rot['policy_days']} days · rotations in period: {rot['rotations_in_period']} ·
-current key age: {e(str(rot['current_key_age_days']))} days · longest interval: {e(str(rot['longest_interval_days']))} days ·
-<span class="{'ok' if rot['compliant'] else 'bad'}">{'within policy' if rot['compliant'] else 'outside policy'}</span></p>
-{_table(rot['events'], ['time', 'operation', 'actor', 'source', 'result', 'l2_version'])}
+<p>Policy: every {rot["policy_days"]} days · rotations in period: {rot["rotations_in_period"]} ·
+current key age: {e(str(rot["current_key_age_days"]))} days · longest interval: {e(str(rot["longest_interval_days"]))} days ·
+<span class="{"ok" if rot["compliant"] else "bad"}">{"within policy" if rot["compliant"] else "outside policy"}</span></p>
+{_table(rot["events"], ["time", "operation", "actor", "source", "result", "l2_version"])}
 </section>
 
 <section id="certificates"><h2>Certificates issued and revoked</h2>
-<h3>Issued</h3>{_table(certs['issued'], ['serial', 'service', 'subject', 'issued_at', 'not_after'])}
-<h3>Revoked</h3>{_table(certs['revoked'], ['serial', 'service', 'revoked_at', 'revoked_reason'])}
-<h3>Certificate events</h3>{_table(certs['events'], ['time', 'operation', 'actor', 'object_id', 'result'])}
+<h3>Issued</h3>{_table(certs["issued"], ["serial", "service", "subject", "issued_at", "not_after"])}
+<h3>Revoked</h3>{_table(certs["revoked"], ["serial", "service", "revoked_at", "revoked_reason"])}
+<h3>Certificate events</h3>{_table(certs["events"], ["time", "operation", "actor", "object_id", "result"])}
 </section>
 
 <section id="refusals_and_security"><h2>Refusals and security events</h2>
-<p>{refusals['count']} refused or failed operations, {refusals['security_events']} security events.</p>
-{_table(refusals['events'], ['time', 'kind', 'operation', 'result', 'reason', 'actor', 'actor_role', 'source', 'client_address'])}
+<p>{refusals["count"]} refused or failed operations, {refusals["security_events"]} security events.</p>
+{_table(refusals["events"], ["time", "kind", "operation", "result", "reason", "actor", "actor_role", "source", "client_address"])}
 </section>
 
 <section id="chain_verification"><h2>Audit chain verification</h2>
-<p class="{'ok' if verification['intact'] else 'bad'}">{e(status)}: {e(verification['message'])}</p>
-<p>{verification['records']} records in {verification['links']} links from {verification['writers']} writers;
-{verification['unconfirmed_records']} not yet checkpointed; archive: {verification['archive']['segments']} segments.</p>
-{_table(verification['problems'][:20], ['kind', 'message'])}
+<p class="{"ok" if verification["intact"] else "bad"}">{e(status)}: {e(verification["message"])}</p>
+<p>{verification["records"]} records in {verification["links"]} links from {verification["writers"]} writers;
+{verification["unconfirmed_records"]} not yet checkpointed; archive: {verification["archive"]["segments"]} segments.</p>
+{_table(verification["problems"][:20], ["kind", "message"])}
 </section>
 
 <section id="operations_per_day"><h2>Operations per day</h2>
-{_chart(report['operations_per_day'])}
+{_chart(report["operations_per_day"])}
 </section>
 </body></html>
 """

@@ -19,7 +19,10 @@ def table() -> Any:
 def items(tenant_id: str, prefix: str = "W#") -> list[dict[str, Any]]:
     from boto3.dynamodb.conditions import Key
 
-    found, kwargs = [], {"KeyConditionExpression": Key("tenant_id").eq(tenant_id) & Key("sk").begins_with(prefix)}
+    found, kwargs = (
+        [],
+        {"KeyConditionExpression": Key("tenant_id").eq(tenant_id) & Key("sk").begins_with(prefix)},
+    )
     while True:
         page = table().query(**kwargs)
         found.extend(page["Items"])
@@ -37,8 +40,16 @@ def put(item: dict[str, Any]) -> None:
 
 
 def event(tenant_id: str, n: int, **kw: Any) -> AuditEvent:
-    fields: dict[str, Any] = {"source": "kmip", "operation": "Get", "actor": "CN=svc", "actor_role": "mongo-1",
-                              "object_id": f"obj-{n}", "l1_ref": "root:v1", "l2_version": 1,
-                              "request_id": f"req-{n}", "client_address": "127.0.0.1"}
+    fields: dict[str, Any] = {
+        "source": "kmip",
+        "operation": "Get",
+        "actor": "CN=svc",
+        "actor_role": "mongo-1",
+        "object_id": f"obj-{n}",
+        "l1_ref": "root:v1",
+        "l2_version": 1,
+        "request_id": f"req-{n}",
+        "client_address": "127.0.0.1",
+    }
     fields.update(kw)
     return AuditEvent(tenant_id=tenant_id, **fields)

@@ -46,7 +46,9 @@ def test_local_archive_then_expiry_and_verification_spans_it(runtime, tenant_fac
     verified = audit.verify_tenant(runtime, tenant_id)
     assert verified["message"] == "11 records, chain intact through checkpoint 2", verified
     assert verified["archive"] == {"segments": 1, "links": 7, "records": 7}
-    assert audit.archive(runtime, tenant_id, before=runtime.clock.now() + timedelta(seconds=1))["segment"] == 2
+    assert (
+        audit.archive(runtime, tenant_id, before=runtime.clock.now() + timedelta(seconds=1))["segment"] == 2
+    )
     _expire_archived(tenant_id)
     assert audit.verify_tenant(runtime, tenant_id)["intact"]
 
@@ -69,8 +71,9 @@ def test_kms_checkpoint_key_and_s3_archive(settings, tenant_factory, runtime):
     s3 = boto3.client("s3", region_name="us-east-1")
     bucket = f"{settings.table_prefix}-audit-archive"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    aws_settings = settings.model_copy(update={"audit_signer": "aws-kms", "audit_signing_key_id": key_id,
-                                               "audit_archive_bucket": bucket})
+    aws_settings = settings.model_copy(
+        update={"audit_signer": "aws-kms", "audit_signing_key_id": key_id, "audit_archive_bucket": bucket}
+    )
     rt = build_runtime(aws_settings)
     try:
         tenant_id = tenant_factory().tenant_id
@@ -99,17 +102,33 @@ def test_security_events_reach_the_event_bus(runtime, tenant_factory):
     bus = runtime.settings.event_bus_name
     sqs = boto3.client("sqs", region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName=f"{runtime.settings.table_prefix}-siem")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     bridge = boto3.client("events", region_name="us-east-1")
-    bridge.put_rule(Name="siem", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["security_event"]}))
+    bridge.put_rule(
+        Name="siem", EventBusName=bus, EventPattern=json.dumps({"detail-type": ["security_event"]})
+    )
     bridge.put_targets(Rule="siem", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
 
     tenant_id = tenant_factory().tenant_id
-    runtime.audit.record(AuditEvent(tenant_id=tenant_id, source="kmip", operation="Get", kind="security",
-                                    result="denied", reason="cross-tenant access", actor="CN=intruder",
-                                    actor_role="svc-x", object_id="obj-of-another-tenant",
-                                    client_address="127.0.0.1"))
-    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2, MaxNumberOfMessages=10).get("Messages", [])
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tenant_id,
+            source="kmip",
+            operation="Get",
+            kind="security",
+            result="denied",
+            reason="cross-tenant access",
+            actor="CN=intruder",
+            actor_role="svc-x",
+            object_id="obj-of-another-tenant",
+            client_address="127.0.0.1",
+        )
+    )
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2, MaxNumberOfMessages=10).get(
+        "Messages", []
+    )
     assert messages, "no security event on the bus"
     envelope = json.loads(messages[0]["Body"])
     assert envelope["detail-type"] == "security_event"
@@ -151,4 +170,6 @@ def test_local_stack_audit_service_checkpoints_on_its_schedule(runtime, tenant_f
     finally:
         service.stop()
     assert not service.healthy()
-    assert audit.verify_tenant(runtime, tenant_id)["message"] == "1 records, chain intact through checkpoint 1"
+    assert (
+        audit.verify_tenant(runtime, tenant_id)["message"] == "1 records, chain intact through checkpoint 1"
+    )

@@ -21,8 +21,20 @@ SCRIPT = Path(__file__).with_name("writer_process.py")
 def test_threads_and_processes_leave_chains_that_verify(runtime, tenant_factory, tmp_path: Path):
     tenants = [tenant_factory().tenant_id, tenant_factory().tenant_id]
     procs = [
-        subprocess.Popen([sys.executable, str(SCRIPT), "write", runtime.settings.table_prefix, tenants[i % 2], "20",
-                          str(tmp_path / "shared-wal")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "write",
+                runtime.settings.table_prefix,
+                tenants[i % 2],
+                "20",
+                str(tmp_path / "shared-wal"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(3)
     ]
     shared = ChainedAuditSink(wal_dir=tmp_path / "wal", batch_events=5, flush_interval=0.02)
@@ -53,7 +65,7 @@ def test_threads_and_processes_leave_chains_that_verify(runtime, tenant_factory,
     for thread in threads:
         thread.join(timeout=120)
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     shared.close()
     assert not errors, errors

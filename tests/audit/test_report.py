@@ -28,37 +28,85 @@ def busy_tenant(runtime, tenant_factory):
     tid = tenant.tenant_id
     # BYOK: link a customer KMS key as L1 (the keystores feature's one change-parent operation).
     arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
-    store = ks.create_keystore(runtime, ACCOUNT, "aws-kms", "acme prod KMS", {"region": "us-east-1"}, {}, "alice")
+    store = ks.create_keystore(
+        runtime, ACCOUNT, "aws-kms", "acme prod KMS", {"region": "us-east-1"}, {}, "alice"
+    )
     [linked] = ks.link_l1_key(runtime, ACCOUNT, store.keystore_id, arn, [tid], "alice")
     assert linked["ok"], linked
     rotate_tenant(runtime, tid, actor="bob")
     # Two services using two keys, as the KMIP server records them.
     for n in range(6):
-        runtime.audit.record(event(tid, n % 2, actor_role=f"mongo-{n % 3}", l1_ref=f"l1:{store.keystore_id}/{arn}",
-                                   l2_version=2, operation="Get" if n % 2 else "Encrypt"))
+        runtime.audit.record(
+            event(
+                tid,
+                n % 2,
+                actor_role=f"mongo-{n % 3}",
+                l1_ref=f"l1:{store.keystore_id}/{arn}",
+                l2_version=2,
+                operation="Get" if n % 2 else "Encrypt",
+            )
+        )
     # A certificate issued and one revoked.
     ca = runtime.certificate_authority()
     for service, revoke in (("mongo-0", False), ("mongo-9", True)):
         cert, _ = ca.issue_client(tid, service)
         serial = format(cert.serial_number, "x")
-        item = CertificateModel(tid, CertificateModel.sort_key(serial), serial=serial, service_id=service,
-                                subject=cert.subject.rfc4514_string(), issued_at=runtime.clock.now(),
-                                not_after=cert.not_valid_after_utc)
+        item = CertificateModel(
+            tid,
+            CertificateModel.sort_key(serial),
+            serial=serial,
+            service_id=service,
+            subject=cert.subject.rfc4514_string(),
+            issued_at=runtime.clock.now(),
+            not_after=cert.not_valid_after_utc,
+        )
         item.save()
-        runtime.audit.record(AuditEvent(tenant_id=tid, source="api", operation="IssueCertificate", kind="config",
-                                        actor="alice", actor_role="key-admin", object_id=serial))
+        runtime.audit.record(
+            AuditEvent(
+                tenant_id=tid,
+                source="api",
+                operation="IssueCertificate",
+                kind="config",
+                actor="alice",
+                actor_role="key-admin",
+                object_id=serial,
+            )
+        )
         if revoke:
-            item.update(actions=[CertificateModel.revoked_at.set(runtime.clock.now()),
-                                 CertificateModel.revoked_reason.set("key compromise")])
-            runtime.audit.record(AuditEvent(tenant_id=tid, source="api", operation="RevokeCertificate",
-                                            kind="config", actor="alice", actor_role="key-admin", object_id=serial,
-                                            reason="key compromise"))
+            item.update(
+                actions=[
+                    CertificateModel.revoked_at.set(runtime.clock.now()),
+                    CertificateModel.revoked_reason.set("key compromise"),
+                ]
+            )
+            runtime.audit.record(
+                AuditEvent(
+                    tenant_id=tid,
+                    source="api",
+                    operation="RevokeCertificate",
+                    kind="config",
+                    actor="alice",
+                    actor_role="key-admin",
+                    object_id=serial,
+                    reason="key compromise",
+                )
+            )
     # A service of another tenant probes this tenant's object: refused and logged on both sides.
     for victim in (tid, other.tenant_id):
-        runtime.audit.record(AuditEvent(tenant_id=victim, source="kmip", operation="Get", kind="security",
-                                        result="denied", reason="cross-tenant access refused",
-                                        actor="<script>alert(1)</script>", actor_role="intruder-svc",
-                                        object_id="obj-0", client_address="127.0.0.1"))
+        runtime.audit.record(
+            AuditEvent(
+                tenant_id=victim,
+                source="kmip",
+                operation="Get",
+                kind="security",
+                result="denied",
+                reason="cross-tenant access refused",
+                actor="<script>alert(1)</script>",
+                actor_role="intruder-svc",
+                object_id="obj-0",
+                client_address="127.0.0.1",
+            )
+        )
     audit.checkpoint_tenant(runtime, tid)
     return tid
 
@@ -104,14 +152,65 @@ def test_cli_verify_and_report(runtime, busy_tenant, monkeypatch, tmp_path: Path
     assert "chain intact through checkpoint" in capsys.readouterr().out
     day = runtime.clock.now().date().isoformat()
     out = tmp_path / "report.html"
-    assert main(["audit", "report", "--tenant", busy_tenant, "--from", day, "--to", day, "--format", "html",
-                 "--out", str(out), "--data-dir", data_dir]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "report",
+                "--tenant",
+                busy_tenant,
+                "--from",
+                day,
+                "--to",
+                day,
+                "--format",
+                "html",
+                "--out",
+                str(out),
+                "--data-dir",
+                data_dir,
+            ]
+        )
+        == 0
+    )
     assert out.read_text().startswith("<!DOCTYPE html>")
-    assert main(["audit", "report", "--tenant", busy_tenant, "--from", day, "--to", day, "--format", "json",
-                 "--data-dir", data_dir]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "report",
+                "--tenant",
+                busy_tenant,
+                "--from",
+                day,
+                "--to",
+                day,
+                "--format",
+                "json",
+                "--data-dir",
+                data_dir,
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["tenant_id"] == busy_tenant
-    assert main(["audit", "report", "--tenant", busy_tenant, "--from", "yesterday", "--to", day,
-                 "--data-dir", data_dir]) == 2  # a clear error, no traceback
+    assert (
+        main(
+            [
+                "audit",
+                "report",
+                "--tenant",
+                busy_tenant,
+                "--from",
+                "yesterday",
+                "--to",
+                day,
+                "--data-dir",
+                data_dir,
+            ]
+        )
+        == 2
+    )  # a clear error, no traceback
 
 
 def test_usage_and_paged_events(runtime, busy_tenant):
@@ -146,8 +245,11 @@ def test_report_html_renders_and_prints_in_chromium(runtime, busy_tenant, tmp_pa
     report.write_text(audit.compliance_report(runtime, busy_tenant, None, None, fmt="html"), encoding="utf-8")
     requests: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        browser = pw.chromium.launch(
+            executable_path=str(chromium),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
         try:
             page = browser.new_page()
             page.on("request", lambda r: requests.append(r.url))

@@ -27,8 +27,13 @@ ACCESS_KEY_ID = "AKIAAUDITSCAN7EXAMPLE"
 
 
 def _forms(secret: bytes) -> set[str]:
-    forms = {secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode(),
-             base64.urlsafe_b64encode(secret).decode(), base64.b64encode(secret).decode().rstrip("=")}
+    forms = {
+        secret.hex(),
+        secret.hex().upper(),
+        base64.b64encode(secret).decode(),
+        base64.urlsafe_b64encode(secret).decode(),
+        base64.b64encode(secret).decode().rstrip("="),
+    }
     return {f for f in forms if len(f) >= 16}
 
 
@@ -58,18 +63,48 @@ def test_no_secret_anywhere_in_the_trail_or_the_logs(runtime, tenant_factory, ca
     version, sealed = runtime.keyring.seal_object(tid, "obj-1", material)
     assert runtime.keyring.open_object(tid, "obj-1", version, sealed) == material
     for sink in (runtime.audit, wal_sink):
-        sink.record(AuditEvent(tenant_id=tid, source="kmip", operation="Get", actor="CN=svc", actor_role="svc",
-                               object_id="obj-1", l1_ref=runtime.root.ref, l2_version=version))
+        sink.record(
+            AuditEvent(
+                tenant_id=tid,
+                source="kmip",
+                operation="Get",
+                actor="CN=svc",
+                actor_role="svc",
+                object_id="obj-1",
+                l1_ref=runtime.root.ref,
+                l2_version=version,
+            )
+        )
     rotate_tenant(runtime, tid, actor="alice")
-    store = ks.create_keystore(runtime, tenant.account_id, "aws-kms", "scan", {"region": "us-east-1"},
-                               {"access_key_id": ACCESS_KEY_ID, "secret_access_key": SECRET_ACCESS_KEY}, "alice")
+    store = ks.create_keystore(
+        runtime,
+        tenant.account_id,
+        "aws-kms",
+        "scan",
+        {"region": "us-east-1"},
+        {"access_key_id": ACCESS_KEY_ID, "secret_access_key": SECRET_ACCESS_KEY},
+        "alice",
+    )
     ks.test_keystore(runtime, tenant.account_id, store.keystore_id, actor="alice")
-    runtime.audit.record(AuditEvent(tenant_id=tid, source="kmip", operation="Get", kind="security", result="denied",
-                                    reason="cross-tenant access refused", actor="CN=other", object_id="obj-x"))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tid,
+            source="kmip",
+            operation="Get",
+            kind="security",
+            result="denied",
+            reason="cross-tenant access refused",
+            actor="CN=other",
+            object_id="obj-x",
+        )
+    )
     audit.archive(runtime, tid, before=runtime.clock.now() + timedelta(seconds=1))
-    reports = [json.dumps(audit.compliance_report(runtime, tid, None, None)),
-               audit.compliance_report(runtime, tid, None, None, fmt="html"),
-               json.dumps(audit.verify_tenant(runtime, tid)), json.dumps(audit.usage(runtime, tid))]
+    reports = [
+        json.dumps(audit.compliance_report(runtime, tid, None, None)),
+        audit.compliance_report(runtime, tid, None, None, fmt="html"),
+        json.dumps(audit.verify_tenant(runtime, tid)),
+        json.dumps(audit.usage(runtime, tid)),
+    ]
     wal_sink.sync()
     wal_texts = [p.read_text() for p in (tmp_path / "wal").rglob("*.wal")]
     wal_sink.close()
@@ -88,14 +123,17 @@ def test_no_secret_anywhere_in_the_trail_or_the_logs(runtime, tenant_factory, ca
         key = serialization.load_pem_private_key(pem_file.read_bytes(), None)
         scalar = key.private_numbers().private_value.to_bytes(32, "big")
         secrets |= _forms(scalar)
-        secrets |= {line for line in pem_file.read_text().splitlines() if len(line) >= 40 and "-----" not in line}
+        secrets |= {
+            line for line in pem_file.read_text().splitlines() if len(line) >= 40 and "-----" not in line
+        }
     assert len(secrets) > 20
 
     haystacks = {
         "audit table": "\n".join(_scan_table(AuditBatchModel.Meta.table_name)),
         "usage table": "\n".join(_scan_table(UsageModel.Meta.table_name)),
-        "archive": "\n".join(gzip.decompress(p.read_bytes()).decode()
-                             for p in (data_dir / "audit" / "archive").rglob("*.gz")),
+        "archive": "\n".join(
+            gzip.decompress(p.read_bytes()).decode() for p in (data_dir / "audit" / "archive").rglob("*.gz")
+        ),
         "wal": "\n".join(wal_texts),
         "reports": "\n".join(reports),
         "logs": "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records),
@@ -114,11 +152,21 @@ def test_schema_refuses_secret_looking_values():
     from openkcm.errors import InvalidRequest
 
     blob = base64.b64encode(os.urandom(65)).decode()
-    for bad in ({"reason": blob}, {"details": {"k": os.urandom(40).hex()}}, {"details": {"pem": "-----BEGIN PRIVATE KEY-----"}},
-                {"details": {"raw": b"bytes"}}, {"object_id": "x" * 600}):
+    for bad in (
+        {"reason": blob},
+        {"details": {"k": os.urandom(40).hex()}},
+        {"details": {"pem": "-----BEGIN PRIVATE KEY-----"}},
+        {"details": {"raw": b"bytes"}},
+        {"object_id": "x" * 600},
+    ):
         with pytest.raises(InvalidRequest):
             AuditEvent(tenant_id="t-1", source="kmip", operation="Get", **bad)
     # Identifiers, ARNs, SHA-256 digests and SPIFFE ids are fine.
-    AuditEvent(tenant_id="t-1", source="kmip", operation="Get", object_id=os.urandom(32).hex()[:64],
-               l1_ref="arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-               actor="spiffe://openkcm.local/tenant/t-1/service/mongo-prod-eu-central-1-cluster-0")
+    AuditEvent(
+        tenant_id="t-1",
+        source="kmip",
+        operation="Get",
+        object_id=os.urandom(32).hex()[:64],
+        l1_ref="arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        actor="spiffe://openkcm.local/tenant/t-1/service/mongo-prod-eu-central-1-cluster-0",
+    )

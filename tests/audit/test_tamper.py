@@ -28,7 +28,9 @@ def trail(runtime, tenant_factory, tmp_path: Path):
     sink.flush()
     sink.close()
     assert audit.checkpoint_tenant(runtime, tenant.tenant_id)["seq"] == 1
-    links = sorted((i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id), key=lambda i: i["sk"])
+    links = sorted(
+        (i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id), key=lambda i: i["sk"]
+    )
     assert [int(i["event_count"]) for i in links] == [10, 10, 10]
     return tenant.tenant_id, links
 
@@ -104,7 +106,11 @@ def test_reordered_records_inside_a_link(runtime, trail):
     events[5], events[6] = events[6], events[5]
     put({**item, "events_json": json.dumps(events)})
     problem = first_problem(runtime, tenant_id)
-    assert problem["kind"] == "reordered" and problem["seq"] == 3 and problem["event_id"] == events[5]["event_id"]
+    assert (
+        problem["kind"] == "reordered"
+        and problem["seq"] == 3
+        and problem["event_id"] == events[5]["event_id"]
+    )
 
 
 def test_swapped_links_are_named_reordered(runtime, trail):
@@ -149,8 +155,9 @@ def test_forged_checkpoint_edit_is_detected(runtime, trail):
 
 
 def test_checkpoint_signed_with_another_key_is_forged(runtime, trail):
-    from openkcm.domain.audit.events import canonical
     import hashlib
+
+    from openkcm.domain.audit.events import canonical
 
     tenant_id, _ = trail
     (cp,) = items(tenant_id, "C#")
@@ -174,7 +181,7 @@ def test_deleted_checkpoint_is_named(runtime, trail):
 def test_checkpointer_refuses_to_sign_a_broken_chain(runtime, trail):
     from openkcm.domain.audit import ChainBroken
 
-    tenant_id, links = trail
+    tenant_id, _ = trail
     sink = ChainedAuditSink()
     sink.record(event(tenant_id, 99))
     writer_items = [i for i in items(tenant_id) if i["writer"] == sink.writer_id]

@@ -56,7 +56,7 @@ def test_record_throughput(runtime, tenant_factory, tmp_path: Path, capsys):
     deadline = time.perf_counter() + BUDGET
 
     def worker(i: int) -> None:
-        for ev in events[i * 2000:(i + 1) * 2000]:
+        for ev in events[i * 2000 : (i + 1) * 2000]:
             shared.record(ev)
             counts[i] += 1
             if time.perf_counter() > deadline:
@@ -78,11 +78,17 @@ def test_record_throughput(runtime, tenant_factory, tmp_path: Path, capsys):
     drain_rate = pending / (time.perf_counter() - start)
     assert group.backlog() == 0
     # ... versus a per-tenant sequence allocated by a conditional counter write per event (+ its put).
-    table = boto3.resource("dynamodb", region_name="us-east-1").Table(f"{runtime.settings.table_prefix}-usage")
+    table = boto3.resource("dynamodb", region_name="us-east-1").Table(
+        f"{runtime.settings.table_prefix}-usage"
+    )
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < BUDGET:
-        table.update_item(Key={"tenant_id": tid, "sk": "SEQ"}, UpdateExpression="ADD n :one",
-                          ExpressionAttributeValues={":one": 1}, ReturnValues="UPDATED_NEW")
+        table.update_item(
+            Key={"tenant_id": tid, "sk": "SEQ"},
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": 1},
+            ReturnValues="UPDATED_NEW",
+        )
         table.put_item(Item={"tenant_id": tid, "sk": f"E#{n:09d}", "event": "x" * 300})
         n += 1
     counter_rate = n / (time.perf_counter() - start)

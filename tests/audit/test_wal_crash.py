@@ -23,7 +23,10 @@ SCRIPT = Path(__file__).with_name("writer_process.py")
 def _run_and_kill(mode: str, settings, tenant_id: str, wal: Path, env: dict[str, str]) -> list[str]:
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), mode, settings.table_prefix, tenant_id, "12", str(wal)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()
@@ -53,11 +56,16 @@ def test_killed_before_flush_is_replayed(runtime, tenant_factory, tmp_path: Path
     sink.close()
     assert set(ids) <= _stored_ids(tenant.tenant_id)
     audit.checkpoint_tenant(runtime, tenant.tenant_id)
-    assert audit.verify_tenant(runtime, tenant.tenant_id)["message"] == "13 records, chain intact through checkpoint 1"
+    assert (
+        audit.verify_tenant(runtime, tenant.tenant_id)["message"]
+        == "13 records, chain intact through checkpoint 1"
+    )
 
 
 @pytest.mark.slow
-def test_killed_after_linking_with_store_down_is_replayed_idempotently(runtime, tenant_factory, tmp_path: Path):
+def test_killed_after_linking_with_store_down_is_replayed_idempotently(
+    runtime, tenant_factory, tmp_path: Path
+):
     tenant = tenant_factory()
     wal = tmp_path / "wal"
     env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_MAX_ATTEMPTS="1")

@@ -11,23 +11,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from openkcm.domain.audit import AuditEvent, ChainedAuditSink  # noqa: E402
-from openkcm.storage import bind_tables  # noqa: E402
+from openkcm.domain.audit import AuditEvent, ChainedAuditSink
+from openkcm.storage import bind_tables
 
 
 def main() -> None:
     mode, prefix, tenant, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     wal = Path(sys.argv[5]) if len(sys.argv) > 5 else None
     bind_tables(prefix, "us-east-1")
-    sink = ChainedAuditSink(writer_id="proc", wal_dir=wal, batch_events=7,
-                            flush_interval=3600 if mode != "write" else 0.05)
+    sink = ChainedAuditSink(
+        writer_id="proc", wal_dir=wal, batch_events=7, flush_interval=3600 if mode != "write" else 0.05
+    )
     if mode.endswith("-os"):
         sink.set_wal_fsync(False)  # handed to the OS only: must still survive SIGKILL
         mode = mode[:-3]
     ids = []
     for n in range(count):
-        event = AuditEvent(tenant_id=tenant, source="kmip", operation="Get", actor_role=f"svc-{mode}",
-                           object_id=f"obj-{n}", l1_ref="root:v1", l2_version=1)
+        event = AuditEvent(
+            tenant_id=tenant,
+            source="kmip",
+            operation="Get",
+            actor_role=f"svc-{mode}",
+            object_id=f"obj-{n}",
+            l1_ref="root:v1",
+            l2_version=1,
+        )
         sink.record(event)  # sync=True: fsync'd before it returns
         ids.append(event.event_id)
     if mode == "linked":

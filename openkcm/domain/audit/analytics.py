@@ -23,8 +23,9 @@ def _iso(value: datetime | str) -> str:
     return str(value)
 
 
-def read_events(tenant_id: str, *, since: datetime | str = "", until: datetime | str = "~",
-                kinds: set[str] | None = None) -> list[dict[str, Any]]:
+def read_events(
+    tenant_id: str, *, since: datetime | str = "", until: datetime | str = "~", kinds: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Events of one tenant with ``since <= time < until``, oldest first."""
     bind_audit_models()
     lower, upper = _iso(since), _iso(until)
@@ -45,7 +46,9 @@ def read_events(tenant_id: str, *, since: datetime | str = "", until: datetime |
     return events
 
 
-def page_events(events: list[dict[str, Any]], limit: int, next_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def page_events(
+    events: list[dict[str, Any]], limit: int, next_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Cursor paging over a time-ordered list: the token is the (time, event id) of the last one returned."""
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be 1..1000", field="limit")
@@ -60,7 +63,9 @@ def page_events(events: list[dict[str, Any]], limit: int, next_token: str | None
     page = events[:limit]
     token = None
     if len(events) > limit:
-        token = base64.urlsafe_b64encode(json.dumps([page[-1]["time"], page[-1]["event_id"]]).encode()).decode()
+        token = base64.urlsafe_b64encode(
+            json.dumps([page[-1]["time"], page[-1]["event_id"]]).encode()
+        ).decode()
     return page, token
 
 
@@ -69,8 +74,15 @@ def usage_counts(tenant_id: str, since_day: date, until_day: date) -> list[dict[
     rows = []
     condition = UsageModel.sk.between(f"U#{since_day.isoformat()}", f"U#{until_day.isoformat()}#~")
     for item in UsageModel.query(tenant_id, condition):
-        rows.append({"day": item.day, "operation": item.operation, "service": item.service,
-                     "count": int(item.count or 0), "last_seen": item.last_seen})
+        rows.append(
+            {
+                "day": item.day,
+                "operation": item.operation,
+                "service": item.service,
+                "count": int(item.count or 0),
+                "last_seen": item.last_seen,
+            }
+        )
     return rows
 
 
@@ -85,7 +97,9 @@ def summarize_usage(rows: list[dict[str, Any]], since_day: date, until_day: date
     for row in rows:
         per_day[row["day"]] = per_day.get(row["day"], 0) + row["count"]
         per_operation[row["operation"]] += row["count"]
-        svc = services.setdefault(row["service"], {"service": row["service"], "operations": 0, "last_seen": ""})
+        svc = services.setdefault(
+            row["service"], {"service": row["service"], "operations": 0, "last_seen": ""}
+        )
         svc["operations"] += row["count"]
         svc["last_seen"] = max(svc["last_seen"], row["last_seen"] or "")
     return {

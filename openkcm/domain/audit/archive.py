@@ -21,7 +21,13 @@ from typing import Any
 
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.domain.audit.chain import GENESIS, Link, link_sk, query_links
-from openkcm.domain.audit.checkpoints import Checkpoint, CheckpointSigner, ChainBroken, fold_heads, load_checkpoints
+from openkcm.domain.audit.checkpoints import (
+    ChainBroken,
+    Checkpoint,
+    CheckpointSigner,
+    fold_heads,
+    load_checkpoints,
+)
 from openkcm.domain.audit.events import event_digest
 from openkcm.errors import AlreadyExists
 from openkcm.storage import ConditionFailed
@@ -107,17 +113,23 @@ class S3ArchiveStore(ArchiveStore):
             pass
         else:
             raise AlreadyExists(f"archive segment {key} exists already")
-        self._s3.put_object(Bucket=self._bucket, Key=full, Body=data, ContentType="application/gzip",
-                            ContentMD5=_md5_b64(data))
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=full,
+            Body=data,
+            ContentType="application/gzip",
+            ContentMD5=_md5_b64(data),
+        )
 
     def get(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self._bucket, Key=self._prefix + key)["Body"].read()
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket,
-                                                                       Prefix=self._prefix + prefix):
-            keys.extend(obj["Key"][len(self._prefix):] for obj in page.get("Contents", []))
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=self._prefix + prefix
+        ):
+            keys.extend(obj["Key"][len(self._prefix) :] for obj in page.get("Contents", []))
         return sorted(keys)
 
 
@@ -150,14 +162,21 @@ def archived_heads(tenant_id: str) -> tuple[int, str, dict[str, tuple[int, str]]
     bind_audit_models()
     number, digest, heads = 0, GENESIS, {}
     for item in AuditArchiveModel.query(tenant_id, AuditArchiveModel.sk.startswith(ARCHIVE_PREFIX)):
-        number, digest = int(item.sk[len(ARCHIVE_PREFIX):]), item.sha256
+        number, digest = int(item.sk[len(ARCHIVE_PREFIX) :]), item.sha256
         for writer, span in json.loads(item.writers_json).items():
             heads[writer] = (int(span["to_seq"]), span["to_hash"])
     return number, digest, heads
 
 
-def archive_tenant(tenant_id: str, store: ArchiveStore, signer: CheckpointSigner, *, before: datetime,
-                   clock: Clock = SYSTEM_CLOCK, expire_after: timedelta = timedelta(0)) -> dict[str, Any]:
+def archive_tenant(
+    tenant_id: str,
+    store: ArchiveStore,
+    signer: CheckpointSigner,
+    *,
+    before: datetime,
+    clock: Clock = SYSTEM_CLOCK,
+    expire_after: timedelta = timedelta(0),
+) -> dict[str, Any]:
     """Archive every checkpointed link of the tenant whose events all precede ``before``; then let
     DynamoDB expire them (``expire_at`` = now + ``expire_after``). Idempotent: a second run with nothing
     new returns ``{"archived_links": 0}``."""
@@ -179,9 +198,14 @@ def archive_tenant(tenant_id: str, store: ArchiveStore, signer: CheckpointSigner
             link = Link.from_item(item)
             if link.seq > head_seq or link.seq != seq + 1 or item.last_time >= cutoff:
                 break
-            if link.prev_hash != prev or [event_digest(e) for e in link.events] != link.digests \
-                    or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash:
-                raise ChainBroken(f"audit chain of writer {writer} does not verify at seq {link.seq}; not archived")
+            if (
+                link.prev_hash != prev
+                or [event_digest(e) for e in link.events] != link.digests
+                or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash
+            ):
+                raise ChainBroken(
+                    f"audit chain of writer {writer} does not verify at seq {link.seq}; not archived"
+                )
             links.append(link)
             seq, prev = link.seq, link.hash
         if seq >= first_seq:
@@ -190,8 +214,16 @@ def archive_tenant(tenant_id: str, store: ArchiveStore, signer: CheckpointSigner
         return {"tenant_id": tenant_id, "archived_links": 0}
     number += 1
     now = clock.now()
-    header = {"type": "header", "v": 1, "tenant_id": tenant_id, "segment": number, "prev_segment": prev_digest,
-              "created": now.isoformat(timespec="microseconds"), "writers": spans, "checkpoint_seq": covering.seq}
+    header = {
+        "type": "header",
+        "v": 1,
+        "tenant_id": tenant_id,
+        "segment": number,
+        "prev_segment": prev_digest,
+        "created": now.isoformat(timespec="microseconds"),
+        "writers": spans,
+        "checkpoint_seq": covering.seq,
+    }
     lines = [json.dumps(header, sort_keys=True), json.dumps(covering.to_archive(), sort_keys=True)]
     lines += [json.dumps(link.to_archive(), sort_keys=True, ensure_ascii=False) for link in links]
     data = gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0)
@@ -207,9 +239,16 @@ def archive_tenant(tenant_id: str, store: ArchiveStore, signer: CheckpointSigner
         spans = header["writers"]
     digest = hashlib.sha256(data).hexdigest()
     events = sum(len(link.events) for link in links)
-    manifest = AuditArchiveModel(tenant_id, f"{ARCHIVE_PREFIX}{number:06d}", object_key=key, sha256=digest,
-                                 writers_json=json.dumps(spans, sort_keys=True), links=len(links), events=events,
-                                 created=header["created"])
+    manifest = AuditArchiveModel(
+        tenant_id,
+        f"{ARCHIVE_PREFIX}{number:06d}",
+        object_key=key,
+        sha256=digest,
+        writers_json=json.dumps(spans, sort_keys=True),
+        links=len(links),
+        events=events,
+        created=header["created"],
+    )
     try:
         with condition_guard():
             manifest.save(condition=AuditArchiveModel.sk.does_not_exist())
@@ -224,6 +263,11 @@ def archive_tenant(tenant_id: str, store: ArchiveStore, signer: CheckpointSigner
                 )
         except ConditionFailed:
             pass  # expired already
-    return {"tenant_id": tenant_id, "archived_links": len(links), "archived_events": events, "segment": number,
-            "location": f"{store.location}/{key}" if not store.location.endswith("/") else store.location + key,
-            "sha256": digest}
+    return {
+        "tenant_id": tenant_id,
+        "archived_links": len(links),
+        "archived_events": events,
+        "segment": number,
+        "location": f"{store.location}/{key}" if not store.location.endswith("/") else store.location + key,
+        "sha256": digest,
+    }

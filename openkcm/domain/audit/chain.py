@@ -56,10 +56,19 @@ class Link:
     sk: str = ""  # where it was found (verification); empty for links being written
 
     @classmethod
-    def build(cls, tenant_id: str, writer: str, seq: int, prev_hash: str, events: list[dict[str, Any]]) -> Link:
+    def build(
+        cls, tenant_id: str, writer: str, seq: int, prev_hash: str, events: list[dict[str, Any]]
+    ) -> Link:
         digests = [event_digest(e) for e in events]
-        return cls(tenant_id, writer, seq, prev_hash, link_hash(prev_hash, tenant_id, writer, seq, digests),
-                   events, digests)
+        return cls(
+            tenant_id,
+            writer,
+            seq,
+            prev_hash,
+            link_hash(prev_hash, tenant_id, writer, seq, digests),
+            events,
+            digests,
+        )
 
     def to_json(self) -> str:
         body = {k: v for k, v in self.__dict__.items() if k != "sk"}
@@ -72,8 +81,16 @@ class Link:
     @classmethod
     def from_item(cls, item: AuditLinkModel) -> Link:
         events = json.loads(item.events_json)
-        return cls(item.tenant_id, item.writer, int(item.seq), item.prev_hash, item.hash, events,
-                   list(item.digests or []), item.sk)
+        return cls(
+            item.tenant_id,
+            item.writer,
+            int(item.seq),
+            item.prev_hash,
+            item.hash,
+            events,
+            list(item.digests or []),
+            item.sk,
+        )
 
     def to_archive(self) -> dict[str, Any]:
         return {"type": "link", **{k: v for k, v in self.__dict__.items() if k != "sk"}}
@@ -103,8 +120,9 @@ class Link:
         return True
 
 
-def query_links(tenant_id: str, writer: str | None = None, after_seq: int = 0,
-                attributes: list[str] | None = None) -> Iterator[AuditLinkModel]:
+def query_links(
+    tenant_id: str, writer: str | None = None, after_seq: int = 0, attributes: list[str] | None = None
+) -> Iterator[AuditLinkModel]:
     """Stored link items of a tenant (optionally one writer's, after a sequence number), in key order."""
     bind_audit_models()
     if writer is None:

@@ -63,8 +63,9 @@ class LocalCheckpointSigner(CheckpointSigner):
         key_path = directory / self.KEY_FILE
         if not key_path.exists():
             key = ec.generate_private_key(ec.SECP256R1())
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             try:  # O_EXCL: two processes starting at once cannot both create a key
                 fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -75,15 +76,17 @@ class LocalCheckpointSigner(CheckpointSigner):
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+                public = key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
                 (directory / self.PUBLIC_FILE).write_bytes(public)
         loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise KeyUnavailable("the audit checkpoint key is not an EC key")
         self._key = loaded
-        der = loaded.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = loaded.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         self._key_id = "local:" + hashlib.sha256(der).hexdigest()[:16]
 
     @property
@@ -119,8 +122,9 @@ class KmsCheckpointSigner(CheckpointSigner):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            reply = self._kms.sign(KeyId=self._key_id, Message=digest, MessageType="RAW",
-                                   SigningAlgorithm="ECDSA_SHA_256")
+            reply = self._kms.sign(
+                KeyId=self._key_id, Message=digest, MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256"
+            )
         except (ClientError, BotoCoreError) as exc:
             raise KeyUnavailable("the audit checkpoint key cannot sign right now") from exc
         return reply["Signature"]
@@ -131,7 +135,7 @@ class KmsCheckpointSigner(CheckpointSigner):
             try:
                 der = self._kms.get_public_key(KeyId=key_id)["PublicKey"]
                 key = serialization.load_der_public_key(der)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 return None
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 return None
@@ -149,11 +153,19 @@ class KmsCheckpointSigner(CheckpointSigner):
                 return False
             return True
         try:
-            reply = self._kms.verify(KeyId=key_id, Message=digest, MessageType="RAW", Signature=signature,
-                                     SigningAlgorithm="ECDSA_SHA_256")
+            reply = self._kms.verify(
+                KeyId=key_id,
+                Message=digest,
+                MessageType="RAW",
+                Signature=signature,
+                SigningAlgorithm="ECDSA_SHA_256",
+            )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("KMSInvalidSignatureException", "NotFoundException",
-                                                              "ValidationException"):
+            if exc.response.get("Error", {}).get("Code") in (
+                "KMSInvalidSignatureException",
+                "NotFoundException",
+                "ValidationException",
+            ):
                 return False
             raise KeyUnavailable("the audit checkpoint key cannot verify right now") from exc
         return bool(reply.get("SignatureValid"))
@@ -180,13 +192,19 @@ class Checkpoint:
         return signer.verify(self.digest, self.signature, self.key_id)
 
     def to_archive(self) -> dict[str, Any]:
-        return {"type": "checkpoint", "body": self.body, "signature": base64.b64encode(self.signature).decode(),
-                "key_id": self.key_id}
+        return {
+            "type": "checkpoint",
+            "body": self.body,
+            "signature": base64.b64encode(self.signature).decode(),
+            "key_id": self.key_id,
+        }
 
     @classmethod
     def from_archive(cls, data: dict[str, Any]) -> Checkpoint:
         body = data["body"]
-        return cls(body["tenant_id"], int(body["seq"]), body, base64.b64decode(data["signature"]), data["key_id"])
+        return cls(
+            body["tenant_id"], int(body["seq"]), body, base64.b64decode(data["signature"]), data["key_id"]
+        )
 
 
 def checkpoint_sk(seq: int) -> str:
@@ -210,14 +228,18 @@ def load_checkpoints(tenant_id: str) -> list[Checkpoint]:
 
 def latest_checkpoint(tenant_id: str) -> Checkpoint | None:
     bind_audit_models()
-    for item in AuditCheckpointModel.query(tenant_id, AuditCheckpointModel.sk.startswith(CHECKPOINT_PREFIX),
-                                           scan_index_forward=False, limit=1):
+    for item in AuditCheckpointModel.query(
+        tenant_id, AuditCheckpointModel.sk.startswith(CHECKPOINT_PREFIX), scan_index_forward=False, limit=1
+    ):
         try:
             body = json.loads(item.body_json)
-            return Checkpoint(tenant_id, int(body["seq"]), body, base64.b64decode(item.signature), item.key_id,
-                              item.sk)
+            return Checkpoint(
+                tenant_id, int(body["seq"]), body, base64.b64decode(item.signature), item.key_id, item.sk
+            )
         except (ValueError, KeyError, TypeError):
-            raise ChainBroken("the latest audit checkpoint is unreadable; run `openkcm audit verify`") from None
+            raise ChainBroken(
+                "the latest audit checkpoint is unreadable; run `openkcm audit verify`"
+            ) from None
     return None
 
 
@@ -254,16 +276,24 @@ def _cached_heads(tenant_id: str, previous: Checkpoint | None) -> dict[str, tupl
 
 
 def _save_heads(tenant_id: str, checkpoint: Checkpoint, heads: dict[str, tuple[int, str]]) -> None:
-    body = json.dumps({"seq": checkpoint.seq, "digest": checkpoint.digest.hex(),
-                       "heads": {w: list(h) for w, h in heads.items()}}, sort_keys=True)
+    body = json.dumps(
+        {
+            "seq": checkpoint.seq,
+            "digest": checkpoint.digest.hex(),
+            "heads": {w: list(h) for w, h in heads.items()},
+        },
+        sort_keys=True,
+    )
     if len(body) > 350_000:
         return  # too many writers for one item: the next checkpointer folds the checkpoints instead
-    AuditCheckpointModel(tenant_id, HEADS_SK, body_json=body, signature="", key_id="",
-                         created=checkpoint.body["time"]).save()
+    AuditCheckpointModel(
+        tenant_id, HEADS_SK, body_json=body, signature="", key_id="", created=checkpoint.body["time"]
+    ).save()
 
 
-def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYSTEM_CLOCK,
-                    *, force: bool = False) -> Checkpoint | None:
+def make_checkpoint(
+    tenant_id: str, signer: CheckpointSigner, clock: Clock = SYSTEM_CLOCK, *, force: bool = False
+) -> Checkpoint | None:
     """Sign the current heads of every writer chain of the tenant, after checking every link added since
     the previous checkpoint (digests, hash, continuity). Returns None when nothing moved (unless
     ``force``) or when a concurrent checkpointer won the race for the next number."""
@@ -275,8 +305,9 @@ def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYS
         heads = fold_heads(load_checkpoints(tenant_id))
     delta: dict[str, list[Any]] = {}
     new_links = new_events = 0
-    writers = {item.writer for item in query_links(tenant_id, None, attributes=["sk", "writer"])
-               if item.writer}
+    writers = {
+        item.writer for item in query_links(tenant_id, None, attributes=["sk", "writer"]) if item.writer
+    }
     for writer in sorted(writers):
         seq, prev = heads.get(writer, (0, GENESIS))
         moved = False
@@ -284,8 +315,11 @@ def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYS
             link = Link.from_item(item)
             if link.seq != seq + 1:
                 break  # a gap: that link is still being written (or lost; verification will say)
-            if link.prev_hash != prev or [event_digest(e) for e in link.events] != link.digests \
-                    or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash:
+            if (
+                link.prev_hash != prev
+                or [event_digest(e) for e in link.events] != link.digests
+                or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash
+            ):
                 raise ChainBroken(f"audit chain of writer {writer} does not verify at seq {link.seq}")
             seq, prev, moved = link.seq, link.hash, True
             new_links += 1
@@ -308,9 +342,14 @@ def make_checkpoint(tenant_id: str, signer: CheckpointSigner, clock: Clock = SYS
     }
     checkpoint = Checkpoint(tenant_id, body["seq"], body, b"", signer.key_id)
     checkpoint.signature = signer.sign(checkpoint.digest)
-    item = AuditCheckpointModel(tenant_id, checkpoint_sk(checkpoint.seq), body_json=json.dumps(body, sort_keys=True),
-                                signature=base64.b64encode(checkpoint.signature).decode(), key_id=signer.key_id,
-                                created=body["time"])
+    item = AuditCheckpointModel(
+        tenant_id,
+        checkpoint_sk(checkpoint.seq),
+        body_json=json.dumps(body, sort_keys=True),
+        signature=base64.b64encode(checkpoint.signature).decode(),
+        key_id=signer.key_id,
+        created=body["time"],
+    )
     try:
         with condition_guard():
             item.save(condition=AuditCheckpointModel.sk.does_not_exist())

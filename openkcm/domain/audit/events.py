@@ -54,8 +54,19 @@ class AuditEvent:
             raise InvalidRequest(f"audit kind/result must be one of {sorted(KINDS)} / {sorted(RESULTS)}")
         if not self.tenant_id or not self.operation:
             raise InvalidRequest("audit events name a tenant and an operation")
-        for name in ("tenant_id", "source", "operation", "actor", "actor_role", "account_id", "object_id",
-                     "reason", "l1_ref", "request_id", "client_address"):
+        for name in (
+            "tenant_id",
+            "source",
+            "operation",
+            "actor",
+            "actor_role",
+            "account_id",
+            "object_id",
+            "reason",
+            "l1_ref",
+            "request_id",
+            "client_address",
+        ):
             _check_text(name, getattr(self, name))
         if not isinstance(self.l2_version, int) or isinstance(self.l2_version, bool):
             raise InvalidRequest("audit l2_version must be an integer")

@@ -125,7 +125,9 @@ class ChainedAuditSink(AuditSink):
             self._replay()
             self._events_wal = open(self._events_path, "a", encoding="utf-8")  # noqa: SIM115
             self._links_wal = open(self._links_path, "a", encoding="utf-8")  # noqa: SIM115
-            self._thread = threading.Thread(target=self._run, args=(flush_interval,), daemon=True, name="audit")
+            self._thread = threading.Thread(
+                target=self._run, args=(flush_interval,), daemon=True, name="audit"
+            )
             self._thread.start()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ class ChainedAuditSink(AuditSink):
             return cached[0]
         try:
             ref = self._resolve_chain(tenant_id, l2_version) or ""
-        except Exception:
+        except Exception:  # noqa: BLE001
             return ""
         if len(self._chain_cache) > 10_000:
             self._chain_cache.clear()
@@ -273,14 +275,14 @@ class ChainedAuditSink(AuditSink):
             self._touched.add(link.tenant_id)
         try:
             _count_usage(written)
-        except Exception as exc:  # analytics only; the trail itself is stored
+        except Exception as exc:  # noqa: BLE001 (analytics only; the trail itself is stored)
             log.warning("audit usage counters not updated: %s", type(exc).__name__)
         while self._security:
             event = self._security.popleft()
             if self._on_security is not None:
                 try:
                     self._on_security(event)
-                except Exception as exc:  # the record is kept; the bus is best effort
+                except Exception as exc:  # noqa: BLE001 (the record is kept; the bus is best effort)
                     log.warning("security event not published: %s", type(exc).__name__)
 
     def close(self) -> None:
@@ -307,7 +309,9 @@ class ChainedAuditSink(AuditSink):
         for tenant_id, records in by_tenant.items():
             for start in range(0, len(records), self._batch):
                 seq, prev = self._heads.get(tenant_id, (0, GENESIS))
-                link = Link.build(tenant_id, self.writer_id, seq + 1, prev, records[start : start + self._batch])
+                link = Link.build(
+                    tenant_id, self.writer_id, seq + 1, prev, records[start : start + self._batch]
+                )
                 self._heads[tenant_id] = (link.seq, link.hash)
                 links.append(link)
         return links
@@ -359,14 +363,17 @@ class ChainedAuditSink(AuditSink):
         self.stats["replayed_links"] = len(self._unwritten)
         self.stats["replayed_events"] = len(self._pending) + sum(len(link.events) for link in self._unwritten)
         _rewrite(self._links_path, [link.to_json() for link in self._unwritten])
-        _rewrite(self._events_path, [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in self._pending])
+        _rewrite(
+            self._events_path,
+            [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in self._pending],
+        )
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
                 self.sync()  # hand any unsynced lines to the OS before they are linked
                 self.flush()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning("audit flush failed: %s", type(exc).__name__)
             self._maybe_checkpoint()
 
@@ -380,7 +387,7 @@ class ChainedAuditSink(AuditSink):
         for tenant_id in sorted(tenants):
             try:
                 self._checkpointer(tenant_id)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning("audit checkpoint of a tenant failed: %s", type(exc).__name__)
 
 

@@ -42,34 +42,64 @@ def _check_events(link: Link, report: _Report) -> bool:
     extra = [i for i, d in enumerate(actual) if d not in stored]
     if not extra and Counter(actual) == Counter(link.digests):
         i = next(i for i, (a, b) in enumerate(zip(actual, link.digests, strict=True)) if a != b)
-        report.add(when, "reordered", f"record {link.events[i].get('event_id')} is out of order in writer "
-                   f"{link.writer} link {link.seq} (position {i})", event_id=link.events[i].get("event_id"), **where)
+        report.add(
+            when,
+            "reordered",
+            f"record {link.events[i].get('event_id')} is out of order in writer "
+            f"{link.writer} link {link.seq} (position {i})",
+            event_id=link.events[i].get("event_id"),
+            **where,
+        )
     elif extra and len(actual) > len(link.digests) and len(actual) - len(extra) == len(link.digests):
         e = link.events[extra[0]]
-        report.add(e.get("time", when), "inserted", f"record {e.get('event_id')} was inserted into writer "
-                   f"{link.writer} link {link.seq}", event_id=e.get("event_id"), **where)
+        report.add(
+            e.get("time", when),
+            "inserted",
+            f"record {e.get('event_id')} was inserted into writer {link.writer} link {link.seq}",
+            event_id=e.get("event_id"),
+            **where,
+        )
     elif extra and len(actual) == len(link.digests):
         e = link.events[extra[0]]
-        report.add(e.get("time", when), "altered", f"record {e.get('event_id')} in writer {link.writer} link "
-                   f"{link.seq} was altered", event_id=e.get("event_id"), **where)
+        report.add(
+            e.get("time", when),
+            "altered",
+            f"record {e.get('event_id')} in writer {link.writer} link {link.seq} was altered",
+            event_id=e.get("event_id"),
+            **where,
+        )
     elif len(actual) < len(link.digests):
         missing = [i for i, d in enumerate(link.digests) if d not in set(actual)]
-        report.add(when, "missing", f"record #{missing[0]} of writer {link.writer} link {link.seq} was deleted",
-                   position=missing[0], **where)
+        report.add(
+            when,
+            "missing",
+            f"record #{missing[0]} of writer {link.writer} link {link.seq} was deleted",
+            position=missing[0],
+            **where,
+        )
     else:
         report.add(when, "altered", f"writer {link.writer} link {link.seq} was altered", **where)
     return False
 
 
-def _load_archive(tenant_id: str, store: ArchiveStore | None, report: _Report,
-                  links: dict[str, dict[int, Link]], checkpoints: dict[int, Checkpoint]) -> dict[str, int]:
+def _load_archive(
+    tenant_id: str,
+    store: ArchiveStore | None,
+    report: _Report,
+    links: dict[str, dict[int, Link]],
+    checkpoints: dict[int, Checkpoint],
+) -> dict[str, int]:
     bind_audit_models()
-    manifests = {item.object_key: item for item in
-                 AuditArchiveModel.query(tenant_id, AuditArchiveModel.sk.startswith(ARCHIVE_PREFIX))}
+    manifests = {
+        item.object_key: item
+        for item in AuditArchiveModel.query(tenant_id, AuditArchiveModel.sk.startswith(ARCHIVE_PREFIX))
+    }
     summary = {"segments": 0, "links": 0, "records": 0}
     if store is None:
         if manifests:
-            report.add("", "archive", f"{len(manifests)} archived segments exist but no archive is configured")
+            report.add(
+                "", "archive", f"{len(manifests)} archived segments exist but no archive is configured"
+            )
         return summary
     keys = store.list(f"{tenant_id}/")
     prev = GENESIS
@@ -83,12 +113,21 @@ def _load_archive(tenant_id: str, store: ArchiveStore | None, report: _Report,
             prev = digest
             continue
         if header.get("segment") != number or header.get("prev_segment") != prev:
-            report.add(header.get("created", ""), "archive", f"archive segment {key} does not follow the "
-                       "previous segment (one is missing or was replaced)", segment=key)
+            report.add(
+                header.get("created", ""),
+                "archive",
+                f"archive segment {key} does not follow the "
+                "previous segment (one is missing or was replaced)",
+                segment=key,
+            )
         manifest = manifests.pop(key, None)
         if manifest is not None and manifest.sha256 != digest:
-            report.add(header.get("created", ""), "archive", f"archive segment {key} differs from its manifest",
-                       segment=key)
+            report.add(
+                header.get("created", ""),
+                "archive",
+                f"archive segment {key} differs from its manifest",
+                segment=key,
+            )
         if checkpoint is not None:
             checkpoints.setdefault(checkpoint.seq, checkpoint)
         for link in segment_links:
@@ -98,12 +137,18 @@ def _load_archive(tenant_id: str, store: ArchiveStore | None, report: _Report,
         summary["records"] += sum(len(link.events) for link in segment_links)
         prev = digest
     for key in manifests:
-        report.add("", "archive", f"archive segment {key} is listed in the manifest but missing from the archive",
-                   segment=key)
+        report.add(
+            "",
+            "archive",
+            f"archive segment {key} is listed in the manifest but missing from the archive",
+            segment=key,
+        )
     return summary
 
 
-def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: ArchiveStore | None = None) -> dict[str, Any]:
+def verify_tenant_chain(
+    tenant_id: str, signer: CheckpointSigner, archive: ArchiveStore | None = None
+) -> dict[str, Any]:
     report = _Report()
     links: dict[str, dict[int, Link]] = {}
     archived_cps: dict[int, Checkpoint] = {}
@@ -120,10 +165,19 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
         writer, position = parsed
         archived = links.get(writer, {}).get(position)
         if archived is not None:
-            if (archived.hash, archived.prev_hash, archived.events, archived.digests) != \
-                    (link.hash, link.prev_hash, link.events, link.digests):
-                report.add(item.first_time, "altered", f"writer {writer} link {position} differs from its "
-                           "archived copy", writer=writer, seq=position)
+            if (archived.hash, archived.prev_hash, archived.events, archived.digests) != (
+                link.hash,
+                link.prev_hash,
+                link.events,
+                link.digests,
+            ):
+                report.add(
+                    item.first_time,
+                    "altered",
+                    f"writer {writer} link {position} differs from its archived copy",
+                    writer=writer,
+                    seq=position,
+                )
             continue
         link.sk = item.sk
         links.setdefault(writer, {})[position] = link
@@ -135,8 +189,12 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
         if live is None:
             checkpoints[seq] = cp
         elif live.digest != cp.digest or live.signature != cp.signature:
-            report.add(cp.body.get("time", ""), "forged_checkpoint",
-                       f"checkpoint {seq} differs from the copy in the archive", checkpoint=seq)
+            report.add(
+                cp.body.get("time", ""),
+                "forged_checkpoint",
+                f"checkpoint {seq} differs from the copy in the archive",
+                checkpoint=seq,
+            )
     trusted: list[Checkpoint] = []
     prev_digest = GENESIS
     for expected, seq in enumerate(sorted(checkpoints), start=1):
@@ -146,12 +204,20 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
             report.add(when, "missing_checkpoint", f"checkpoint {expected} is missing", checkpoint=expected)
             break
         if cp.body.get("tenant_id") != tenant_id or not cp.signature_valid(signer):
-            report.add(when, "forged_checkpoint", f"checkpoint {seq} does not carry a valid signature",
-                       checkpoint=seq)
+            report.add(
+                when,
+                "forged_checkpoint",
+                f"checkpoint {seq} does not carry a valid signature",
+                checkpoint=seq,
+            )
             break
         if cp.body.get("prev") != prev_digest:
-            report.add(when, "forged_checkpoint", f"checkpoint {seq} does not follow checkpoint {seq - 1}",
-                       checkpoint=seq)
+            report.add(
+                when,
+                "forged_checkpoint",
+                f"checkpoint {seq} does not follow checkpoint {seq - 1}",
+                checkpoint=seq,
+            )
             break
         trusted.append(cp)
         prev_digest = cp.digest.hex()
@@ -168,28 +234,54 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
             if link is None:
                 before = chain.get(position - 1)
                 when = before.events[-1]["time"] if before and before.events else ""
-                report.add(when, "missing", f"writer {writer} link {position} is missing", writer=writer,
-                           seq=position)
+                report.add(
+                    when,
+                    "missing",
+                    f"writer {writer} link {position} is missing",
+                    writer=writer,
+                    seq=position,
+                )
                 prev = None  # unknown from here on; continue to find more problems
                 continue
             when = link.events[0]["time"] if link.events else ""
             records += len(link.events)
             ok = _check_events(link, report)
             if link.seq != position:
-                report.add(when, "reordered", f"the link stored at writer {writer} position {position} was "
-                           f"written as link {link.seq}", writer=writer, seq=position)
+                report.add(
+                    when,
+                    "reordered",
+                    f"the link stored at writer {writer} position {position} was written as link {link.seq}",
+                    writer=writer,
+                    seq=position,
+                )
                 ok = False
             elif ok and link_hash(link.prev_hash, tenant_id, writer, position, link.digests) != link.hash:
-                report.add(when, "altered", f"writer {writer} link {position} was altered", writer=writer,
-                           seq=position)
+                report.add(
+                    when,
+                    "altered",
+                    f"writer {writer} link {position} was altered",
+                    writer=writer,
+                    seq=position,
+                )
                 ok = False
             elif ok and prev is not None and link.prev_hash != prev:
                 if link.prev_hash in all_hashes and all_hashes[link.prev_hash] != position - 1:
-                    report.add(when, "reordered", f"writer {writer} link {position} follows link "
-                               f"{all_hashes[link.prev_hash]}, not link {position - 1}", writer=writer, seq=position)
+                    report.add(
+                        when,
+                        "reordered",
+                        f"writer {writer} link {position} follows link "
+                        f"{all_hashes[link.prev_hash]}, not link {position - 1}",
+                        writer=writer,
+                        seq=position,
+                    )
                 else:
-                    report.add(when, "inserted", f"writer {writer} link {position} does not follow link "
-                               f"{position - 1}", writer=writer, seq=position)
+                    report.add(
+                        when,
+                        "inserted",
+                        f"writer {writer} link {position} does not follow link {position - 1}",
+                        writer=writer,
+                        seq=position,
+                    )
                 ok = False
             hashes[position] = link.hash
             prev = link.hash if ok else None
@@ -200,11 +292,23 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
         for writer, (seq, digest) in cp.heads.items():
             stored = chain_hashes.get(writer, {}).get(seq)
             if stored is None:
-                report.add(cp.body.get("time", ""), "missing", f"writer {writer} link {seq} named by checkpoint "
-                           f"{cp.seq} is missing", writer=writer, seq=seq, checkpoint=cp.seq)
+                report.add(
+                    cp.body.get("time", ""),
+                    "missing",
+                    f"writer {writer} link {seq} named by checkpoint {cp.seq} is missing",
+                    writer=writer,
+                    seq=seq,
+                    checkpoint=cp.seq,
+                )
             elif stored != digest:
-                report.add(cp.body.get("time", ""), "altered", f"writer {writer} links up to {seq} differ from "
-                           f"checkpoint {cp.seq}", writer=writer, seq=seq, checkpoint=cp.seq)
+                report.add(
+                    cp.body.get("time", ""),
+                    "altered",
+                    f"writer {writer} links up to {seq} differ from checkpoint {cp.seq}",
+                    writer=writer,
+                    seq=seq,
+                    checkpoint=cp.seq,
+                )
             confirmed[writer] = max(confirmed.get(writer, 0), seq)
     for writer, chain in links.items():
         unconfirmed += sum(len(link.events) for s, link in chain.items() if s > confirmed.get(writer, 0))
@@ -219,7 +323,8 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
         "writers": len(links),
         "links": sum(len(c) for c in links.values()),
         "checkpoint": {"seq": last_cp.seq, "time": last_cp.body.get("time"), "key_id": last_cp.key_id}
-        if last_cp else None,
+        if last_cp
+        else None,
         "unconfirmed_records": unconfirmed,
         "archive": archive_summary,
         "problems": problems,
@@ -233,5 +338,3 @@ def verify_tenant_chain(tenant_id: str, signer: CheckpointSigner, archive: Archi
         if unconfirmed:
             result["message"] += f" ({unconfirmed} newer records not yet checkpointed)"
     return result
-
-
