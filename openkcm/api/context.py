@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,8 @@ from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 from openkcm.api.auth import Principal
 from openkcm.domain.audit import AuditEvent
-from openkcm.errors import InvalidRequest, NotFound, OpenKCMError, PermissionDenied
+from openkcm.domain.pki import CertificateAuthority
+from openkcm.errors import InvalidRequest, KeyUnavailable, NotFound, OpenKCMError, PermissionDenied
 from openkcm.ops.runtime import Runtime, build_runtime
 from openkcm.storage import TenantModel
 
@@ -46,6 +48,39 @@ def runtime() -> Runtime:
         if _state["runtime"] is None:
             _state["runtime"] = build_runtime()
         return _state["runtime"]
+
+
+CA_SECRET_ENV = "OPENKCM_CA_SECRET_ARN"
+
+
+def certificate_authority() -> CertificateAuthority:
+    """The deployment's CA. In AWS it comes from the Secrets Manager secret named by
+    ``OPENKCM_CA_SECRET_ARN`` (JSON ``{"ca_cert_pem", "ca_key_pem"}``, DECISIONS 6), read once per
+    container; without it, the runtime's embedded default (0600 files in the data directory)."""
+    rt = runtime()
+    arn = os.environ.get(CA_SECRET_ENV, "")
+    if not arn:
+        return rt.certificate_authority()
+    cache_key = f"ca:{arn}"
+    if cache_key not in rt.extras:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            raw = boto3.client("secretsmanager", region_name=rt.settings.region).get_secret_value(SecretId=arn)
+            value = json.loads(raw.get("SecretString") or "{}")
+            key = serialization.load_pem_private_key(value["ca_key_pem"].encode(), None)
+            cert = x509.load_pem_x509_certificate(value["ca_cert_pem"].encode())
+        except (BotoCoreError, ClientError, ValueError, KeyError, TypeError, AttributeError):
+            raise KeyUnavailable("the deployment CA is not available: fill the CA secret "
+                                 '({"ca_cert_pem", "ca_key_pem"}) and retry') from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise KeyUnavailable("the deployment CA key must be an EC private key")
+        rt.extras[cache_key] = CertificateAuthority(key, cert, rt.settings.trust_domain, rt.clock)
+    return rt.extras[cache_key]
 
 
 def principal(router: BaseRouter) -> Principal:

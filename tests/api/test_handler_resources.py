@@ -331,3 +331,30 @@ def test_binary_body_is_400_not_a_crash(api, account, make_tenant):
 
     result = handler(event, LocalLambdaContext("t"))
     assert result["statusCode"] == 400 and json.loads(result["body"])["details"]["field"] == "body"
+
+
+def test_certificates_are_signed_by_the_ca_from_secrets_manager(api, account, make_tenant, aws_endpoint, monkeypatch,
+                                                              tmp_path):
+    import uuid
+
+    import boto3
+
+    from openkcm.domain.pki import CertificateAuthority
+
+    ca = CertificateAuthority.load_or_create(tmp_path / "deployment-ca", "openkcm.local")
+    key_pem = (tmp_path / "deployment-ca" / "ca.key").read_text()
+    client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=aws_endpoint)
+    empty = client.create_secret(Name=f"ca-empty-{uuid.uuid4().hex}")["ARN"]
+    filled = client.create_secret(Name=f"ca-{uuid.uuid4().hex}", SecretString=json.dumps(
+        {"ca_cert_pem": ca.cert_pem.decode(), "ca_key_pem": key_pem}))["ARN"]
+    tenant = make_tenant(account)
+    path = f"/v1/tenants/{tenant.tenant_id}/certificates"
+    monkeypatch.setenv("OPENKCM_CA_SECRET_ARN", empty)
+    reply = api.call("POST", path, claims(account), body={"service_id": "svc", "csr": _csr()})
+    assert reply.status == 503 and "CA secret" in reply.json()["message"]
+    monkeypatch.setenv("OPENKCM_CA_SECRET_ARN", filled)
+    reply = api.call("POST", path, claims(account), body={"service_id": "svc", "csr": _csr()})
+    assert reply.status == 201, reply.text
+    cert = x509.load_pem_x509_certificate(reply.json()["certificate_pem"].encode())
+    assert cert.issuer == ca.cert.subject and reply.json()["ca_pem"] == ca.cert_pem.decode()
+    assert api.call("GET", "/v1/ca", claims(account)).json()["ca_pem"] == ca.cert_pem.decode()

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from openkcm.api import auth
-from openkcm.api.context import audit, check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
+from openkcm.api.context import audit, certificate_authority, check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
 from openkcm.api.errors import json_response
 from openkcm.api.models import CertificateIssue, CertificateRevoke
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso
@@ -70,7 +70,7 @@ def issue_certificate(tenant_id: str, body: CertificateIssue) -> Response[dict[s
 
     def create() -> dict[str, Any]:
         rt.audit.ensure_writable()
-        ca = rt.certificate_authority()
+        ca = certificate_authority()
         cert = ca.sign_client_csr(csr_pem, tenant_id, body.service_id, body.validity_days)
         serial = format(cert.serial_number, "x")
         item = CertificateModel(
@@ -117,5 +117,5 @@ def revoke_certificate(tenant_id: str, serial: str, body: CertificateRevoke) -> 
 def ca_bundle() -> dict[str, Any]:
     """The deployment's CA certificate (PEM): KMIP clients trust the server with it."""
     principal(ca_router)
-    ca = runtime().certificate_authority()
+    ca = certificate_authority()
     return {"trust_domain": ca.trust_domain, "ca_pem": ca.cert_pem.decode()}
