@@ -116,6 +116,7 @@ class OpenKcmStack(Stack):
             "AuditArchiveBucket": self.data.audit_archive.bucket_name,
             "WebBucket": self.web.bucket.bucket_name,
             "DashboardName": self.observability.dashboard.dashboard_name,
+            "RotateFunctionName": self.rotation.rotate.function.function_name,
             # The principals a customer's BYOK/HYOK role must trust (aws_trust_template lists the caller).
             "KeystoreAccessRoleArns": Fn.join(
                 ",",
