@@ -157,33 +157,78 @@ def test_assign_the_key_to_a_second_tenant(page: Any, local_stack: LocalStackPro
     screenshot(page, "06-keys")
 
 
-def _csr(service: str) -> str:
+ISSUED: dict[str, Any] = {}
+
+
+def _csr(service: str) -> tuple[str, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)])
     ).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return csr.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
-def test_issue_and_revoke_a_certificate(page: Any, local_stack: LocalStackProcess) -> None:
+def test_issue_a_certificate(page: Any, local_stack: LocalStackProcess) -> None:
     _tab(page, "Services & certificates")
+    csr, key_pem = _csr("mongodb-prod")
     page.get_by_label("Service id").fill("mongodb-prod")
-    page.get_by_label("Certificate signing request (PEM)").fill(_csr("mongodb-prod"))
+    page.get_by_label("Certificate signing request (PEM)").fill(csr)
     page.get_by_role("button", name="Issue certificate").click()
     expect(page.get_by_text("issued for")).to_be_visible()
-    expect(page.get_by_text(f"spiffe://", exact=False).first).to_be_visible()
+    expect(page.get_by_text("spiffe://", exact=False).first).to_be_visible()
     rows = page.get_by_test_id("certificate-row")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("active")
     expect(page.get_by_role("heading", name="Integration guide: MongoDB")).to_be_visible()
-    expect(page.locator("pre").first).to_contain_text('kmsProviders: { kmip: { endpoint:')
+    expect(page.locator("pre").first).to_contain_text("kmsProviders: { kmip: { endpoint:")
     screenshot(page, "07-services")
 
-    with page.expect_download() as download:
+    with page.expect_download() as cert_download:
+        page.get_by_role("button", name="Download certificate").click()
+    with page.expect_download() as ca_download:
         page.get_by_role("button", name="Download CA bundle").click()
-    assert download.value.suggested_filename == "openkcm-ca.pem"
-    assert "BEGIN CERTIFICATE" in open(download.value.path()).read()
+    assert ca_download.value.suggested_filename == "openkcm-ca.pem"
+    assert "BEGIN CERTIFICATE" in open(ca_download.value.path()).read()
+    ISSUED.update(cert=open(cert_download.value.path()).read(), key=key_pem)
+    assert "BEGIN CERTIFICATE" in ISSUED["cert"]
 
+
+def test_kmip_client_shows_on_dashboard_and_keys(page: Any, local_stack: LocalStackProcess,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The issued certificate used by a real KMIP client (PyKMIP over mTLS): the dashboard then shows the
+    service with its last-seen time and the day's key operations, and Keys lists the object it created."""
+    kmip = local_stack.info["services"].get("kmip")
+    if not kmip or not ISSUED:
+        pytest.skip("the local stack runs no KMIP listener, or no certificate was issued")
+    from kmip.core import enums
+    from kmip.pie.client import ProxyKmipClient
+
+    folder = tmp_path_factory.mktemp("kmip-client")
+    (folder / "client.crt").write_text(ISSUED["cert"])
+    (folder / "client.key").write_bytes(ISSUED["key"])
+    host, port = kmip["endpoint"].rsplit(":", 1)
+    client = ProxyKmipClient(hostname=host, port=int(port), cert=str(folder / "client.crt"),
+                             key=str(folder / "client.key"), ca=kmip["ca_certificate"], config_file="/dev/null")
+    with client:
+        uid = client.create(enums.CryptographicAlgorithm.AES, 256, name="e2e-dek")
+        client.get(uid)
+    _tab(page, "Dashboard")
+    page.get_by_role("button", name="Refresh").click()
+    services = page.get_by_role("region", name="Services connected")
+    expect(services).to_contain_text("mongodb-prod")
+    expect(services).not_to_contain_text("never")
+    expect(page.get_by_role("img", name="Key operations per day", exact=False)).to_be_visible()
+    expect(page.get_by_text("Connected", exact=True)).to_be_visible()
+    screenshot(page, "02b-dashboard-with-service")
+    _tab(page, "Keys")
+    expect(page.get_by_role("region", name="Managed objects")).to_contain_text("e2e-dek")
+
+
+def test_revoke_the_certificate(page: Any, local_stack: LocalStackProcess) -> None:
+    _tab(page, "Services & certificates")
+    rows = page.get_by_test_id("certificate-row")
     rows.first.get_by_role("button", name="Revoke").click()
     page.get_by_role("button", name="Confirm revoke").click()
     expect(rows.first).to_contain_text("revoked")
@@ -197,6 +242,7 @@ def test_audit_log(page: Any) -> None:
     expect(rows.first).to_be_visible()
     expect(page.get_by_role("table")).to_contain_text("RotateL2")
     expect(page.get_by_role("table")).to_contain_text("IssueCertificate")
+    expect(page.get_by_role("table")).to_contain_text("RevokeCertificate")
     screenshot(page, "08-audit")
     page.get_by_label("Kind").select_option("security")
     page.get_by_role("button", name="Apply filter").click()

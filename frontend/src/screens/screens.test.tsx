@@ -3,7 +3,7 @@ import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { CmkApi } from "../api/client";
 import type { Tenant } from "../api/types";
-import { OpsChart } from "../components/OpsChart";
+import { fillDays, OpsChart } from "../components/OpsChart";
 import { fakeFetch } from "../test/fakeServer";
 import { Audit } from "./Audit";
 import { Dashboard } from "./Dashboard";
@@ -125,7 +125,7 @@ describe("dashboard", () => {
     expect(screen.getByText("Enforced")).toBeTruthy();
     expect(screen.getByText("Connected")).toBeTruthy();
     expect(screen.getByText("2026-11-29 09:00:00 UTC")).toBeTruthy();
-    expect(screen.getByRole("img", { name: /14 over 2 days/ })).toBeTruthy();
+    expect(screen.getByRole("img", { name: /14 over 14 days/ })).toBeTruthy();
   });
 });
 
@@ -173,11 +173,13 @@ describe("keys", () => {
 });
 
 describe("ops chart", () => {
-  it("draws one bar per day scaled to the maximum", () => {
-    const { container } = render(<OpsChart data={[{ day: "2026-11-01", count: 2 }, { day: "2026-11-02", count: 4 }]} />);
+  it("draws one bar per day of the last two weeks, scaled to the maximum", () => {
+    const { container } = render(<OpsChart data={[{ day: "2026-11-01", count: 2 }, { day: "2026-11-03", count: 4 }]} />);
     const bars = container.querySelectorAll("rect");
-    expect(bars.length).toBe(2);
-    expect(Number(bars[1].getAttribute("height"))).toBeCloseTo(2 * Number(bars[0].getAttribute("height")));
+    expect(bars.length).toBe(14);
+    expect(Number(bars[13].getAttribute("height"))).toBeCloseTo(2 * Number(bars[11].getAttribute("height")));
+    expect(Number(bars[12].getAttribute("height"))).toBe(0);
+    expect(fillDays([{ day: "2026-10-01", count: 1 }, { day: "2026-11-01", count: 1 }]).length).toBe(32);
   });
 });
 
