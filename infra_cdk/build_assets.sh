@@ -33,12 +33,12 @@ done
 # connectors (from the "local" extra) for the functions that talk to L1 keystores.
 requirements() {
   "$PY" - "$REPO/pyproject.toml" "$1" <<'EOF'
-import sys, tomllib
+import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 wanted = list(project["dependencies"])
 if sys.argv[2] == "keystores":
     connectors = ("azure-keyvault-keys", "azure-identity", "google-cloud-kms", "python-pkcs11")
-    wanted += [r for r in project["optional-dependencies"]["local"] if r.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip() in connectors]
+    wanted += [r for r in project["optional-dependencies"]["local"] if re.split(r"[\[<>=!~; ]", r)[0] in connectors]
 print("\n".join(wanted))
 EOF
 }

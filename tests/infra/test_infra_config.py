@@ -170,3 +170,33 @@ def test_kmip_entry_point_writes_the_tls_files_privately_and_drops_the_variables
         ["/bin/sh", "-c", script], env=missing, capture_output=True, text=True, timeout=10
     )
     assert failed.returncode != 0  # set -u: a missing secret stops the task instead of starting without TLS
+
+
+def test_kmip_image_context_has_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """build_assets.sh --only kmip stages the Docker build context; every COPY source must be in it,
+    and nothing else of the working tree (no .venv, no node_modules)."""
+    import shlex
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    dockerfile = repo / "kmip_fargate" / "Dockerfile"
+    if not dockerfile.is_file():
+        pytest.skip("kmip_fargate/Dockerfile is not there yet")
+    subprocess.run(
+        [str(repo / "infra_cdk" / "build_assets.sh"), "--only", "kmip", "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    context = tmp_path / "kmip-image"
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        parts = shlex.split(line) if line.strip().upper().startswith("COPY ") else []
+        if parts and not any(p.startswith("--from") for p in parts):
+            sources += [p for p in parts[1:-1] if not p.startswith("--")]
+    assert sources, "the Dockerfile copies nothing from the context?"
+    for source in sources:
+        assert (context / source.rstrip("/")).exists(), source
+    assert (context / "kmip_fargate" / "Dockerfile").is_file()
+    assert not (context / ".venv").exists() and not (context / "frontend").exists()
+    assert not list(context.rglob("__pycache__"))
