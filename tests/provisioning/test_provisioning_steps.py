@@ -109,3 +109,29 @@ def test_service_disabled_then_enabled_within_retention_restores(rt):
     provisioning.process_event(rt, marketplace_event())
     assert TenantModel.get("acme-corp-12345", "TENANT").status == "Ready"
     assert provisioning.provisioning_status("acme-corp-12345")["status"] == "Ready"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing of ours (nor Powertools) gets to clean up."""
+
+
+def test_worker_killed_midway_is_resumed_once_its_in_progress_record_expires(rt):
+    import time
+
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    event = marketplace_event(event_id="evt-killed")
+
+    def kill_after_trust(step: str) -> None:
+        if step == "trust_domain":
+            raise Killed()
+
+    with pytest.raises(Killed):
+        provisioning.process_event(rt, event, context=provisioning._WorkerContext(budget_seconds=1),
+                                   after_step=kill_after_trust)
+    assert TenantModel.get("acme-corp-12345", "TENANT").status == "Provisioning"  # shows where it stopped
+    with pytest.raises(IdempotencyAlreadyInProgressError):  # a duplicate while the worker "still runs"
+        provisioning.process_event(rt, event)
+    time.sleep(1.2)  # the dead worker's in-progress record expires with its (Lambda) time budget
+    assert provisioning.process_event(rt, event)["status"] == "Ready"
+    assert_consistent(rt, "acme-corp-12345")
