@@ -215,8 +215,12 @@ def test_kmip_client_shows_on_dashboard_and_keys(page: Any, local_stack: LocalSt
         uid = client.create(enums.CryptographicAlgorithm.AES, 256, name="e2e-dek")
         client.get(uid)
     _tab(page, "Dashboard")
-    page.get_by_role("button", name="Refresh").click()
     services = page.get_by_role("region", name="Services connected")
+    deadline = time.monotonic() + 60  # usage counters may be flushed in batches: refresh until they land
+    while "mongodb-prod" not in services.inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.get_by_test_id("master-key-state")).to_be_visible()
     expect(services).to_contain_text("mongodb-prod")
     expect(services).not_to_contain_text("never")
     expect(page.get_by_role("img", name="Key operations per day", exact=False)).to_be_visible()
