@@ -140,10 +140,11 @@ def verify_signature(secret: bytes, header: str | None, body: bytes, now: float,
         if not match:
             raise WebhookRejected("malformed")
         parts.setdefault(match.group(1), []).append(match.group(2))
-    if len(parts.get("t", [])) != 1 or not parts.get("v1") or not parts["t"][0].isdigit():
+    if len(parts.get("t", [])) != 1 or not parts.get("v1") or not parts["t"][0].isdigit() or len(parts["t"][0]) > 12:
         raise WebhookRejected("malformed")
-    timestamp = int(parts["t"][0])
-    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    raw_t = parts["t"][0]  # signed exactly as sent: "<t>.<raw body>"
+    timestamp = int(raw_t)
+    expected = hmac.new(secret, raw_t.encode() + b"." + body, hashlib.sha256).hexdigest()
     # Several v1 values are allowed (secret rotation on the sender's side); each compared in constant time.
     matched = [v for v in parts["v1"] if hmac.compare_digest(v.lower().encode(), expected.encode())]
     if not matched:
@@ -185,7 +186,8 @@ def _local_secret(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            raise InvalidRequest(f"{path} must not be readable by group or others (chmod 600)") from None
+            log.error("%s must not be readable by group or others (chmod 600)", path)
+            raise OpenKCMError("the webhook secret is misconfigured") from None
         return path.read_bytes().strip()
     try:
         os.write(fd, secrets.token_hex(32).encode())

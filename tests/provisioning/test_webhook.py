@@ -157,3 +157,28 @@ def test_handler_through_sqs_and_the_worker_lambda(rt, secret, monkeypatch):
     reply = handler.worker_handler({"Records": records})
     assert reply == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert TenantModel.get("delta-4", "TENANT").status == "Ready"
+
+
+def test_signature_covers_the_timestamp_exactly_as_sent(rt, secret):
+    import hashlib
+    import hmac
+
+    raw = json.dumps(marketplace_event()).encode()
+    t = str(int(rt.clock.timestamp()))
+    padded = "0" + t  # same number, other bytes: must be signed as sent
+    good = hmac.new(secret, padded.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    assert provisioning.accept_webhook(rt, {"X-OpenKCM-Signature": f"t={padded},v1={good}"}, raw,
+                                       lambda m: None)[0] == 202
+    other = hmac.new(secret, t.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    assert provisioning.accept_webhook(rt, {"X-OpenKCM-Signature": f"t={padded},v1={other}"}, raw,
+                                       lambda m: None)[0] == 401
+
+
+def test_group_readable_secret_file_is_refused_without_leaking_its_path(rt, secret):
+    from openkcm.ops.provisioning import load_webhook_secret
+
+    path = rt.settings.data_dir / "secrets" / "webhook-secret"
+    path.chmod(0o644)
+    with pytest.raises(Exception) as info:
+        load_webhook_secret(rt.settings)
+    assert str(path) not in str(info.value) and getattr(info.value, "http_status", 0) == 500
