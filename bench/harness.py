@@ -66,6 +66,24 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
+@dataclass
+class ProcessGroup:
+    """Server processes sharing one port; CPU time is their sum."""
+
+    members: list[ServerProcess]
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    @property
+    def pid(self) -> int:
+        return self.members[0].pid
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members)
+
+
 def start_server(kind: str, config: dict[str, Any], log: Path, timeout: float = 90.0) -> ServerProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "ab") as err:
@@ -145,9 +163,11 @@ class Harness:
         return ctx
 
     def start_openkcm(self, *, null_audit: bool = False, workers: int | None = None,
-                      env: dict[str, str] | None = None) -> ServerProcess:
+                      env: dict[str, str] | None = None, variant: str = "stock", port: int | None = None,
+                      reuse_port: bool = False) -> ServerProcess:
         cfg = {"table_prefix": self.table_prefix, "data_dir": str(self.data_dir), "pki_dir": str(self.pki_dir),
-               "null_audit": null_audit, "workers": workers}
+               "null_audit": null_audit, "workers": workers, "variant": variant, "port": port,
+               "reuse_port": reuse_port}
         saved = {k: os.environ.get(k) for k in (env or {})}
         os.environ.update(env or {})
         try:
@@ -160,6 +180,13 @@ class Harness:
                     os.environ[key] = value
         self.servers.append(server)
         return server
+
+    def start_openkcm_group(self, processes: int, **kwargs: Any) -> ProcessGroup:
+        """``processes`` server processes on one port (SO_REUSEPORT) when more than one."""
+        if processes <= 1:
+            return ProcessGroup([self.start_openkcm(**kwargs)])
+        port = free_port()
+        return ProcessGroup([self.start_openkcm(port=port, reuse_port=True, **kwargs) for _ in range(processes)])
 
     def start_pykmip(self) -> ServerProcess:
         work = self.work / f"pykmip-{uuid.uuid4().hex[:6]}"

@@ -40,22 +40,29 @@ def run_moto(cfg: dict[str, Any]) -> None:
 
 
 def run_openkcm(cfg: dict[str, Any]) -> None:
-    from kmip_fargate.server import KmipServer, ServerConfig
+    """Our server as production builds it (kmip_fargate.main.build_server). ``variant`` selects a
+    bench-only experiment (bench.variants), labelled as such in every printed figure."""
+    from kmip_fargate.main import build_server
+    from kmip_fargate.server import ServerConfig
     from openkcm.config import Settings
     from openkcm.domain.audit import NullAuditSink
-    from openkcm.kmip.core import KmipCore
     from openkcm.ops.runtime import build_runtime
 
     settings = Settings(table_prefix=cfg["table_prefix"], data_dir=Path(cfg["data_dir"]))
     audit = NullAuditSink() if cfg.get("null_audit") else None
-    runtime = build_runtime(settings, audit=audit, audit_wal_dir=Path(cfg["data_dir"]) / "audit-wal")
+    runtime = build_runtime(settings, audit=audit, audit_wal_dir=Path(cfg["data_dir"]) / "kmip-audit-wal")
     pki = Path(cfg["pki_dir"])
     config = ServerConfig(
-        host="127.0.0.1", port=0, cert_file=pki / "server.pem", key_file=pki / "server.key",
+        host="127.0.0.1", port=int(cfg.get("port") or 0), cert_file=pki / "server.pem", key_file=pki / "server.key",
         ca_file=pki / "ca.pem", trust_domain=settings.trust_domain, max_connections_per_client=4096,
         metrics_interval=3600.0, **({"workers": int(cfg["workers"])} if cfg.get("workers") else {}),
     )
-    server = KmipServer(KmipCore(runtime), config)
+    server = build_server(runtime, config)
+    variant = cfg.get("variant") or "stock"
+    if variant != "stock" or cfg.get("reuse_port"):
+        from bench.variants import adapt
+
+        server = adapt(server, inline=variant == "inline", reuse_port=bool(cfg.get("reuse_port")))
 
     async def main() -> None:
         await server.start()
