@@ -225,15 +225,21 @@ class KmipServer:
     ) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        core = self.core
         while True:
             header = await asyncio.wait_for(reader.readexactly(8), cfg.idle_timeout)
             length = message_length(header)  # broken framing: TTLVError closes the connection
             if length > cfg.max_message_size:
                 return
             body = await asyncio.wait_for(reader.readexactly(length - 8), cfg.read_timeout)
-            response = await loop.run_in_executor(
-                self._pool, self.core.handle, header + body, identity, address
-            )
+            request = header + body
+            # Warm read-only requests are answered on the loop (no worker hand-off); anything that may
+            # touch the store goes to the bounded worker pool. Audit is synced before either answer.
+            response = core.try_inline(request, identity, address)
+            if response is None:
+                response = await loop.run_in_executor(self._pool, core.handle, request, identity, address)
+            elif core.inline_needs_sync:
+                await loop.run_in_executor(self._pool, core.sync_audit)
             writer.write(response)
             await asyncio.wait_for(writer.drain(), cfg.write_timeout)
 

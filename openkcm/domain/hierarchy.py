@@ -250,6 +250,20 @@ class TenantKeyring:
             status = self._tenant_status.get(tenant_id, "")
         return (seen[1] if seen else -1), status
 
+    def warm(self, tenant_id: str, version: int | None = None) -> bool:
+        """True when ``tenant_state`` (and ``version(tenant_id, version)`` when given) would be answered
+        from memory right now, without a store or parent call: lets an adapter serve a request on its
+        event loop without blocking it."""
+        now = self._clock.timestamp()
+        with self._lock:
+            seen = self._tenant_seen.get(tenant_id)
+            if seen is None or now - seen[0] >= self._epoch_poll:
+                return False
+            if version is None:
+                return True
+            cached = self._cache.get((tenant_id, version))
+        return cached is not None and now - cached.unwrapped_at < self._ttl
+
     def invalidate(self, tenant_id: str) -> None:
         """Drop everything cached of a tenant (rotation, revocation, L1 change, disable)."""
         with self._lock:

@@ -158,6 +158,21 @@ class ObjectStore:
             raise NotFound("no such object") from None
         return self._remember(_from_model(model))
 
+    def peek(self, tenant_id: str, object_id: str) -> ManagedObject | None:
+        """The cached object when it is fresh and the tenant's epoch is known without polling; None
+        otherwise (the caller then takes the path that may read the store)."""
+        if not self.keyring.warm(tenant_id):
+            return None
+        epoch, _ = self.keyring.tenant_state(tenant_id)
+        with self._lock:
+            cache = self._cache.get(tenant_id)
+            if cache is None or cache.epoch != epoch:
+                return None
+            hit = cache.items.get(object_id)
+        if hit is None or self._clock.timestamp() - hit[0] >= self._ttl:
+            return None
+        return hit[1]
+
     def exists_elsewhere(self, tenant_id: str, object_id: str) -> bool:
         """Whether ``object_id`` names an object of ``tenant_id`` (used only to audit cross-tenant
         attempts; the caller's answer never depends on it)."""

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit import AuditEvent, NullAuditSink
 from openkcm.domain.hierarchy import derive_l4
 from openkcm.domain.objects import ManagedObject, ObjectStore
 from openkcm.domain.pki import ClientIdentity
@@ -30,11 +30,28 @@ from openkcm.kmip.dispatch import HANDLERS
 from openkcm.kmip.errors import KmipError, from_domain
 from openkcm.ops.runtime import Runtime
 from openkcm.protocol import messages, ttlv
-from openkcm.protocol.messages import MessageError, RequestItem, ResponseItem
-from openkcm.protocol.tags import OPERATION_NAMES, BatchContinuation, Reason, Status, Tag
+from openkcm.protocol.messages import MessageError, RequestItem, RequestMessage, ResponseItem
+from openkcm.protocol.tags import OPERATION_NAMES, BatchContinuation, Op, Reason, Status, Tag
 from openkcm.storage import CertificateModel
 
 log = logging.getLogger("openkcm.kmip")
+
+# Read-only operations that can be answered from warm caches without touching the store.
+_INLINE_OPS = frozenset(
+    {
+        Op.GET,
+        Op.GET_ATTRIBUTES,
+        Op.GET_ATTRIBUTE_LIST,
+        Op.ENCRYPT,
+        Op.DECRYPT,
+        Op.MAC,
+        Op.MAC_VERIFY,
+        Op.CHECK,
+        Op.DISCOVER_VERSIONS,
+        Op.QUERY,
+    }
+)
+_NO_OBJECT_OPS = frozenset({Op.DISCOVER_VERSIONS, Op.QUERY})
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,7 @@ class KmipConfig:
     max_depth: int = 16
     max_batch_items: int = 64
     server_name: str = "OpenKCM KMIP server"
+    inline_warm: bool = True  # let transports answer warm read-only requests without a worker hand-off
 
 
 def operation_name(op: int | None) -> str:
@@ -125,6 +143,14 @@ class KmipCore:
         # request ids: unique per process start + a counter (no random syscall per request)
         self._request_prefix = uuid.uuid4().hex[:12]
         self._request_counter = itertools.count(1)
+        # The inline path needs an audit sink that never blocks in record(): a WAL (or none at all).
+        audit = runtime.audit
+        self._inline_ok = self.config.inline_warm and (
+            getattr(audit, "wal_dir", None) is not None or isinstance(audit, NullAuditSink)
+        )
+        self._inline_fsync = bool(getattr(runtime.settings, "audit_wal_fsync", True)) and not isinstance(
+            audit, NullAuditSink
+        )
 
     # ---- authorization -------------------------------------------------------------------------
     def _revoked(self, tenant_id: str, serial_hex: str, epoch: int) -> bool:
@@ -197,15 +223,86 @@ class KmipCore:
 
     # ---- the core ------------------------------------------------------------------------------
     def handle(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes:
+        """Answer one request message (may read the store: run it off the event loop)."""
         started = time.perf_counter()
+        try:
+            message: RequestMessage | MessageError = self._decode(request)
+        except MessageError as exc:
+            message = exc
+        return self._process(message, identity, client_address, started, sync=True)
+
+    # ---- the non-blocking fast path ------------------------------------------------------------
+    @property
+    def inline_needs_sync(self) -> bool:
+        """After :meth:`try_inline`, whether the caller must still run :meth:`sync_audit` (an fsync)
+        before it sends the response; False when the WAL is handed to the OS only (already done)."""
+        return self._inline_fsync
+
+    def sync_audit(self) -> None:
+        self._sync()
+
+    def try_inline(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes | None:
+        """The response when the request can be answered from memory alone (warm caches, read-only
+        operations, a WAL-backed audit sink), else None: the caller then uses :meth:`handle` in a worker.
+        Audit records are kept; with ``inline_needs_sync`` the caller syncs them before answering."""
+        if not self._inline_ok:
+            return None
+        started = time.perf_counter()
+        try:
+            message = self._decode(request)
+        except MessageError:
+            return None  # rare: the ordinary path answers it
+        if not self._warm(message, identity):
+            return None
+        return self._process(message, identity, client_address, started, sync=not self._inline_fsync)
+
+    def _warm(self, message: RequestMessage, identity: ClientIdentity) -> bool:
+        keyring, store = self.services.keyring, self.services.store
+        tenant = identity.tenant_id
+        if not keyring.warm(tenant):
+            return False
+        epoch, _ = keyring.tenant_state(tenant)
+        with self._cert_lock:
+            hit = self._cert_cache.get((tenant, identity.serial_hex))
+        if hit is None or hit[1] != epoch or time.monotonic() - hit[0] >= self._poll:
+            return False
+        for item in message.items:
+            if item.operation not in _INLINE_OPS:
+                return False
+            if item.operation in _NO_OBJECT_OPS:
+                continue
+            payload = item.payload
+            if payload is None or payload.get(Tag.KEY_WRAPPING_SPECIFICATION) is not None:
+                return False
+            node = payload.get(Tag.UNIQUE_IDENTIFIER)
+            if node is None or node.type != ttlv.TEXT_STRING:
+                return False
+            obj = store.peek(tenant, node.value)  # type: ignore[arg-type]
+            if obj is None or obj.derived_from is not None:
+                return False
+            if obj.wrapped is not None and not keyring.warm(tenant, obj.l2_version):
+                return False
+        return True
+
+    def _decode(self, request: bytes) -> RequestMessage:
+        return messages.decode_request(
+            request, max_size=self.config.max_message_size, max_depth=self.config.max_depth
+        )
+
+    def _process(
+        self,
+        message: RequestMessage | MessageError,
+        identity: ClientIdentity,
+        client_address: str,
+        started: float,
+        *,
+        sync: bool,
+    ) -> bytes:
         request_id = f"{self._request_prefix}-{next(self._request_counter)}"
         now = int(self.services.clock.timestamp())
         counted: list[tuple[str, str]] = []
-        try:
-            message = messages.decode_request(
-                request, max_size=self.config.max_message_size, max_depth=self.config.max_depth
-            )
-        except MessageError as exc:
+        if isinstance(message, MessageError):
+            exc = message
             self._audit(
                 identity,
                 identity.tenant_id or PLATFORM_TENANT,
@@ -215,7 +312,8 @@ class KmipCore:
                 client_address=client_address,
                 request_id=request_id,
             )
-            self._sync()
+            if sync:
+                self._sync()
             counted.append(("Message", "failure"))
             self.metrics.observe(counted, time.perf_counter() - started)
             return messages.error_response(exc, now)
@@ -289,7 +387,8 @@ class KmipCore:
                 )
                 if result.status != Status.SUCCESS and stop_on_error:
                     break
-        self._sync()
+        if sync:
+            self._sync()
         response = messages.encode_response(version, results, now)
         limit = header.max_response_size
         if limit is not None and len(response) > limit:

@@ -280,3 +280,32 @@ def test_derive_key_hkdf_in_2_0_is_l4_and_never_stored(kmip_core, tenant_factory
         kmip_core, "deriving", request((1, 4), (Op.DERIVE_KEY, [derive[0], uid(derived_id), *derive[1:3]]))
     )
     assert results[0].status == Status.OPERATION_FAILED
+
+
+def test_warm_read_only_requests_are_answered_inline_and_everything_else_is_not(
+    settings, tenant_factory, tmp_path
+):
+    """The fast path answers only from memory: warm caches, read-only operations, a WAL audit sink."""
+    from openkcm.kmip.core import KmipCore
+    from openkcm.ops.runtime import build_runtime
+
+    tenant_factory(tenant_id="inline")
+    wal_runtime = build_runtime(settings, audit_wal_dir=tmp_path / "wal")
+    try:
+        core = KmipCore(wal_runtime)
+        identity = who("inline")
+        create = request((1, 2), (Op.CREATE, create_payload()), (Op.ACTIVATE, []))
+        assert core.try_inline(create, identity) is None  # writes never run inline
+        _, results = response(core.handle(create, identity))
+        key_id = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
+        get = request((1, 2), (Op.GET, [uid(key_id)]))
+        response(core.handle(get, identity))  # warms tenant, certificate, object and L2 caches
+        fast = core.try_inline(get, identity)
+        assert fast is not None
+        _, results = response(fast)
+        assert results[0].status == Status.SUCCESS
+        assert core.try_inline(request((1, 2), (Op.GET, [uid("inline." + "0" * 32)])), identity) is None
+        wal_runtime.keyring.invalidate("inline")  # an epoch change: cold again
+        assert core.try_inline(get, identity) is None
+    finally:
+        wal_runtime.close()
