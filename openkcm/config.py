@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     root_key_provider: Literal["local", "aws-kms"] = "local"
     root_kms_key_ids: str = ""
     trust_domain: str = "openkcm.local"
+    # AWS: the deployment CA lives in Secrets Manager as JSON {"ca_cert_pem", "ca_key_pem"} (DECISIONS 6);
+    # empty: the embedded default's files in <data_dir>/pki.
+    ca_secret_arn: str = ""
     # DECISIONS 7: unwrapped L2 keys live in memory at most this long; epochs are polled this often.
     l2_cache_ttl_seconds: float = Field(60.0, gt=0, le=300)
     epoch_poll_seconds: float = Field(5.0, gt=0, le=60)

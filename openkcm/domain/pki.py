@@ -9,6 +9,7 @@ never sees a client's private key; ``issue_client`` (key generated here) is for 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -90,6 +91,19 @@ class CertificateAuthority:
         )
         _write_private(key_path, _pem_key(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(key, cert, trust_domain, clock)
+
+    @classmethod
+    def from_json(cls, document: str, trust_domain: str, clock: Clock = SYSTEM_CLOCK) -> CertificateAuthority:
+        """Load the CA from ``{"ca_cert_pem", "ca_key_pem"}`` (the Secrets Manager secret in AWS)."""
+        try:
+            fields = json.loads(document)
+            key = serialization.load_pem_private_key(fields["ca_key_pem"].encode(), None)
+            cert = x509.load_pem_x509_certificate(fields["ca_cert_pem"].encode())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidRequest("the CA secret is not {ca_cert_pem, ca_key_pem} in PEM") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise InvalidRequest("the CA secret's key does not belong to its certificate")
         return cls(key, cert, trust_domain, clock)
 
     def spiffe_id(self, tenant_id: str, service_id: str) -> str:

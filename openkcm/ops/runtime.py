@@ -40,11 +40,22 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def certificate_authority(self) -> CertificateAuthority:
-        """The deployment's CA (embedded default: files in the data directory, key 0600)."""
+        """The deployment's CA: from Secrets Manager in AWS (read only by the roles that sign), else the
+        embedded default's files in the data directory (key 0600), created on first use."""
         if "ca" not in self.extras:
-            self.extras["ca"] = CertificateAuthority.load_or_create(
-                Path(self.settings.data_dir) / "pki", self.settings.trust_domain, self.clock
-            )
+            if self.settings.ca_secret_arn:
+                import boto3
+
+                secret = boto3.client("secretsmanager", region_name=self.settings.region).get_secret_value(
+                    SecretId=self.settings.ca_secret_arn
+                )
+                self.extras["ca"] = CertificateAuthority.from_json(
+                    secret["SecretString"], self.settings.trust_domain, self.clock
+                )
+            else:
+                self.extras["ca"] = CertificateAuthority.load_or_create(
+                    Path(self.settings.data_dir) / "pki", self.settings.trust_domain, self.clock
+                )
         return self.extras["ca"]
 
     def close(self) -> None:
@@ -79,7 +90,11 @@ def build_runtime(
         grace=settings.l1_grace_seconds,
     )
     sink = audit or ChainedAuditSink(
-        writer_id=settings.writer_id or None, clock=clock, wal_dir=audit_wal_dir, max_pending=settings.audit_max_pending
+        writer_id=settings.writer_id or None,
+        clock=clock,
+        wal_dir=audit_wal_dir,
+        max_pending=settings.audit_max_pending,
+        authenticator=root,  # link MACs: the writer key is wrapped by the root key (KMS in AWS)
     )
     runtime = Runtime(settings, clock, root, Tenants(clock), keyring, sink)
     if isinstance(resolve_l1, KeystoreResolver):

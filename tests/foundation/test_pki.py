@@ -76,3 +76,27 @@ def test_csr_identity_comes_from_arguments_not_from_the_csr(ca):
         ca.sign_client_csr(b"not a csr", "tenant-a", "svc")
     with pytest.raises(InvalidRequest):
         ca.sign_client_csr(csr.public_bytes(serialization.Encoding.PEM), "Tenant_A!", "svc")
+
+
+def test_ca_loads_from_the_secrets_manager_secret(aws_endpoint, settings, tmp_path):
+    """In AWS the CA comes from Secrets Manager ({ca_cert_pem, ca_key_pem}); the Lambda's disk is read-only."""
+    import json
+
+    import boto3
+
+    from openkcm.ops.runtime import build_runtime
+
+    local = CertificateAuthority.load_or_create(tmp_path / "pki", settings.trust_domain)
+    document = json.dumps({"ca_cert_pem": local.cert_pem.decode(), "ca_key_pem": (tmp_path / "pki" / "ca.key").read_text()})
+    arn = boto3.client("secretsmanager").create_secret(Name=f"ca-{settings.table_prefix}", SecretString=document)["ARN"]
+    runtime = build_runtime(settings.model_copy(update={"ca_secret_arn": arn}), create=True)
+    try:
+        ca = runtime.certificate_authority()
+        assert ca.cert.serial_number == local.cert.serial_number
+        cert, _ = ca.issue_client("tenant-a", "svc")
+        cert.verify_directly_issued_by(local.cert)
+        assert not (settings.data_dir / "pki").exists()  # nothing written to the (read-only) disk
+    finally:
+        runtime.close()
+    with pytest.raises(InvalidRequest):
+        CertificateAuthority.from_json('{"ca_cert_pem": "x"}', "openkcm.test")
