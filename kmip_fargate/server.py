@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -182,6 +183,10 @@ class KmipServer:
         try:
             if self._connections >= self.config.max_connections:
                 return
+            raw = writer.get_extra_info("socket")
+            if raw is not None:  # half-open peers (a vanished NLB target, a dead client) get detected
+                with contextlib.suppress(OSError):
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             ssl_object = writer.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             if not der:
