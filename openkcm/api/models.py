@@ -52,7 +52,7 @@ class RotationPolicy(Strict):
 
 
 class RotateNow(Strict):
-    reason: str = Field("", max_length=256)
+    """An empty object: rotation takes no options."""
 
 
 class KeystoreCreate(Strict):

@@ -96,12 +96,18 @@ def test_delete_needs_confirmation_then_disables_and_records_retention(api, acco
     reply = api.call("DELETE", f"/v1/tenants/{tenant.tenant_id}", admin, body={"confirm": tenant.tenant_id})
     assert reply.status == 200, reply.text
     body = reply.json()
-    assert body["status"] == "Deleted" and body["retention_days"] == 7 and body["destroyed_l2_versions"] == []
+    assert body["status"] == "Deleted" and body["retention_days"] == 7 and body["tombstone"] is None
     # disabled at once: key operations refused, L2 still present until the retention has passed
     assert api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", admin, body={}).status == 403
     assert [r.state for r in api_runtime.keyring.records(tenant.tenant_id)] == ["active"]
     event = _api_events(tenant.tenant_id, "DeleteTenant")[0]
     assert event["details"]["retention_days"] == "7" and event["kind"] == "lifecycle"
+    # the deletion request is where the rotation schedule looks for tenants due for shredding
+    from openkcm.storage.models import ProvisioningModel
+
+    progress = ProvisioningModel.get(tenant.tenant_id, ProvisioningModel.SORT_KEY)
+    assert (progress.shred_after - progress.deleted_at).days == 7 and progress.shredded_at is None
+    assert progress.shred_after.isoformat() == body["shred_after"]
 
 
 def test_delete_with_zero_retention_crypto_shreds_now(api, account, make_tenant, api_runtime):
@@ -109,9 +115,13 @@ def test_delete_with_zero_retention_crypto_shreds_now(api, account, make_tenant,
     api_runtime.keyring.rotate(tenant.tenant_id)
     reply = api.call("DELETE", f"/v1/tenants/{tenant.tenant_id}", claims(account),
                      body={"confirm": tenant.tenant_id, "retention_days": 0})
-    assert reply.status == 200 and sorted(reply.json()["destroyed_l2_versions"]) == [1, 2]
+    assert reply.status == 200, reply.text
+    tombstone = reply.json()["tombstone"]
+    assert tombstone["l2_versions_destroyed"] == [1, 2] and tombstone["signature_valid"] is True
     records = api_runtime.keyring.records(tenant.tenant_id)
     assert {r.state for r in records} == {"destroyed"} and all(r.wrapped is None for r in records)
+    shred = [e for e in read_events(tenant.tenant_id, since="1970-01-01T00:00:00+00:00") if e["operation"] == "CryptoShred"]
+    assert shred and shred[0]["actor"] == "user-account-admin"
 
 
 def test_dashboard_shows_versions_services_and_daily_operations(api, account, make_tenant, api_runtime):
@@ -196,11 +206,13 @@ def test_keys_list_metadata_only(api, account, make_tenant, api_runtime):
 def test_rotation_now_and_policy(api, account, make_tenant, api_runtime):
     tenant = make_tenant(account)
     keyadmin = claims(account, "key-admin")
-    reply = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", keyadmin, body={"reason": "quarterly"})
+    reply = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", keyadmin, body={})
     assert reply.status == 200 and reply.json()["current_l2_version"] == 2
     assert [int(r.l2_version) for r in api_runtime.keyring.records(tenant.tenant_id)] == [1, 2]
-    event = _api_events(tenant.tenant_id, "RotateL2")[0]
+    event = [e for e in read_events(tenant.tenant_id, since="1970-01-01T00:00:00+00:00")
+             if e["operation"] == "RotateL2"][0]
     assert event["l2_version"] == 2 and event["actor"] == "user-key-admin"
+    assert api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", keyadmin, body={"reason": "x"}).status == 400
     path = f"/v1/tenants/{tenant.tenant_id}/rotation-policy"
     assert api.call("GET", path, keyadmin).json()["rotation_period_days"] == 90
     assert api.call("PUT", path, keyadmin, body={"rotation_period_days": 30}).status == 200

@@ -11,6 +11,7 @@ from openkcm.api import auth
 from openkcm.api.context import audit, runtime, tenant_in_scope
 from openkcm.api.models import RotateNow, RotationPolicy
 from openkcm.errors import ConcurrentUpdate
+from openkcm.ops import rotation
 from openkcm.storage import ConditionFailed, TenantModel
 from openkcm.storage.models import condition_guard
 
@@ -20,13 +21,9 @@ router = Router()
 @router.post("/<tenant_id>/rotate")
 def rotate_now(tenant_id: str, body: RotateNow) -> dict[str, Any]:
     """Add a new L2 version under the current parent and make it current. Old versions stay readable."""
-    who, tenant = tenant_in_scope(router, tenant_id, auth.ROTATION_WRITE)
-    rt = runtime()
-    rt.tenants.require_usable(tenant_id)
-    rt.audit.ensure_writable()
-    version = rt.keyring.rotate(tenant_id)
-    audit(router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="RotateL2", kind="lifecycle",
-          l2_version=version, reason=body.reason)
+    who, _ = tenant_in_scope(router, tenant_id, auth.ROTATION_WRITE)
+    # the rotation feature's use case: new version, audit record with the caller as actor, key_rotation event
+    version = rotation.rotate_tenant(runtime(), tenant_id, actor=who.subject)
     return {"tenant_id": tenant_id, "current_l2_version": version}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -13,12 +13,13 @@ from openkcm.api.context import audit, runtime, tenant_in_scope
 from openkcm.api.models import TenantDelete, TenantDisable, TenantEnable
 from openkcm.api.routes.common import iso, tenant_summary
 from openkcm.domain.tenants import DELETED, DISABLED, FAILED, READY
-from openkcm.errors import InvalidRequest, WrongState
-from openkcm.storage import CertificateModel, UsageModel
+from openkcm.errors import ConcurrentUpdate, InvalidRequest, WrongState
+from openkcm.ops import events, rotation
+from openkcm.storage import CertificateModel, ConditionFailed, UsageModel
+from openkcm.storage.models import ProvisioningModel, condition_guard
 
 router = Router()
 
-DEFAULT_RETENTION_DAYS = 7  # DECISIONS 8
 DASHBOARD_DAYS = 30
 
 
@@ -37,6 +38,7 @@ def disable_tenant(tenant_id: str, body: TenantDisable) -> dict[str, Any]:
     runtime().audit.ensure_writable()
     tenant = runtime().tenants.set_status(tenant_id, DISABLED, body.reason or "disabled through the API")
     runtime().keyring.invalidate(tenant_id)
+    events.publish(runtime(), events.TENANT_DISABLED, tenant_id, reason="disabled")
     audit(router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="DisableTenant",
           kind="lifecycle", reason=body.reason)
     return tenant_summary(runtime().tenants.get(tenant_id))
@@ -55,36 +57,53 @@ def enable_tenant(tenant_id: str, body: TenantEnable) -> dict[str, Any]:
 
 @router.delete("/<tenant_id>")
 def delete_tenant(tenant_id: str, body: TenantDelete) -> dict[str, Any]:
-    """Crypto-shredding. The tenant is disabled at once; after the retention period every L2 version is
-    destroyed, which makes all of its objects unrecoverable. ``confirm`` must repeat the tenant id."""
+    """Crypto-shredding (DECISIONS 8). The tenant is disabled at once; after the retention period (default
+    ``shred_retention_days``, 0 = now) every L2 version is destroyed and a signed tombstone written, which
+    makes all of its objects unrecoverable. ``confirm`` must repeat the tenant id."""
     who, tenant = tenant_in_scope(router, tenant_id, auth.TENANT_DELETE)
     if body.confirm != tenant_id:
         raise InvalidRequest("confirm must repeat the tenant id exactly", field="confirm")
     if tenant.status == DELETED:
         raise WrongState("the tenant is deleted already", status=tenant.status)
     rt = runtime()
-    retention = DEFAULT_RETENTION_DAYS if body.retention_days is None else body.retention_days
-    destroy_after = rt.clock.now() + timedelta(days=retention)
+    retention = float(rt.settings.shred_retention_days if body.retention_days is None else body.retention_days)
+    now = rt.clock.now()
+    shred_after = now + timedelta(days=retention)
     rt.audit.ensure_writable()
-    if retention == 0:
-        rt.tenants.set_status(tenant_id, DELETED, "crypto-shredded: every L2 version destroyed")
-        destroyed = rt.keyring.destroy_all(tenant_id)
-    else:
-        # The provisioning schedule destroys the L2 versions once destroy_after has passed.
-        rt.tenants.set_status(tenant_id, DELETED, f"deletion requested; L2 versions destroyed after {destroy_after.isoformat()}")
-        rt.keyring.invalidate(tenant_id)
-        destroyed = []
+    reason = "deleted through the API" + ("" if retention else "; crypto-shredded at once")
+    rt.tenants.set_status(tenant_id, DELETED, reason)
+    rt.keyring.invalidate(tenant_id)
+    _record_deletion_request(tenant_id, tenant.account_id, now, shred_after)
+    events.publish(rt, events.TENANT_DISABLED, tenant_id, reason="deleted")
     audit(
         router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="DeleteTenant", kind="lifecycle",
-        details={
-            "retention_days": str(retention),
-            "destroy_after": destroy_after.isoformat(),
-            "destroyed_l2_versions": ",".join(str(v) for v in destroyed),
-        },
+        details={"retention_days": f"{retention:g}", "shred_after": shred_after.isoformat()},
     )
-    body_out = tenant_summary(rt.tenants.get(tenant_id))
-    body_out.update(retention_days=retention, destroy_after=destroy_after.isoformat(), destroyed_l2_versions=destroyed)
-    return body_out
+    out = tenant_summary(rt.tenants.get(tenant_id))
+    out.update(retention_days=retention, shred_after=shred_after.isoformat(), tombstone=None)
+    if retention == 0:
+        # the rotation feature owns destroying: every L2 version, the signed tombstone, the notification
+        out["tombstone"] = rotation.shred_tenant(rt, tenant_id, actor=who.subject)
+    return out
+
+
+def _record_deletion_request(tenant_id: str, account_id: str, now: datetime, shred_after: datetime) -> None:
+    """Where the rotation schedule looks for tenants due for shredding (``ProvisioningModel.shred_after``)."""
+    try:
+        progress = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
+    except ProvisioningModel.DoesNotExist:
+        progress = ProvisioningModel(tenant_id, customer=account_id, created_at=now, updated_at=now)
+        try:
+            with condition_guard():
+                progress.save(condition=ProvisioningModel.tenant_id.does_not_exist())
+        except ConditionFailed:
+            progress = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
+    try:
+        with condition_guard():
+            progress.update(actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(shred_after),
+                                     ProvisioningModel.updated_at.set(now)])
+    except ConditionFailed:
+        raise ConcurrentUpdate("the tenant's deletion record changed meanwhile; retry") from None
 
 
 @router.get("/<tenant_id>/dashboard")
