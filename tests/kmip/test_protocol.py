@@ -309,3 +309,18 @@ def test_warm_read_only_requests_are_answered_inline_and_everything_else_is_not(
         assert core.try_inline(get, identity) is None
     finally:
         wal_runtime.close()
+
+
+def test_destroyed_l2_fails_closed_for_this_tenant_only(runtime, kmip_core, tenant_factory):
+    tenant_factory(tenant_id="shredded")
+    tenant_factory(tenant_id="survivor")
+    ids = {}
+    for tenant in ("shredded", "survivor"):
+        _, results = call(kmip_core, tenant, request((1, 2), (Op.CREATE, create_payload()), (Op.GET, [])))
+        assert results[1].status == Status.SUCCESS
+        ids[tenant] = results[0].payload.child_value(Tag.UNIQUE_IDENTIFIER)
+    runtime.keyring.destroy_all("shredded")  # crypto-shredding: every L2 version of the tenant is gone
+    _, results = call(kmip_core, "shredded", request((1, 2), (Op.GET, [uid(ids["shredded"])])))
+    assert results[0].status == Status.OPERATION_FAILED and results[0].reason == Reason.PERMISSION_DENIED
+    _, results = call(kmip_core, "survivor", request((1, 2), (Op.GET, [uid(ids["survivor"])])))
+    assert results[0].status == Status.SUCCESS

@@ -139,3 +139,32 @@ def test_metrics_are_emitted_as_emf(kmip_server, tenant_factory, bundle):
     document = emf(kmip_server.core.metrics.drain(), 0)
     assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "OpenKCM/KMIP"
     assert document["Query.success"] >= 1 and sum(document["LatencyHistogram"]) >= 1
+
+
+def test_random_frames_over_tls_get_an_answer_or_a_close_never_a_hang(kmip_server, tenant_factory, bundle):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    tenant_factory(tenant_id="socket-fuzz")
+    paths = bundle("socket-fuzz")
+    conn = [KmipConnection(kmip_server.port, paths)]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=200).map(lambda b: b + b"\x00" * (-len(b) % 8)))
+    def run(body: bytes):
+        frame = b"\x42\x00\x78\x01" + len(body).to_bytes(4, "big") + body
+        sock = conn[0].sock
+        sock.settimeout(5)
+        try:
+            sock.sendall(frame)
+            reply = read_message(sock)
+            assert reply[:3] == b"\x42\x00\x7b"  # a Response Message
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            assert not isinstance(exc, TimeoutError), "the server hung"
+            conn[0].close()
+            conn[0] = KmipConnection(kmip_server.port, paths)
+
+    try:
+        run()
+    finally:
+        conn[0].close()
