@@ -86,3 +86,23 @@ def test_hyok_changes_need_mfa(api, account):
     # with MFA the request reaches the keystore feature (which judges the configuration itself)
     allowed = api.call("POST", base, claims(account, "key-admin", mfa=True), body=body)
     assert allowed.status != 403, allowed.text
+
+
+def test_idempotent_keystore_create_keeps_no_digest_of_secrets(api, account, aws_endpoint, api_runtime):
+    import hashlib
+    import json
+
+    headers = {"idempotency-key": "create-ks-000001"}
+    body = {"provider": "aws-kms", "name": "once", "config": {"region": "us-east-1", "endpoint_url": aws_endpoint},
+            "secrets": {"access_key_id": "AKIAEXAMPLE", "secret_access_key": SECRET}}
+    who = claims(account, "key-admin")
+    first = api.call("POST", f"/v1/accounts/{account}/keystores", who, body=body, headers=headers)
+    second = api.call("POST", f"/v1/accounts/{account}/keystores", who, body=body, headers=headers)
+    assert first.status == second.status == 201 and first.json()["keystore_id"] == second.json()["keystore_id"]
+    assert len(api.call("GET", f"/v1/accounts/{account}/keystores", who).json()["items"]) == 1
+    table = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=aws_endpoint)
+    items = table.scan(TableName=api_runtime.settings.table_name("idempotency"))["Items"]
+    dump = json.dumps(items)
+    assert SECRET not in dump
+    for secret_digest in (hashlib.md5(SECRET.encode()).hexdigest(), hashlib.sha256(SECRET.encode()).hexdigest()):
+        assert secret_digest not in dump

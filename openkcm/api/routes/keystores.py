@@ -128,8 +128,10 @@ def create_keystore(account_id: str, body: KeystoreCreate) -> Response[dict[str,
         return _keystore(ops.create_keystore(runtime(), account_id, body.provider, body.name, body.config,
                                              body.secrets, actor=who.subject))
 
-    # the idempotency record keeps a digest of the body only, never the secrets themselves
-    return json_response(201, idempotent(account_router, who, "create_keystore", body.model_dump(), create))
+    # The idempotency record keeps a digest of the request to detect a reused key; a digest of a short
+    # secret (a PIN) could be brute-forced, so only the names of the secret fields go into it.
+    fingerprint = {**body.model_dump(exclude={"secrets"}), "secret_fields": sorted(body.secrets)}
+    return json_response(201, idempotent(account_router, who, "create_keystore", fingerprint, create))
 
 
 @account_router.get("/<account_id>/keystores/<keystore_id>")
