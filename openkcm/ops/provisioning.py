@@ -491,18 +491,25 @@ def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
     return {"tenant_id": progress.tenant_id, "status": READY, "restored": True}
 
 
-def delete_tenant(runtime: Runtime, tenant_id: str, customer: str, *, reason: str) -> dict[str, Any]:
-    """Disable at once, crypto-shred after the retention period. Idempotent (keeps the first delete time)."""
+def delete_tenant(runtime: Runtime, tenant_id: str, customer: str, *, reason: str,
+                  retention_days: float | None = None) -> dict[str, Any]:
+    """Disable at once, crypto-shred after the retention period (``shred_retention_days`` unless given;
+    0 = on the next scheduled run). Idempotent (keeps the first delete time). The marketplace worker and
+    the CMK API's DELETE both belong here."""
     tenant = runtime.tenants.get_in_account(customer, tenant_id)
     runtime.audit.ensure_writable()
     now = runtime.clock.now()
     progress = _progress(runtime, tenant_id, customer, "")
     if progress.deleted_at is None:
-        due = now + timedelta(days=runtime.settings.shred_retention_days)
+        days = runtime.settings.shred_retention_days if retention_days is None else retention_days
+        if days < 0:
+            raise InvalidRequest("retention must be 0 or more days", field="retention_days")
+        due = now + timedelta(days=days)
         with condition_guard():
             progress.update(actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(due)])
     if tenant.status != DELETED:
         runtime.tenants.set_status(tenant_id, DELETED, reason)
+        runtime.keyring.invalidate(tenant_id)
         events.publish(runtime, events.TENANT_DISABLED, tenant_id, reason=reason)
         runtime.audit.record(AuditEvent(
             tenant_id=tenant_id, source="provision", operation="DeleteTenant", kind="lifecycle",

@@ -87,3 +87,16 @@ def test_shredded_tenant_id_cannot_be_provisioned_again(rt, monkeypatch):
     with pytest.raises(Exception) as info:
         provisioning.process_event(rt, marketplace_event())
     assert getattr(info.value, "code", "") == "already_exists"
+
+
+def test_delete_with_explicit_retention_and_repeat_keeps_first_time(rt, clock):
+    provisioning.process_event(rt, marketplace_event())
+    first = provisioning.delete_tenant(rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=2)
+    clock.advance(DAY)
+    again = provisioning.delete_tenant(rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=0)
+    assert again["shred_after"] == first["shred_after"]
+    clock.advance(DAY + 1)
+    assert rotation.run_schedule(rt).shredded == ["acme-corp-12345"]
+    with pytest.raises(Exception) as info:  # another customer's tenant: indistinguishable from missing
+        provisioning.delete_tenant(rt, "acme-corp-12345", "beta-corp-67890", reason="api")
+    assert getattr(info.value, "http_status", 0) == 404
