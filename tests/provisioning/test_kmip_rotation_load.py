@@ -1,4 +1,4 @@
-"""Rotation under concurrent KMIP load (issue 6 "done when"): PyKMIP clients over mutual TLS keep doing
+"""Rotation and CSEK->CMK migration under concurrent KMIP load (issue 6 "done when"): PyKMIP clients over mutual TLS keep doing
 Create / Activate / Get / Encrypt / Decrypt against the real KMIP server while the rotation schedule —
 a separate runtime, as the rotation Lambda is a separate process — rotates the tenant's L2 key and
 re-wraps its objects three times. Zero failed requests; data encrypted before the first rotation still
@@ -101,5 +101,62 @@ def test_pykmip_clients_see_zero_failures_across_rotations(runtime, kmip_server,
         for uid, (key, data, iv, plain) in before.items():
             assert after.get(uid).value == key  # the same L3 key, now sealed under L2 version 4
             assert after.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv) == plain
+    finally:
+        after.close()
+
+
+def test_pykmip_client_sees_zero_failures_across_csek_to_cmk_and_back(runtime, kmip_server, bundle):  # noqa: F811
+    import boto3
+
+    from openkcm.ops import keystores
+
+    customer = "kmip-migrating-corp"
+    provisioning.process_event(runtime, marketplace_event(customer=customer))
+    drop = events.subscribe_keyring(runtime.keyring)
+    paths = bundle(customer, "mongod")
+    client = connect(kmip_server, paths)
+    uid = client.create(enums.CryptographicAlgorithm.AES, 256, name="pre", cryptographic_usage_mask=USAGE)
+    client.activate(uid)
+    key = client.get(uid).value
+    data, iv = client.encrypt(b"written under CSEK", uid=uid, cryptographic_parameters=PARAMS)
+    client.close()
+    kms_key = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]
+    store = keystores.create_keystore(runtime, customer, "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
+
+    stop = threading.Event()
+    failures: list[str] = []
+    served = {"n": 0}
+
+    def loop() -> None:
+        c = connect(kmip_server, paths)
+        try:
+            while not stop.is_set():
+                try:
+                    if c.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv) \
+                            != b"written under CSEK":
+                        failures.append("decrypt mismatch")
+                    served["n"] += 1
+                except Exception as exc:  # noqa: BLE001 - every failed request counts
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.002)
+        finally:
+            c.close()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        [forth] = keystores.link_l1_key(runtime, customer, store.keystore_id, kms_key["Arn"], [customer], "alice")
+        time.sleep(0.3)
+        back = keystores.return_to_platform(runtime, customer, "alice")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(15)
+        drop()
+    assert forth["ok"] and back["ok"] and failures == [] and served["n"] > 20
+    after = connect(kmip_server, paths)
+    try:
+        assert after.get(uid).value == key  # no client change: same object, same key bytes
     finally:
         after.close()
