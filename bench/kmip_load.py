@@ -536,7 +536,7 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--conn-duration", type=float, default=d.conn_duration, help="0 skips the new-connection figure")
     p.add_argument("--workers", type=int, default=None, help="server worker threads (default: the server's)")
     p.add_argument("--wal-fsync", choices=("default", "on", "off"), default=d.wal_fsync)
-    p.add_argument("--variant", choices=("stock", "inline"), default=d.variant,
+    p.add_argument("--variant", choices=("stock", "inline", "protocol"), default=d.variant,
                    help="bench-only server experiment (bench/variants.py); figures are labelled")
     p.add_argument("--processes", type=int, default=d.processes, help="server processes sharing the port")
     p.add_argument("--profile", dest="profile_dir", type=Path, default=None, help="py-spy profiles of Get/Encrypt here")

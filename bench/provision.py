@@ -34,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(name, None)
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_SESSION_TOKEN="bench",
-                      AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_SESSION_TOKEN="bench",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     from moto.server import ThreadedMotoServer
 
     from bench.servers import free_port
@@ -62,11 +67,25 @@ def main(argv: list[str] | None = None) -> int:
     url = f"{adapter.base_url}/v1/marketplace/events"
 
     def provision_one(customer: str) -> tuple[float, float]:
-        body = json.dumps({"event_id": f"evt-{uuid.uuid4().hex}", "event": "service_enabled", "customer": customer,
-                           "service": "openkcm", "region": "eu-west-1", "timestamp": "2026-01-15T10:30:00Z"}).encode()
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json",
-            "X-OpenKCM-Signature": provisioning.sign(secret, int(time.time()), body)})
+        body = json.dumps(
+            {
+                "event_id": f"evt-{uuid.uuid4().hex}",
+                "event": "service_enabled",
+                "customer": customer,
+                "service": "openkcm",
+                "region": "eu-west-1",
+                "timestamp": "2026-01-15T10:30:00Z",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-OpenKCM-Signature": provisioning.sign(secret, int(time.time()), body),
+            },
+        )
         start = time.perf_counter()
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 202, reply.status
@@ -104,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         "webhook_to_ready_ms_max": round(ready[-1] * 1000, 1),
         "goal_ms": 2000,
     }
-    config = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-              "aws": "moto ThreadedMotoServer (in process)", "audit": "on (synchronous ChainedAuditSink)",
-              "path": "HTTP -> local adapter -> webhook_handler -> LocalProvisioningQueue -> process_event",
-              "poll_interval_ms": 5}
+    config = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "aws": "moto ThreadedMotoServer (in process)",
+        "audit": "on (synchronous ChainedAuditSink)",
+        "path": "HTTP -> local adapter -> webhook_handler -> LocalProvisioningQueue -> process_event",
+        "poll_interval_ms": 5,
+    }
     print("configuration:", json.dumps(config))
     print("figures:      ", json.dumps(figures))
     if a.json:

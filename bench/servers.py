@@ -62,7 +62,8 @@ def run_openkcm(cfg: dict[str, Any]) -> None:
     if variant != "stock" or cfg.get("reuse_port"):
         from bench.variants import adapt
 
-        server = adapt(server, inline=variant == "inline", reuse_port=bool(cfg.get("reuse_port")))
+        server = adapt(server, inline=variant == "inline", reuse_port=bool(cfg.get("reuse_port")),
+                       protocol=variant == "protocol")
 
     async def main() -> None:
         await server.start()
