@@ -37,6 +37,12 @@ def test_health_and_openapi_need_no_token(api):
         assert path in paths
     schema = doc["components"]["schemas"]["TenantCreate"]
     assert schema["additionalProperties"] is False
+    create = doc["paths"]["/v1/accounts/{account_id}/tenants"]["post"]["responses"]
+    assert "201" in create and "200" not in create and "422" not in create
+    assert create["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert doc["paths"]["/v1/health"]["get"]["security"] == [] and doc["security"] == [{"bearer": []}]
+    export = doc["paths"]["/v1/tenants/{tenant_id}/audit/export"]["get"]["responses"]["200"]
+    assert list(export["content"]) == ["application/x-ndjson"]
 
 
 def test_protected_route_without_claims_is_401(api):
