@@ -4,12 +4,16 @@ carries only tags that version defines where PyKMIP knows the difference."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 from kmip.core import enums, utils
 from kmip.core.messages import messages as pykmip_messages
 
 from openkcm.protocol import ttlv
-from openkcm.protocol.tags import Alg, ObjectType, Op, RevocationCode, Status, Tag
+from openkcm.protocol.tags import OPERATION_NAMES, Alg, ObjectType, Op, RevocationCode, Status, Tag
 from tests.kmip.wire import request, uid
 
 VERSIONS = {
@@ -56,6 +60,31 @@ def decode_with_pykmip(data: bytes, version) -> pykmip_messages.ResponseMessage:
     return message
 
 
+GOLDEN = Path(__file__).parent / "golden" / "responses.json"
+_SEEN: dict[str, list] = {}
+
+
+def shape(item: ttlv.TTLV) -> list:
+    """Structure of a response: tags and types everywhere, values where they are deterministic
+    (enumerations, integers, booleans), lengths of byte strings; text and date-times vary by nature."""
+    if item.type == ttlv.STRUCTURE:
+        return [f"{item.tag:06x}", [shape(c) for c in item.value]]
+    if (
+        item.type in (ttlv.ENUMERATION, ttlv.INTEGER, ttlv.BOOLEAN, ttlv.LONG_INTEGER)
+        and item.tag != Tag.BATCH_COUNT
+    ):
+        return [f"{item.tag:06x}", item.type, int(item.value)]
+    if item.type == ttlv.BYTE_STRING:
+        return [f"{item.tag:06x}", item.type, len(item.value)]
+    return [f"{item.tag:06x}", item.type]
+
+
+def _record(version, op, root: ttlv.TTLV) -> None:
+    name = f"{OPERATION_NAMES[op]}@{version[0]}.{version[1]}"
+    n = sum(1 for k in _SEEN if k.startswith(name + "#"))
+    _SEEN[f"{name}#{n}"] = shape(root.get(Tag.BATCH_ITEM))
+
+
 def _check(kmip_core, tenant, version, op, payload, expect=Status.SUCCESS):
     data = kmip_core.handle(
         request(version, (op, payload)),
@@ -63,6 +92,7 @@ def _check(kmip_core, tenant, version, op, payload, expect=Status.SUCCESS):
         "127.0.0.1:1",
     )
     root = ttlv.decode(data)
+    _record(version, op, root)
     item = root.get(Tag.BATCH_ITEM)
     assert item.child_value(Tag.RESULT_STATUS) == expect, (op, version, item.child_value(Tag.RESULT_MESSAGE))
     if op in PYKMIP_CANNOT_PARSE:
@@ -165,3 +195,16 @@ def test_each_operation_in_each_version(kmip_core, tenant_factory, version):
     # error path: a destroyed key has no material
     _check(kmip_core, tenant, version, Op.GET, [uid(new)], expect=Status.OPERATION_FAILED)
     _check(kmip_core, tenant, version, Op.GET, [uid(f"{tenant}.{'0' * 32}")], expect=Status.OPERATION_FAILED)
+
+
+def test_responses_match_the_golden_shapes():
+    """Golden TTLV per operation x version (runs after the test above, which records the shapes).
+    Regenerate deliberately with OPENKCM_UPDATE_GOLDEN=1."""
+    assert len(_SEEN) > 100, "run together with test_each_operation_in_each_version"
+    if os.environ.get("OPENKCM_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(_SEEN, indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert sorted(golden) == sorted(_SEEN)
+    for key, expected in golden.items():
+        assert _SEEN[key] == expected, key
