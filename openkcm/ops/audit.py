@@ -111,6 +111,7 @@ def wire_sink(runtime: Runtime) -> None:
     sink = runtime.audit
     sink.set_security_listener(security_publisher(runtime))
     if isinstance(sink, ChainedAuditSink):
+        sink.set_authenticator(runtime.root)  # no-op when build_runtime passed it already
         sink.set_wal_fsync(runtime.settings.audit_wal_fsync)
         sink.set_chain_resolver(
             lambda tenant_id, version: runtime.keyring.record(tenant_id, version).parent_ref,
@@ -124,7 +125,9 @@ def wire_sink(runtime: Runtime) -> None:
 
 # ---- checkpoints, verification, archive ------------------------------------------------------------
 def checkpoint_tenant(runtime: Runtime, tenant_id: str, *, force: bool = False) -> dict[str, Any] | None:
-    checkpoint = make_checkpoint(tenant_id, signer(runtime), runtime.clock, force=force)
+    checkpoint = make_checkpoint(
+        tenant_id, signer(runtime), runtime.clock, force=force, authenticator=runtime.root
+    )
     return None if checkpoint is None else {"tenant_id": tenant_id, **checkpoint.body}
 
 
@@ -185,7 +188,7 @@ def verify_tenant(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
     """Verify archive + live chains + checkpoints. ``message`` is "N records, chain intact through
     checkpoint C" or names the first missing/altered/reordered/inserted record or forged checkpoint."""
     runtime.audit.flush()
-    return verify_tenant_chain(tenant_id, signer(runtime), archive_store(runtime))
+    return verify_tenant_chain(tenant_id, signer(runtime), archive_store(runtime), authenticator=runtime.root)
 
 
 verify = verify_tenant  # the name the CMK API route looks up
@@ -468,7 +471,9 @@ def compliance_report(
         "rotations": _rotations(runtime, config, events, start, end),
         "certificates": _certificates(tenant_id, events, start, end),
         "refusals_and_security": _refusals(events),
-        "chain_verification": verify_tenant_chain(tenant_id, signer(runtime), archive_store(runtime)),
+        "chain_verification": verify_tenant_chain(
+            tenant_id, signer(runtime), archive_store(runtime), authenticator=runtime.root
+        ),
         "operations_per_day": _per_day(events, start, end),
     }
     return render_html(report) if fmt == "html" else report

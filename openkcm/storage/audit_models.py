@@ -7,6 +7,7 @@
 - :class:`AuditCheckpointModel` — a signed checkpoint (``C#<seq:012d>``) joining the heads of a tenant's
   writer chains. No ``first_time``, so checkpoints stay out of the time index.
 - :class:`AuditArchiveModel` — the manifest of an archived segment (``A#<seq:06d>``).
+- :class:`AuditWriterKeyModel` — a writer's wrapped link-MAC key (``K#<writer>``).
 
 The models follow whatever table :func:`openkcm.storage.bind_tables` gave ``AuditBatchModel``
 (:func:`bind_audit_models` is called by every user before it touches them).
@@ -14,7 +15,13 @@ The models follow whatever table :func:`openkcm.storage.bind_tables` gave ``Audi
 
 from __future__ import annotations
 
-from pynamodb.attributes import ListAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -43,6 +50,7 @@ class AuditLinkModel(Model):
     hash = UnicodeAttribute()
     events_json = UnicodeAttribute()
     digests = ListAttribute(of=UnicodeAttribute, null=True)
+    mac = UnicodeAttribute(null=True)
     event_count = NumberAttribute()
     first_time = UnicodeAttribute()
     last_time = UnicodeAttribute()
@@ -80,7 +88,28 @@ class AuditArchiveModel(Model):
     created = UnicodeAttribute()
 
 
-AUDIT_MODELS: tuple[type[Model], ...] = (AuditLinkModel, AuditCheckpointModel, AuditArchiveModel)
+class AuditWriterKeyModel(Model):
+    """A writer's link-MAC key for one tenant (``K#<writer>``), wrapped by the root key (KMS in AWS), so
+    only a process allowed to use that key can write links that verify."""
+
+    class Meta:
+        table_name = AuditBatchModel.Meta.table_name
+        region = AuditBatchModel.Meta.region
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    writer = UnicodeAttribute()
+    wrapped = BinaryAttribute(legacy_encoding=False)
+    parent_ref = UnicodeAttribute()
+    created = UnicodeAttribute()
+
+
+AUDIT_MODELS: tuple[type[Model], ...] = (
+    AuditLinkModel,
+    AuditCheckpointModel,
+    AuditArchiveModel,
+    AuditWriterKeyModel,
+)
 
 
 def bind_audit_models() -> None:

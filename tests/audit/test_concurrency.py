@@ -3,6 +3,7 @@ leave writer chains that verify and count every record; checkpoints taken while 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -34,11 +35,16 @@ def test_threads_and_processes_leave_chains_that_verify(runtime, tenant_factory,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=dict(os.environ, OPENKCM_TEST_ROOT_KEYS=str(runtime.settings.data_dir / "keys")),
         )
         for i in range(3)
     ]
-    shared = ChainedAuditSink(wal_dir=tmp_path / "wal", batch_events=5, flush_interval=0.02)
-    own = [ChainedAuditSink(batch_events=3) for _ in range(2)]  # no WAL: synchronous writers
+    shared = ChainedAuditSink(
+        wal_dir=tmp_path / "wal", batch_events=5, flush_interval=0.02, authenticator=runtime.root
+    )
+    own = [
+        ChainedAuditSink(batch_events=3, authenticator=runtime.root) for _ in range(2)
+    ]  # no WAL: synchronous writers
     errors: list[BaseException] = []
 
     def write(sink: ChainedAuditSink, offset: int) -> None:

@@ -36,7 +36,11 @@ def test_tenant_creation_refused_when_the_audit_table_is_gone(runtime):
 
 
 def test_wal_backlog_bound_fails_closed_then_drains(settings, tmp_path: Path):
-    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", max_pending=5, flush_interval=0.05)
+    from openkcm.ops.runtime import build_root_key
+
+    sink = ChainedAuditSink(
+        wal_dir=tmp_path / "wal", max_pending=5, flush_interval=0.05, authenticator=build_root_key(settings)
+    )
     runtime = build_runtime(settings, create=True, audit=sink)
     try:
         tenant = create_platform_tenant(runtime, "acme-corp-12345", actor="test")

@@ -54,7 +54,7 @@ def test_no_secret_anywhere_in_the_trail_or_the_logs(runtime, tenant_factory, ca
     # production (reported to the integrator; the logging setup should cap it).
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="openkcm")
-    wal_sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600)
+    wal_sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
     runtime.certificate_authority()
     tenant = tenant_factory()
     tid = tenant.tenant_id
@@ -126,6 +126,9 @@ def test_no_secret_anywhere_in_the_trail_or_the_logs(runtime, tenant_factory, ca
         secrets |= {
             line for line in pem_file.read_text().splitlines() if len(line) >= 40 and "-----" not in line
         }
+    for sink in (runtime.audit, wal_sink):  # the writers' link-MAC keys (only ever stored wrapped)
+        assert sink._writer_key is not None
+        secrets |= _forms(sink._writer_key)
     assert len(secrets) > 20
 
     haystacks = {

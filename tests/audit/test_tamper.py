@@ -21,7 +21,9 @@ def trail(runtime, tenant_factory, tmp_path: Path):
     """A tenant with 3 links of 10 events each from a batching writer, plus its creation record from the
     runtime's own writer, all covered by checkpoint 1."""
     tenant = tenant_factory()
-    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", batch_events=10, flush_interval=3600)
+    sink = ChainedAuditSink(
+        wal_dir=tmp_path / "wal", batch_events=10, flush_interval=3600, authenticator=runtime.root
+    )
     for n in range(30):
         sink.record(event(tenant.tenant_id, n), sync=False)
     sink.sync()
@@ -85,8 +87,9 @@ def test_modified_record_is_named_altered(runtime, trail):
     assert problem["kind"] == "altered" and problem["event_id"] == victim["event_id"] and problem["seq"] == 2
 
 
-def test_modified_record_with_recomputed_hashes_is_caught_downstream(runtime, trail):
-    """A careful forger recomputes the digest and the link hash; the next link no longer follows."""
+def test_modified_record_with_recomputed_hashes_is_caught(runtime, trail):
+    """A careful forger recomputes the digest and the link hash: the writer's MAC no longer matches (the
+    MAC key is wrapped by the root key, which table access does not give)."""
     from openkcm.domain.audit import Link
 
     tenant_id, links = trail
@@ -96,7 +99,60 @@ def test_modified_record_with_recomputed_hashes_is_caught_downstream(runtime, tr
     forged = Link.build(tenant_id, item["writer"], 1, item["prev_hash"], events)
     put({**item, "events_json": json.dumps(events), "digests": forged.digests, "hash": forged.hash})
     problem = first_problem(runtime, tenant_id)
-    assert problem["seq"] == 2 and problem["kind"] in ("inserted", "altered")
+    assert (problem["kind"], problem["seq"]) == ("altered", 1) and "MAC" in problem["message"]
+
+
+def test_well_formed_forged_link_after_the_checkpoint_is_named_inserted(runtime, trail):
+    """Table access is enough to compute hashes, not MACs: a forged link appended to a writer's chain
+    after the last checkpoint is named, and the checkpointer refuses to sign over it."""
+    from openkcm.domain.audit import ChainBroken, Link
+    from openkcm.domain.audit.chain import link_sk
+
+    tenant_id, links = trail
+    last = links[2]
+    events = [{**events_of(last)[0], "event_id": "e" * 32, "operation": "Destroy"}]
+    forged = Link.build(tenant_id, last["writer"], 4, last["hash"], events)
+    put(
+        {
+            **last,
+            "sk": link_sk(last["writer"], 4),
+            "seq": 4,
+            "prev_hash": last["hash"],
+            "hash": forged.hash,
+            "digests": forged.digests,
+            "events_json": json.dumps(events),
+            "event_count": 1,
+        }
+    )
+    problem = first_problem(runtime, tenant_id)
+    assert (problem["kind"], problem["seq"]) == ("inserted", 4)
+    with pytest.raises(ChainBroken):
+        audit.checkpoint_tenant(runtime, tenant_id)
+
+
+def test_forged_writer_without_a_key_record_is_named_inserted(runtime, trail):
+    from openkcm.domain.audit import Link
+    from openkcm.domain.audit.chain import link_sk
+
+    tenant_id, links = trail
+    events = [{**events_of(links[0])[0], "event_id": "d" * 32}]
+    forged = Link.build(tenant_id, "ghost-1-abcdef12", 1, "0" * 64, events)
+    put(
+        {
+            **links[0],
+            "sk": link_sk("ghost-1-abcdef12", 1),
+            "writer": "ghost-1-abcdef12",
+            "seq": 1,
+            "prev_hash": "0" * 64,
+            "hash": forged.hash,
+            "digests": forged.digests,
+            "events_json": json.dumps(events),
+            "event_count": 1,
+            "mac": "f" * 64,
+        }
+    )
+    problem = first_problem(runtime, tenant_id)
+    assert problem["kind"] == "inserted" and problem["writer"] == "ghost-1-abcdef12"
 
 
 def test_reordered_records_inside_a_link(runtime, trail):
@@ -182,7 +238,7 @@ def test_checkpointer_refuses_to_sign_a_broken_chain(runtime, trail):
     from openkcm.domain.audit import ChainBroken
 
     tenant_id, _ = trail
-    sink = ChainedAuditSink()
+    sink = ChainedAuditSink(authenticator=runtime.root)
     sink.record(event(tenant_id, 99))
     writer_items = [i for i in items(tenant_id) if i["writer"] == sink.writer_id]
     item = writer_items[0]

@@ -38,20 +38,20 @@ def test_record_throughput(runtime, tenant_factory, tmp_path: Path, capsys):
     null = NullAuditSink()
     null_rate = _rate(null.record, events)
 
-    fsync_each = ChainedAuditSink(wal_dir=tmp_path / "a", flush_interval=3600)
+    fsync_each = ChainedAuditSink(wal_dir=tmp_path / "a", flush_interval=3600, authenticator=runtime.root)
     each_rate = _rate(fsync_each.record, events[:19_000])
-    group = ChainedAuditSink(wal_dir=tmp_path / "b", flush_interval=3600)
+    group = ChainedAuditSink(wal_dir=tmp_path / "b", flush_interval=3600, authenticator=runtime.root)
     group_rate = _rate(lambda e: group.record(e, sync=False), events[:19_000], sync_every=32, sync=group.sync)
 
-    os_only = ChainedAuditSink(wal_dir=tmp_path / "e", flush_interval=3600)
+    os_only = ChainedAuditSink(wal_dir=tmp_path / "e", flush_interval=3600, authenticator=runtime.root)
     os_only.set_wal_fsync(False)
     os_rate = _rate(os_only.record, events[:19_000])
     os_only.close()
-    cpu = ChainedAuditSink(wal_dir=tmp_path / "c", flush_interval=3600)
+    cpu = ChainedAuditSink(wal_dir=tmp_path / "c", flush_interval=3600, authenticator=runtime.root)
     cpu_rate = _rate(lambda e: cpu.record(e, sync=False), events[:19_000])
     cpu.close()
     # 8 threads each acknowledging every record (sync=True): concurrent callers share fsyncs.
-    shared = ChainedAuditSink(wal_dir=tmp_path / "d", flush_interval=3600)
+    shared = ChainedAuditSink(wal_dir=tmp_path / "d", flush_interval=3600, authenticator=runtime.root)
     counts = [0] * 8
     deadline = time.perf_counter() + BUDGET
 

@@ -39,6 +39,10 @@ def _run_and_kill(mode: str, settings, tenant_id: str, wal: Path, env: dict[str,
     return ids
 
 
+def _env(runtime) -> dict[str, str]:
+    return dict(os.environ, OPENKCM_TEST_ROOT_KEYS=str(runtime.settings.data_dir / "keys"))
+
+
 def _stored_ids(tenant_id: str) -> set[str]:
     return {e["event_id"] for item in items(tenant_id) for e in json.loads(item["events_json"])}
 
@@ -48,9 +52,9 @@ def _stored_ids(tenant_id: str) -> set[str]:
 def test_killed_before_flush_is_replayed(runtime, tenant_factory, tmp_path: Path, mode: str):
     tenant = tenant_factory()
     wal = tmp_path / "wal"
-    ids = _run_and_kill(mode, runtime.settings, tenant.tenant_id, wal, dict(os.environ))
+    ids = _run_and_kill(mode, runtime.settings, tenant.tenant_id, wal, _env(runtime))
     assert not set(ids) & _stored_ids(tenant.tenant_id)  # nothing reached the table before the kill
-    sink = ChainedAuditSink(wal_dir=wal, flush_interval=3600)  # the next process claims the same slot
+    sink = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)  # same slot
     assert sink.stats["replayed_events"] == 12
     sink.flush()
     sink.close()
@@ -68,7 +72,7 @@ def test_killed_after_linking_with_store_down_is_replayed_idempotently(
 ):
     tenant = tenant_factory()
     wal = tmp_path / "wal"
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_MAX_ATTEMPTS="1")
+    env = dict(_env(runtime), AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_MAX_ATTEMPTS="1")
     ids = _run_and_kill("linked", runtime.settings, tenant.tenant_id, wal, env)
     slot = wal / "slot-000"
     assert (slot / "links.wal").read_text().count("\n") == 2  # 12 events in links of 7 + 5
@@ -77,7 +81,7 @@ def test_killed_after_linking_with_store_down_is_replayed_idempotently(
     with open(slot / "events.wal", "a") as handle:
         handle.write('{"event_id": "torn')
     for _ in range(2):  # replaying twice stores each link once
-        sink = ChainedAuditSink(wal_dir=wal, flush_interval=3600)
+        sink = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)
         sink.flush()
         sink.close()
     assert set(ids) <= _stored_ids(tenant.tenant_id)

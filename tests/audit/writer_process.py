@@ -5,6 +5,7 @@ exits cleanly (concurrency test)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from openkcm.domain.audit import AuditEvent, ChainedAuditSink
+from openkcm.domain.rootkey import LocalRootKey
 from openkcm.storage import bind_tables
 
 
@@ -19,8 +21,14 @@ def main() -> None:
     mode, prefix, tenant, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     wal = Path(sys.argv[5]) if len(sys.argv) > 5 else None
     bind_tables(prefix, "us-east-1")
+    # The root key of the test's data directory wraps this writer's link-MAC key, as build_runtime does.
+    root = LocalRootKey(Path(os.environ["OPENKCM_TEST_ROOT_KEYS"]))
     sink = ChainedAuditSink(
-        writer_id="proc", wal_dir=wal, batch_events=7, flush_interval=3600 if mode != "write" else 0.05
+        writer_id="proc",
+        wal_dir=wal,
+        batch_events=7,
+        flush_interval=3600 if mode != "write" else 0.05,
+        authenticator=root,
     )
     if mode.endswith("-os"):
         sink.set_wal_fsync(False)  # handed to the OS only: must still survive SIGKILL

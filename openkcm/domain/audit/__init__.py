@@ -32,12 +32,16 @@ Design, and why
 - **Never a secret.** Events hold identifiers, names and reasons; every text field is length-bounded,
   bytes are refused, PEM blocks and long hex/base64 runs are refused outright (a test also scans every
   stored item and log line of representative operations).
+- **Writer MACs.** Hashes alone can be recomputed by anyone with table write access. Each writer
+  therefore also MACs every link hash (HMAC-SHA256) with a random per-process key that is stored only
+  wrapped by the root key (``K#<writer>`` in the tenant's partition; KMS in AWS). Forging a link, or a
+  whole writer, needs the root key's unwrap permission, not just the table.
 - **What is and is not proven.** Deleting, editing, reordering or inserting a link or an event inside
-  one is detected by hashes and digests; rewriting a whole writer chain consistently is detected by the
-  signed checkpoint heads; records after the latest checkpoint are reported as *unconfirmed*. Deleting
-  the newest checkpoints together with the newest links is only detectable against an outside copy:
-  the archive segments (S3 Object Lock) carry the checkpoint that covers them, and checkpoints are
-  never expired from the table.
+  one is detected by hashes, digests and MACs; rewriting a chain consistently is detected by the MACs
+  and the signed checkpoint heads; records after the latest checkpoint are reported as *unconfirmed*
+  (their MACs verify, but nothing signed covers them yet). Deleting the newest links together with the
+  newest checkpoints is only detectable against an outside copy: the archive segments (S3 Object Lock)
+  carry the checkpoint that covers them, and checkpoints are never expired from the table.
 
 Measured (``tests/audit/test_throughput.py``, 2-core box shared with other builds, moto as DynamoDB;
 ranges over three runs — compare ratios, not absolutes):

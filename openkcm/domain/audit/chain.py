@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from typing import Any
 
 from openkcm.domain.audit.events import canonical, event_digest
 from openkcm.storage import ConditionFailed
-from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
+from openkcm.storage.audit_models import AuditLinkModel, AuditWriterKeyModel, bind_audit_models
 from openkcm.storage.models import condition_guard
 
 GENESIS = "0" * 64
@@ -27,6 +28,47 @@ _SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
 def link_hash(prev_hash: str, tenant_id: str, writer: str, seq: int, digests: list[str]) -> str:
     body = canonical({"tenant": tenant_id, "writer": writer, "seq": seq, "digests": digests})
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
+
+
+WRITER_KEY_PREFIX = "K#"
+
+
+def writer_key_context(writer: str) -> dict[str, str]:
+    return {"purpose": "openkcm-audit-writer", "writer": writer}
+
+
+def link_mac(key: bytes, link_hash_hex: str) -> str:
+    """A writer's MAC over a link hash: only holders of the writer's key (unwrapped with the root key)
+    can append links that verify — table write access alone is not enough."""
+    return hmac.new(key, b"openkcm/audit-link\x00" + link_hash_hex.encode(), hashlib.sha256).hexdigest()
+
+
+def mac_valid(key: bytes, link: Link) -> bool:
+    return bool(link.mac) and hmac.compare_digest(link_mac(key, link.hash), link.mac)
+
+
+def store_writer_key(tenant_id: str, writer: str, wrapped: bytes, parent_ref: str, created: str) -> None:
+    """Record the writer's wrapped key in the tenant's partition once (idempotent)."""
+    bind_audit_models()
+    item = AuditWriterKeyModel(
+        tenant_id,
+        WRITER_KEY_PREFIX + writer,
+        writer=writer,
+        wrapped=wrapped,
+        parent_ref=parent_ref,
+        created=created,
+    )
+    try:
+        with condition_guard():
+            item.save(condition=AuditWriterKeyModel.sk.does_not_exist())
+    except ConditionFailed:
+        pass
+
+
+def load_writer_keys(tenant_id: str) -> dict[str, AuditWriterKeyModel]:
+    bind_audit_models()
+    query = AuditWriterKeyModel.query(tenant_id, AuditWriterKeyModel.sk.startswith(WRITER_KEY_PREFIX))
+    return {item.writer: item for item in query}
 
 
 def new_writer_id(prefix: str = "") -> str:
@@ -53,6 +95,7 @@ class Link:
     hash: str
     events: list[dict[str, Any]]
     digests: list[str] = field(default_factory=list)
+    mac: str = ""  # the writer's HMAC over ``hash`` (see link_mac)
     sk: str = ""  # where it was found (verification); empty for links being written
 
     @classmethod
@@ -89,6 +132,7 @@ class Link:
             item.hash,
             events,
             list(item.digests or []),
+            item.mac or "",
             item.sk,
         )
 
@@ -107,6 +151,7 @@ class Link:
             hash=self.hash,
             events_json=json.dumps(self.events, separators=(",", ":"), ensure_ascii=False),
             digests=self.digests,
+            mac=self.mac or None,
             event_count=len(self.events),
             first_time=self.events[0]["time"],
             last_time=self.events[-1]["time"],

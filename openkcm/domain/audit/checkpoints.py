@@ -29,8 +29,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from openkcm.clock import SYSTEM_CLOCK, Clock
-from openkcm.domain.audit.chain import GENESIS, Link, query_links
+from openkcm.domain.audit.chain import (
+    GENESIS,
+    Link,
+    load_writer_keys,
+    mac_valid,
+    query_links,
+    writer_key_context,
+)
 from openkcm.domain.audit.events import canonical, event_digest
+from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import IntegrityFailure, KeyUnavailable
 from openkcm.storage import ConditionFailed
 from openkcm.storage.audit_models import AuditCheckpointModel, bind_audit_models
@@ -291,12 +299,40 @@ def _save_heads(tenant_id: str, checkpoint: Checkpoint, heads: dict[str, tuple[i
     ).save()
 
 
+_UNWRAPPED: dict[tuple[str, bytes], bytes] = {}  # (writer, wrapped) -> writer key; bounded below
+
+
+def writer_key(
+    tenant_id: str, writer: str, authenticator: WrappingKey, items: dict[str, Any] | None = None
+) -> bytes:
+    """The writer's link-MAC key from its ``K#`` record (unwrapped once per process)."""
+    item = (items if items is not None else load_writer_keys(tenant_id)).get(writer)
+    if item is None:
+        raise ChainBroken(f"audit writer {writer} has no key record; its links are not trusted")
+    wrapped = bytes(item.wrapped)
+    cached = _UNWRAPPED.get((writer, wrapped))
+    if cached is None:
+        try:
+            cached = authenticator.unwrap(wrapped, writer_key_context(writer))
+        except IntegrityFailure:
+            raise ChainBroken(f"the key record of audit writer {writer} is forged") from None
+        if len(_UNWRAPPED) > 4096:
+            _UNWRAPPED.clear()
+        _UNWRAPPED[(writer, wrapped)] = cached
+    return cached
+
+
 def make_checkpoint(
-    tenant_id: str, signer: CheckpointSigner, clock: Clock = SYSTEM_CLOCK, *, force: bool = False
+    tenant_id: str,
+    signer: CheckpointSigner,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    force: bool = False,
+    authenticator: WrappingKey | None = None,
 ) -> Checkpoint | None:
     """Sign the current heads of every writer chain of the tenant, after checking every link added since
-    the previous checkpoint (digests, hash, continuity). Returns None when nothing moved (unless
-    ``force``) or when a concurrent checkpointer won the race for the next number."""
+    the previous checkpoint (digests, hash, continuity and, with ``authenticator``, the writer's MAC).
+    Returns None when nothing moved (unless ``force``) or when a concurrent checkpointer won the race."""
     previous = latest_checkpoint(tenant_id)
     if previous is not None and not previous.signature_valid(signer):
         raise ChainBroken("the latest audit checkpoint does not verify; run `openkcm audit verify`")
@@ -308,9 +344,11 @@ def make_checkpoint(
     writers = {
         item.writer for item in query_links(tenant_id, None, attributes=["sk", "writer"]) if item.writer
     }
+    key_items = load_writer_keys(tenant_id) if authenticator is not None else {}
     for writer in sorted(writers):
         seq, prev = heads.get(writer, (0, GENESIS))
         moved = False
+        key: bytes | None = None
         for item in query_links(tenant_id, writer, after_seq=seq):
             link = Link.from_item(item)
             if link.seq != seq + 1:
@@ -321,6 +359,12 @@ def make_checkpoint(
                 or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash
             ):
                 raise ChainBroken(f"audit chain of writer {writer} does not verify at seq {link.seq}")
+            if authenticator is not None:
+                key = key or writer_key(tenant_id, writer, authenticator, key_items)
+                if not mac_valid(key, link):
+                    raise ChainBroken(
+                        f"audit link {link.seq} of writer {writer} does not carry the writer's MAC"
+                    )
             seq, prev, moved = link.seq, link.hash, True
             new_links += 1
             new_events += len(link.events)

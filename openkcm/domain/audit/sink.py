@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -16,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from openkcm.clock import SYSTEM_CLOCK, Clock
-from openkcm.domain.audit.chain import GENESIS, Link, new_writer_id
+from openkcm.domain.audit.chain import (
+    GENESIS,
+    Link,
+    link_mac,
+    new_writer_id,
+    store_writer_key,
+    writer_key_context,
+)
 from openkcm.domain.audit.events import AuditEvent
+from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import AuditUnavailable
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
@@ -84,6 +93,7 @@ class ChainedAuditSink(AuditSink):
         on_security_event: SecurityListener | None = None,
         checkpointer: Checkpointer | None = None,
         checkpoint_interval: float = 0.0,
+        authenticator: WrappingKey | None = None,
     ) -> None:
         if not 1 <= max_pending <= MAX_PENDING:
             raise ValueError(f"max_pending must be 1..{MAX_PENDING} (the bound only gets stricter)")
@@ -102,6 +112,12 @@ class ChainedAuditSink(AuditSink):
         self._checkpoint_interval = checkpoint_interval
         self._checkpointed_at = time.monotonic()
         self._touched: set[str] = set()
+        # Link MACs: a per-process random key, wrapped by ``authenticator`` (the root key: KMS in AWS) and
+        # recorded once per tenant as ``K#<writer>`` before the writer's first link there.
+        self._authenticator = authenticator
+        self._writer_key: bytes | None = None
+        self._writer_keys: dict[str, tuple[bytes, str]] = {}  # writer -> (wrapped key, parent ref)
+        self._keyed: set[tuple[str, str]] = set()  # (writer, tenant) whose K# item is stored
         self._lock = threading.Lock()  # guards pending, heads, unwritten and the WAL files
         self._flush_lock = threading.Lock()  # one flusher at a time
         self._pending: list[dict[str, Any]] = []
@@ -122,6 +138,7 @@ class ChainedAuditSink(AuditSink):
             slot = self._claim_slot(Path(wal_dir))
             self.wal_dir = slot
             self._events_path, self._links_path = slot / "events.wal", slot / "links.wal"
+            self._writers_path = slot / "writers.json"
             self._replay()
             self._events_wal = open(self._events_path, "a", encoding="utf-8")  # noqa: SIM115
             self._links_wal = open(self._links_path, "a", encoding="utf-8")  # noqa: SIM115
@@ -252,6 +269,7 @@ class ChainedAuditSink(AuditSink):
             written: list[Link] = []
             try:
                 for link in todo:
+                    self._store_writer_key(link)
                     if link.store():
                         written.append(link)
                     with self._lock:
@@ -300,7 +318,54 @@ class ChainedAuditSink(AuditSink):
             self._lock_fd = None
 
     # ---- internals -----------------------------------------------------------------------------
+    def set_authenticator(self, authenticator: WrappingKey | None) -> None:
+        """Sign links with a writer key wrapped by ``authenticator`` (``build_runtime`` passes the root key)."""
+        with self._lock:
+            if self._authenticator is None:
+                self._authenticator = authenticator
+
+    def _ensure_writer_key(self) -> None:
+        """Called under ``_lock`` before pending events are linked; a failure leaves them pending."""
+        if self._authenticator is None or self._writer_key is not None:
+            return
+        key = os.urandom(32)
+        try:
+            wrapped = self._authenticator.wrap(key, writer_key_context(self.writer_id))
+        except Exception as exc:
+            self._last_error = type(exc).__name__
+            raise AuditUnavailable("the audit writer key cannot be wrapped right now") from exc
+        self._writer_key = key
+        self._writer_keys[self.writer_id] = (wrapped, self._authenticator.ref)
+        self._save_writers()
+
+    def _save_writers(self) -> None:
+        """Keep the wrapped keys of this slot's writers beside the WAL, so a replay after a crash can still
+        record ``K#`` items for links it finishes writing."""
+        if self._events_wal is None and not hasattr(self, "_writers_path"):
+            return
+        rows = [
+            {"writer": w, "wrapped": base64.b64encode(k).decode(), "parent_ref": r}
+            for w, (k, r) in self._writer_keys.items()
+        ]
+        _rewrite(self._writers_path, [json.dumps(rows)])
+
+    def _store_writer_key(self, link: Link) -> None:
+        if (link.writer, link.tenant_id) in self._keyed:
+            return
+        known = self._writer_keys.get(link.writer)
+        if known is not None:
+            store_writer_key(
+                link.tenant_id,
+                link.writer,
+                known[0],
+                known[1],
+                self._clock.now().isoformat(timespec="microseconds"),
+            )
+        self._keyed.add((link.writer, link.tenant_id))
+
     def _link_pending(self) -> list[Link]:
+        if self._pending:
+            self._ensure_writer_key()
         by_tenant: dict[str, list[dict[str, Any]]] = {}
         for record in self._pending:
             by_tenant.setdefault(record["tenant_id"], []).append(record)
@@ -312,6 +377,8 @@ class ChainedAuditSink(AuditSink):
                 link = Link.build(
                     tenant_id, self.writer_id, seq + 1, prev, records[start : start + self._batch]
                 )
+                if self._writer_key is not None:
+                    link.mac = link_mac(self._writer_key, link.hash)
                 self._heads[tenant_id] = (link.seq, link.hash)
                 links.append(link)
         return links
@@ -344,6 +411,12 @@ class ChainedAuditSink(AuditSink):
         """After a crash: finish writing computed links, then re-queue events that never got linked.
         The files are then rewritten (write-then-rename) so a torn last line never merges with new ones."""
         linked: set[str] = set()
+        if self._writers_path.exists():
+            try:
+                for row in json.loads(self._writers_path.read_text(encoding="utf-8")):
+                    self._writer_keys[row["writer"]] = (base64.b64decode(row["wrapped"]), row["parent_ref"])
+            except (ValueError, KeyError, TypeError):
+                pass  # written by write-then-rename: only a damaged disk gets here
         if self._links_path.exists():
             for line in self._links_path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -360,6 +433,9 @@ class ChainedAuditSink(AuditSink):
                     continue
                 if isinstance(record, dict) and record.get("event_id") not in linked:
                     self._pending.append(record)
+        pending_writers = {link.writer for link in self._unwritten}
+        self._writer_keys = {w: k for w, k in self._writer_keys.items() if w in pending_writers}
+        self._save_writers()
         self.stats["replayed_links"] = len(self._unwritten)
         self.stats["replayed_events"] = len(self._pending) + sum(len(link.events) for link in self._unwritten)
         _rewrite(self._links_path, [link.to_json() for link in self._unwritten])

@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openkcm.domain.audit.archive import ARCHIVE_PREFIX, ArchiveStore, read_segment
-from openkcm.domain.audit.chain import GENESIS, Link, link_hash, parse_link_sk, query_links
+from openkcm.domain.audit.chain import (
+    GENESIS,
+    Link,
+    link_hash,
+    load_writer_keys,
+    mac_valid,
+    parse_link_sk,
+    query_links,
+    writer_key_context,
+)
 from openkcm.domain.audit.checkpoints import Checkpoint, CheckpointSigner, load_checkpoints
 from openkcm.domain.audit.events import event_digest
+from openkcm.domain.wrapping import WrappingKey
+from openkcm.errors import IntegrityFailure
 from openkcm.storage.audit_models import AuditArchiveModel, bind_audit_models
 
 MAX_PROBLEMS = 50
@@ -146,9 +157,47 @@ def _load_archive(
     return summary
 
 
+def _writer_keys(
+    tenant_id: str, links: dict[str, dict[int, Link]], authenticator: WrappingKey, report: _Report
+) -> dict[str, bytes | None]:
+    """Unwrap each writer's link-MAC key; a writer without a valid key record wrote nothing we trust."""
+    items = load_writer_keys(tenant_id)
+    keys: dict[str, bytes | None] = {}
+    for writer, chain in sorted(links.items()):
+        first = chain[min(chain)]
+        when = first.events[0]["time"] if first.events else ""
+        item = items.get(writer)
+        if item is None:
+            keys[writer] = None
+            report.add(
+                when,
+                "inserted",
+                f"writer {writer} has no key record: its links were not written by an OpenKCM writer",
+                writer=writer,
+                seq=first.seq,
+            )
+            continue
+        try:
+            keys[writer] = authenticator.unwrap(bytes(item.wrapped), writer_key_context(writer))
+        except IntegrityFailure:
+            keys[writer] = None
+            report.add(
+                when,
+                "inserted",
+                f"the key record of writer {writer} does not unwrap (forged)",
+                writer=writer,
+                seq=first.seq,
+            )
+    return keys
+
+
 def verify_tenant_chain(
-    tenant_id: str, signer: CheckpointSigner, archive: ArchiveStore | None = None
+    tenant_id: str,
+    signer: CheckpointSigner,
+    archive: ArchiveStore | None = None,
+    authenticator: WrappingKey | None = None,
 ) -> dict[str, Any]:
+    """With ``authenticator`` (the root key) every link must also carry its writer's MAC."""
     report = _Report()
     links: dict[str, dict[int, Link]] = {}
     archived_cps: dict[int, Checkpoint] = {}
@@ -223,6 +272,11 @@ def verify_tenant_chain(
         prev_digest = cp.digest.hex()
 
     # Each writer's chain, position by position.
+    signed_heads: dict[str, int] = {}
+    for cp in trusted:
+        for writer, (seq, _) in cp.heads.items():
+            signed_heads[writer] = max(signed_heads.get(writer, 0), seq)
+    writer_keys = _writer_keys(tenant_id, links, authenticator, report) if authenticator else {}
     chain_hashes: dict[str, dict[int, str]] = {}
     records = unconfirmed = 0
     for writer, chain in sorted(links.items()):
@@ -282,6 +336,17 @@ def verify_tenant_chain(
                         writer=writer,
                         seq=position,
                     )
+                ok = False
+            key = writer_keys.get(writer)
+            if ok and key is not None and not mac_valid(key, link):
+                covered = position <= signed_heads.get(writer, 0)
+                report.add(
+                    when,
+                    "altered" if covered else "inserted",
+                    f"writer {writer} link {position} does not carry its writer's MAC (written by someone else)",
+                    writer=writer,
+                    seq=position,
+                )
                 ok = False
             hashes[position] = link.hash
             prev = link.hash if ok else None
