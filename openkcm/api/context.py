@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -50,37 +49,19 @@ def runtime() -> Runtime:
         return _state["runtime"]
 
 
-CA_SECRET_ENV = "OPENKCM_CA_SECRET_ARN"
-
-
 def certificate_authority() -> CertificateAuthority:
-    """The deployment's CA. In AWS it comes from the Secrets Manager secret named by
-    ``OPENKCM_CA_SECRET_ARN`` (JSON ``{"ca_cert_pem", "ca_key_pem"}``, DECISIONS 6), read once per
-    container; without it, the runtime's embedded default (0600 files in the data directory)."""
+    """The deployment's CA (the runtime reads it from the ``OPENKCM_CA_SECRET_ARN`` secret in AWS). A
+    missing or unfilled secret is the operator's to fix: 503 with a clear message, not a 400 or a 500."""
     rt = runtime()
-    arn = os.environ.get(CA_SECRET_ENV, "")
-    if not arn:
+    if not rt.settings.ca_secret_arn:
         return rt.certificate_authority()
-    cache_key = f"ca:{arn}"
-    if cache_key not in rt.extras:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
+    from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            raw = boto3.client("secretsmanager", region_name=rt.settings.region).get_secret_value(SecretId=arn)
-            value = json.loads(raw.get("SecretString") or "{}")
-            key = serialization.load_pem_private_key(value["ca_key_pem"].encode(), None)
-            cert = x509.load_pem_x509_certificate(value["ca_cert_pem"].encode())
-        except (BotoCoreError, ClientError, ValueError, KeyError, TypeError, AttributeError):
-            raise KeyUnavailable("the deployment CA is not available: fill the CA secret "
-                                 '({"ca_cert_pem", "ca_key_pem"}) and retry') from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise KeyUnavailable("the deployment CA key must be an EC private key")
-        rt.extras[cache_key] = CertificateAuthority(key, cert, rt.settings.trust_domain, rt.clock)
-    return rt.extras[cache_key]
+    try:
+        return rt.certificate_authority()
+    except (InvalidRequest, BotoCoreError, ClientError, KeyError, TypeError, ValueError):
+        raise KeyUnavailable("the deployment CA is not available: fill the CA secret "
+                             '({"ca_cert_pem", "ca_key_pem"}) and retry') from None
 
 
 def principal(router: BaseRouter) -> Principal:

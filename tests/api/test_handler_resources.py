@@ -367,10 +367,14 @@ def test_certificates_are_signed_by_the_ca_from_secrets_manager(api, account, ma
         {"ca_cert_pem": ca.cert_pem.decode(), "ca_key_pem": key_pem}))["ARN"]
     tenant = make_tenant(account)
     path = f"/v1/tenants/{tenant.tenant_id}/certificates"
-    monkeypatch.setenv("OPENKCM_CA_SECRET_ARN", empty)
+    from openkcm.api.context import runtime as current_runtime
+
+    rt = current_runtime()
+    monkeypatch.delitem(rt.extras, "ca", raising=False)
+    monkeypatch.setattr(rt.settings, "ca_secret_arn", empty)
     reply = api.call("POST", path, claims(account), body={"service_id": "svc", "csr": _csr()})
     assert reply.status == 503 and "CA secret" in reply.json()["message"]
-    monkeypatch.setenv("OPENKCM_CA_SECRET_ARN", filled)
+    monkeypatch.setattr(rt.settings, "ca_secret_arn", filled)
     reply = api.call("POST", path, claims(account), body={"service_id": "svc", "csr": _csr()})
     assert reply.status == 201, reply.text
     cert = x509.load_pem_x509_certificate(reply.json()["certificate_pem"].encode())
