@@ -13,6 +13,13 @@ import type {
   Dashboard,
   Keystore,
   KeystoreCreateBody,
+  KeystoreTestBody,
+  KeystoreUpdateBody,
+  L1LinkBody,
+  ReturnToPlatformBody,
+  RotateNowBody,
+  RotationPolicyBody,
+  CertificateRevokeBody,
   LinkResult,
   ManagedObject,
   Notification,
@@ -150,21 +157,21 @@ export class CmkApi {
   createKeystore(account: string, body: KeystoreCreateBody) {
     return this.call<Keystore>("POST", route("/v1/accounts/{account_id}/keystores", { account_id: account }), body, { "Idempotency-Key": idempotencyKey() });
   }
-  updateKeystore(account: string, id: string, body: { name?: string; config?: Record<string, unknown>; secrets?: Record<string, string> }) {
+  updateKeystore(account: string, id: string, body: KeystoreUpdateBody) {
     return this.call<Keystore>("PATCH", route("/v1/accounts/{account_id}/keystores/{keystore_id}", { account_id: account, keystore_id: id }), body);
   }
   testKeystore(account: string, id: string, keyRef?: string) {
-    return this.call<ConnectionTest>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/test", { account_id: account, keystore_id: id }), keyRef ? { key_ref: keyRef } : {});
+    return this.call<ConnectionTest>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/test", { account_id: account, keystore_id: id }), (keyRef ? { key_ref: keyRef } : {}) satisfies KeystoreTestBody);
   }
   keystoreKeys(account: string, id: string) {
     return this.call<Page<Record<string, unknown>>>("GET", route("/v1/accounts/{account_id}/keystores/{keystore_id}/keys", { account_id: account, keystore_id: id }) + this.q({ limit: 100 }));
   }
   /** Links an L1 key, assigns it to the tenants and activates it there (re-wrap of every L2 version). */
   linkL1Key(account: string, keystoreId: string, keyRef: string, tenantIds: string[]) {
-    return this.call<LinkResult>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/link", { account_id: account, keystore_id: keystoreId }), { key_ref: keyRef, tenant_ids: tenantIds });
+    return this.call<LinkResult>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/link", { account_id: account, keystore_id: keystoreId }), { key_ref: keyRef, tenant_ids: tenantIds } satisfies L1LinkBody);
   }
   returnToPlatform(tenant: string) {
-    return this.call<{ tenant_id: string; result: unknown; progress: unknown[] }>("POST", route("/v1/tenants/{tenant_id}/return-to-platform", { tenant_id: tenant }), { confirm: true });
+    return this.call<{ tenant_id: string; result: unknown; progress: unknown[] }>("POST", route("/v1/tenants/{tenant_id}/return-to-platform", { tenant_id: tenant }), { confirm: true } satisfies ReturnToPlatformBody);
   }
 
   // Rotation and objects
@@ -172,10 +179,10 @@ export class CmkApi {
     return this.call<RotationPolicy>("GET", route("/v1/tenants/{tenant_id}/rotation-policy", { tenant_id: tenant }));
   }
   setRotationPolicy(tenant: string, days: number) {
-    return this.call<RotationPolicy>("PUT", route("/v1/tenants/{tenant_id}/rotation-policy", { tenant_id: tenant }), { rotation_period_days: days });
+    return this.call<RotationPolicy>("PUT", route("/v1/tenants/{tenant_id}/rotation-policy", { tenant_id: tenant }), { rotation_period_days: days } satisfies RotationPolicyBody);
   }
-  rotate(tenant: string, reason = "") {
-    return this.call<RotateResult>("POST", route("/v1/tenants/{tenant_id}/rotate", { tenant_id: tenant }), { reason });
+  rotate(tenant: string) {
+    return this.call<RotateResult>("POST", route("/v1/tenants/{tenant_id}/rotate", { tenant_id: tenant }), {} satisfies RotateNowBody);
   }
   objects(tenant: string, nextToken?: string) {
     return this.call<Page<ManagedObject>>("GET", route("/v1/tenants/{tenant_id}/keys", { tenant_id: tenant }) + this.q({ next_token: nextToken, limit: 25 }));
@@ -189,7 +196,7 @@ export class CmkApi {
     return this.call<Certificate>("POST", route("/v1/tenants/{tenant_id}/certificates", { tenant_id: tenant }), body, { "Idempotency-Key": idempotencyKey() });
   }
   revokeCertificate(tenant: string, serial: string, reason = "") {
-    return this.call<Certificate>("POST", route("/v1/tenants/{tenant_id}/certificates/{serial}/revoke", { tenant_id: tenant, serial }), { reason });
+    return this.call<Certificate>("POST", route("/v1/tenants/{tenant_id}/certificates/{serial}/revoke", { tenant_id: tenant, serial }), { reason } satisfies CertificateRevokeBody);
   }
   caBundle() {
     return this.call<{ trust_domain: string; ca_pem: string }>("GET", route("/v1/ca"));

@@ -12,6 +12,12 @@ type Schemas = components["schemas"];
 export type KeystoreCreateBody = Schemas["KeystoreCreate"];
 export type CertificateIssueBody = Schemas["CertificateIssue"];
 export type L1LinkBody = Schemas["L1Link"];
+export type KeystoreUpdateBody = Schemas["KeystoreUpdate"];
+export type KeystoreTestBody = Schemas["KeystoreTest"];
+export type RotateNowBody = Schemas["RotateNow"];
+export type RotationPolicyBody = Schemas["RotationPolicy"];
+export type CertificateRevokeBody = Schemas["CertificateRevoke"];
+export type ReturnToPlatformBody = Schemas["ReturnToPlatform"];
 
 export type MasterKeyMode = "platform-managed" | "byok" | "hyok";
 export type KeystoreProvider = KeystoreCreateBody["provider"];

@@ -41,7 +41,12 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
   return (
     <Section
       title="Audit log"
-      actions={<button type="button" onClick={doExport} disabled={exporter.busy}>{exporter.busy ? "Exporting…" : "Export (JSON lines)"}</button>}
+      actions={
+        <span className="inline">
+          <button type="button" onClick={page.reload} disabled={page.loading}>Refresh</button>
+          <button type="button" onClick={doExport} disabled={exporter.busy}>{exporter.busy ? "Exporting…" : "Export (JSON lines)"}</button>
+        </span>
+      }
     >
       <form className="filters" onSubmit={(e) => { e.preventDefault(); apply(); }}>
         <div className="field">

@@ -166,7 +166,7 @@ function TenantKeys({ api, tenant }: { api: CmkApi; tenant: string }) {
   const [rotated, setRotated] = useState<number>();
   const doRotate = async () => {
     setRotated(undefined);
-    const reply = await rotate.run(() => api.rotate(tenant, "rotated from the web UI"));
+    const reply = await rotate.run(() => api.rotate(tenant));
     if (reply) {
       setRotated(reply.current_l2_version);
       dash.reload();
