@@ -106,3 +106,17 @@ def test_idempotent_keystore_create_keeps_no_digest_of_secrets(api, account, aws
     assert SECRET not in dump
     for secret_digest in (hashlib.md5(SECRET.encode()).hexdigest(), hashlib.sha256(SECRET.encode()).hexdigest()):
         assert secret_digest not in dump
+
+
+def test_aws_trust_template(api, account):
+    reply = api.call("GET", f"/v1/accounts/{account}/trust-template/aws", claims(account, "key-admin"),
+                     query={"role_name": "OpenKCMAccess",
+                            "key_arn": "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"})
+    assert reply.status == 200, reply.text
+    body = reply.json()
+    statement = body["role_trust_policy"]["Statement"][0]
+    assert statement["Action"] == "sts:AssumeRole" and "sts:ExternalId" in statement["Condition"]["StringEquals"]
+    assert body["key_policy_statement"]["Principal"]["AWS"] == "arn:aws:iam::111122223333:role/OpenKCMAccess"
+    bad = api.call("GET", f"/v1/accounts/{account}/trust-template/aws", claims(account), query={"key_arn": "nope"})
+    assert bad.status == 400 and bad.json()["details"]["field"] == "key_arn"
+    assert api.call("GET", f"/v1/accounts/{account}/trust-template/aws", claims("other")).status == 404

@@ -23,6 +23,7 @@ ENDPOINTS = [
     ("POST", "/v1/accounts/{a}/keystores/ks-1/link", {"key_ref": "k", "tenant_ids": ["{t}"]}, {A, K}),
     ("POST", "/v1/accounts/{a}/keystores/ks-1/test", {}, {A, K}),
     ("GET", "/v1/accounts/{a}/keystores/ks-1", None, ALL),
+    ("GET", "/v1/accounts/{a}/trust-template/aws", None, ALL),
     ("PATCH", "/v1/accounts/{a}/keystores/ks-1", {"name": "n"}, {A, K}),
     ("DELETE", "/v1/accounts/{a}/keystores/ks-1", None, {A, K}),
     ("GET", "/v1/accounts/{a}/keystores/ks-1/keys", None, ALL),

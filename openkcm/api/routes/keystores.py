@@ -9,10 +9,11 @@ HYOK (``pkcs11``) keystore changes need ``amr`` to contain ``mfa`` (seed 002 REQ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from openkcm.api import auth
 from openkcm.api.context import (
@@ -132,6 +133,19 @@ def create_keystore(account_id: str, body: KeystoreCreate) -> Response[dict[str,
     # secret (a PIN) could be brute-forced, so only the names of the secret fields go into it.
     fingerprint = {**body.model_dump(exclude={"secrets"}), "secret_fields": sorted(body.secrets)}
     return json_response(201, idempotent(account_router, who, "create_keystore", fingerprint, create))
+
+
+RoleName = Annotated[str, Query(pattern=r"^[A-Za-z0-9+=,.@_-]{1,64}$", description="IAM role name to create")]
+KeyArn = Annotated[str | None, Query(max_length=2048, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/.+$",
+                                     description="the customer's KMS key ARN (optional)")]
+
+
+@account_router.get("/<account_id>/trust-template/aws")
+def aws_trust_template(account_id: str, role_name: RoleName = "OpenKCMKeyAccess", key_arn: KeyArn = None) -> dict[str, Any]:
+    """The IAM role trust policy and key-policy statement to paste into the customer's AWS account
+    (seed 002 REQ-017); the external id is shown as a placeholder, never a value."""
+    _scope(account_id, auth.KEYSTORE_READ)
+    return _ops().aws_trust_template(runtime(), account_id, role_name=role_name, key_arn=key_arn)
 
 
 @account_router.get("/<account_id>/keystores/<keystore_id>")
