@@ -26,7 +26,9 @@ VERSIONS = {
 }
 
 
-PYKMIP_CANNOT_PARSE = {Op.MAC_VERIFY}  # PyKMIP 0.11 has no payload class for it
+PYKMIP_CANNOT_PARSE = {Op.MAC_VERIFY, Op.ADD_ATTRIBUTE}  # PyKMIP 0.11 has no response payload class
+# PyKMIP models Modify/Delete/Set Attribute in their 2.0 form only
+PYKMIP_2_0_ONLY = {Op.MODIFY_ATTRIBUTE, Op.DELETE_ATTRIBUTE, Op.SET_ATTRIBUTE}
 
 
 def attr(version, name, tag, value_type, value):
@@ -95,7 +97,7 @@ def _check(kmip_core, tenant, version, op, payload, expect=Status.SUCCESS):
     _record(version, op, root)
     item = root.get(Tag.BATCH_ITEM)
     assert item.child_value(Tag.RESULT_STATUS) == expect, (op, version, item.child_value(Tag.RESULT_MESSAGE))
-    if op in PYKMIP_CANNOT_PARSE:
+    if op in PYKMIP_CANNOT_PARSE or (op in PYKMIP_2_0_ONLY and version < (2, 0)):
         return item.get(Tag.RESPONSE_PAYLOAD)
     parsed = decode_with_pykmip(data, version)
     assert parsed.batch_items[0].result_status.value == enums.ResultStatus(expect)
@@ -124,6 +126,61 @@ def test_each_operation_in_each_version(kmip_core, tenant_factory, version):
     _check(kmip_core, tenant, version, Op.GET_ATTRIBUTE_LIST, [uid(key)])
     _check(kmip_core, tenant, version, Op.LOCATE, [])
     _check(kmip_core, tenant, version, Op.CHECK, [uid(key)])
+    contact = attr(version, "Contact Information", Tag.CONTACT_INFORMATION, ttlv.TEXT_STRING, "ops@example")
+    other = attr(version, "Contact Information", Tag.CONTACT_INFORMATION, ttlv.TEXT_STRING, "sec@example")
+    if version >= (2, 0):
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.ADD_ATTRIBUTE,
+            [uid(key), ttlv.structure(Tag.NEW_ATTRIBUTE, [contact])],
+        )
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.MODIFY_ATTRIBUTE,
+            [uid(key), ttlv.structure(Tag.NEW_ATTRIBUTE, [other])],
+        )
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.SET_ATTRIBUTE,
+            [uid(key), ttlv.structure(Tag.NEW_ATTRIBUTE, [contact])],
+        )
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.DELETE_ATTRIBUTE,
+            [uid(key), ttlv.enumeration(Tag.ATTRIBUTE_REFERENCE, Tag.CONTACT_INFORMATION)],
+        )
+    else:
+        _check(kmip_core, tenant, version, Op.ADD_ATTRIBUTE, [uid(key), contact])
+        _check(
+            kmip_core, tenant, version, Op.ADD_ATTRIBUTE, [uid(key), contact], expect=Status.OPERATION_FAILED
+        )
+        _check(kmip_core, tenant, version, Op.MODIFY_ATTRIBUTE, [uid(key), other])
+        _check(
+            kmip_core,
+            tenant,
+            version,
+            Op.DELETE_ATTRIBUTE,
+            [uid(key), ttlv.text(Tag.ATTRIBUTE_NAME, "Contact Information")],
+        )
+        _check(kmip_core, tenant, version, Op.SET_ATTRIBUTE, [uid(key)], expect=Status.OPERATION_FAILED)
+    _check(
+        kmip_core,
+        tenant,
+        version,
+        Op.DELETE_ATTRIBUTE,
+        [uid(key), ttlv.text(Tag.ATTRIBUTE_NAME, "Cryptographic Length")]
+        if version < (2, 0)
+        else [uid(key), ttlv.enumeration(Tag.ATTRIBUTE_REFERENCE, Tag.CRYPTOGRAPHIC_LENGTH)],
+        expect=Status.OPERATION_FAILED,
+    )
     if version >= (1, 1):
         _check(kmip_core, tenant, version, Op.DISCOVER_VERSIONS, [])
     _check(
