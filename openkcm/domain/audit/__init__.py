@@ -44,18 +44,18 @@ Design, and why
   carry the checkpoint that covers them, and checkpoints are never expired from the table.
 
 Measured (``tests/audit/test_throughput.py``, 2-core box shared with other builds, moto as DynamoDB;
-ranges over three runs — compare ratios, not absolutes):
+ranges over four runs at different load — compare ratios, not absolutes):
 
-    NullAuditSink.record                                   3-7 million events/s
-    ChainedAuditSink.record, WAL, fsync per record         200-315 events/s   (the disk's fsync rate)
-    ... group commit, one sync per 32 records              ~4,000 events/s
-    ... 8 threads, each record synced (shared fsyncs)      ~850 events/s
-    ... WAL handed to the OS per record, no fsync          ~8,200 events/s    (audit_wal_fsync=False)
-    ... written, not yet synced (the CPU cost)             12,000-30,000 events/s (35-80 us/event)
-    drain to DynamoDB, 50 events per link                  2,700-4,100 events/s
-    per-tenant counter (ADD) + one put per event           42-48 events/s
+    NullAuditSink.record                                   3-14 million events/s
+    ChainedAuditSink.record, WAL, fsync per record         200-1,000 events/s (the disk's fsync rate)
+    ... group commit, one sync per 32 records              4,000-6,900 events/s
+    ... 8 threads, each record synced (shared fsyncs)      850-2,000 events/s
+    ... WAL handed to the OS per record, no fsync          8,200-35,000 events/s (audit_wal_fsync=False)
+    ... written, not yet synced (the CPU cost)             12,000-45,000 events/s (22-80 us/event)
+    drain to DynamoDB, 50 events per link                  2,700-4,500 events/s
+    per-tenant counter (ADD) + one put per event           42-76 events/s
 
-So packing is ~60-90x the per-event counter against the same endpoint, and in DynamoDB the counter
+So packing is ~60x the per-event counter against the same endpoint, and in DynamoDB the counter
 design would put two writes per event on one hot item (<= ~500 events/s per tenant before throttling
 and conditional retries), while packed links need one write per 50 events spread over all writers.
 The price on the hot path is the WAL's fsync: a server that answers each request only after its
