@@ -168,3 +168,18 @@ def test_random_frames_over_tls_get_an_answer_or_a_close_never_a_hang(kmip_serve
         run()
     finally:
         conn[0].close()
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(kmip_server):
+    raw = socket.create_connection(("127.0.0.1", kmip_server.port), timeout=10)
+    try:
+        raw.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then silence
+        started = time.monotonic()
+        raw.settimeout(10)
+        try:
+            data = raw.recv(1024)
+        except ConnectionError:
+            data = b""
+        assert data == b"" and time.monotonic() - started < 8  # handshake timeout is 2 s in the fixture
+    finally:
+        raw.close()
