@@ -50,8 +50,9 @@ def webhook_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any
         if enqueue is None:
             return _response(503, {"error": "unavailable", "message": "no provisioning queue is configured"})
         source_ip = event.get("requestContext", {}).get("http", {}).get("sourceIp", "")
-        status, reply = provisioning.accept_webhook(runtime, event.get("headers") or {}, body, enqueue,
-                                                    client_address=source_ip)
+        status, reply = provisioning.accept_webhook(
+            runtime, event.get("headers") or {}, body, enqueue, client_address=source_ip
+        )
     except OpenKCMError as exc:
         return _response(exc.http_status, exc.to_dict())
     return _response(status, reply)
@@ -69,5 +70,6 @@ def worker_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     """SQS batch: a failed record is reported back (ReportBatchItemFailures) so SQS retries only it, with
     the queue's visibility timeout as backoff, and moves it to the dead-letter queue after maxReceiveCount."""
     _CONTEXT["context"] = context
-    return process_partial_response(event=event, record_handler=_record_handler, processor=_PROCESSOR,
-                                    context=context)
+    return process_partial_response(
+        event=event, record_handler=_record_handler, processor=_PROCESSOR, context=context
+    )

@@ -48,9 +48,14 @@ def _send(args: argparse.Namespace) -> int:
         if not api:
             raise FileNotFoundError("the local stack runs no API service; pass --url")
         url = api.rstrip("/") + "/marketplace/events"
-    event = {"event_id": args.event_id or f"evt-{uuid.uuid4().hex}", "event": args.event, "customer": args.customer,
-             "service": "openkcm", "region": args.region,
-             "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    event = {
+        "event_id": args.event_id or f"evt-{uuid.uuid4().hex}",
+        "event": args.event,
+        "customer": args.customer,
+        "service": "openkcm",
+        "region": args.region,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
     if args.tenant:
         event["tenant"] = args.tenant
     body = json.dumps(event).encode()
@@ -59,8 +64,12 @@ def _send(args: argparse.Namespace) -> int:
         header = provisioning.sign(provisioning.webhook_secret(runtime), int(time.time()), body)
     finally:
         runtime.close()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "X-OpenKCM-Signature": header})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-OpenKCM-Signature": header},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             print(reply.status, reply.read().decode())

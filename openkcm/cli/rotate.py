@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir(tenant)
     tenant.add_argument("tenant_id")
     tenant.set_defaults(func=_tenant)
-    root = commands.add_parser("root", help="rotate the internal root key and re-wrap platform-managed L2 keys")
+    root = commands.add_parser(
+        "root", help="rotate the internal root key and re-wrap platform-managed L2 keys"
+    )
     add_data_dir(root)
     root.set_defaults(func=_root)
 
@@ -44,8 +46,17 @@ def _tenant(args: argparse.Namespace) -> int:
         retired = rotation.retire_unreferenced(runtime, args.tenant_id) if result.complete else []
     finally:
         runtime.close()
-    print(json.dumps({"tenant_id": args.tenant_id, "l2_version": version, "rewrapped": result.moved,
-                      "complete": result.complete, "retired": retired}))
+    print(
+        json.dumps(
+            {
+                "tenant_id": args.tenant_id,
+                "l2_version": version,
+                "rewrapped": result.moved,
+                "complete": result.complete,
+                "retired": retired,
+            }
+        )
+    )
     return 0
 
 

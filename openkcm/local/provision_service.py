@@ -33,8 +33,13 @@ def schedule_seconds(expression: str) -> float:
 
 
 def scheduled_event(expression: str) -> dict[str, Any]:
-    return {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {},
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "resources": [f"local:{expression}"]}
+    return {
+        "source": "aws.events",
+        "detail-type": "Scheduled Event",
+        "detail": {},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "resources": [f"local:{expression}"],
+    }
 
 
 class ProvisioningService:

@@ -27,7 +27,9 @@ def ui_link(runtime: Runtime, tenant_id: str) -> str:
     return f"{runtime.settings.ui_base_url.rstrip('/')}/tenant/{tenant_id}"
 
 
-def notify(runtime: Runtime, *, tenant_id: str, customer: str, kind: str, subject: str, message: str) -> dict[str, Any]:
+def notify(
+    runtime: Runtime, *, tenant_id: str, customer: str, kind: str, subject: str, message: str
+) -> dict[str, Any]:
     now = runtime.clock.now()
     note = NotificationModel(
         tenant_id,

@@ -130,8 +130,9 @@ class WebhookRejected(Unauthenticated):
         self.reason = reason  # kept for the audit record, never told to the caller
 
 
-def verify_signature(secret: bytes, header: str | None, body: bytes, now: float,
-                     window: int = REPLAY_WINDOW_SECONDS) -> SignatureCheck:
+def verify_signature(
+    secret: bytes, header: str | None, body: bytes, now: float, window: int = REPLAY_WINDOW_SECONDS
+) -> SignatureCheck:
     if not header:
         raise WebhookRejected("missing")
     parts: dict[str, list[str]] = {}
@@ -140,7 +141,12 @@ def verify_signature(secret: bytes, header: str | None, body: bytes, now: float,
         if not match:
             raise WebhookRejected("malformed")
         parts.setdefault(match.group(1), []).append(match.group(2))
-    if len(parts.get("t", [])) != 1 or not parts.get("v1") or not parts["t"][0].isdigit() or len(parts["t"][0]) > 12:
+    if (
+        len(parts.get("t", [])) != 1
+        or not parts.get("v1")
+        or not parts["t"][0].isdigit()
+        or len(parts["t"][0]) > 12
+    ):
         raise WebhookRejected("malformed")
     raw_t = parts["t"][0]  # signed exactly as sent: "<t>.<raw body>"
     timestamp = int(raw_t)
@@ -208,19 +214,29 @@ def webhook_secret(runtime: Runtime) -> bytes:
 Enqueue = Callable[[dict[str, Any]], None]
 
 
-def accept_webhook(runtime: Runtime, headers: Mapping[str, str], body: bytes, enqueue: Enqueue,
-                   *, client_address: str = "") -> tuple[int, dict[str, Any]]:
+def accept_webhook(
+    runtime: Runtime, headers: Mapping[str, str], body: bytes, enqueue: Enqueue, *, client_address: str = ""
+) -> tuple[int, dict[str, Any]]:
     """Authenticate, validate and queue one marketplace event. Returns (HTTP status, JSON body)."""
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
-        check = verify_signature(webhook_secret(runtime), lowered.get(SIGNATURE_HEADER), body,
-                                 runtime.clock.timestamp())
+        check = verify_signature(
+            webhook_secret(runtime), lowered.get(SIGNATURE_HEADER), body, runtime.clock.timestamp()
+        )
         remember_signature(check)
     except WebhookRejected as exc:
-        runtime.audit.record(AuditEvent(
-            tenant_id=PLATFORM_TENANT, source="provision", operation="MarketplaceWebhook", kind="security",
-            result="denied", reason=f"signature {exc.reason}", actor="marketplace", client_address=client_address,
-        ))  # the sink also publishes it as a security_event (openkcm.ops.audit.security_publisher)
+        runtime.audit.record(
+            AuditEvent(
+                tenant_id=PLATFORM_TENANT,
+                source="provision",
+                operation="MarketplaceWebhook",
+                kind="security",
+                result="denied",
+                reason=f"signature {exc.reason}",
+                actor="marketplace",
+                client_address=client_address,
+            )
+        )  # the sink also publishes it as a security_event (openkcm.ops.audit.security_publisher)
         return exc.http_status, exc.to_dict()
     try:
         event = parse_event(body)
@@ -228,11 +244,18 @@ def accept_webhook(runtime: Runtime, headers: Mapping[str, str], body: bytes, en
         return exc.http_status, exc.to_dict()
     tenant_id = event.tenant or default_tenant_id(event.customer)
     enqueue(event.to_message())
-    runtime.audit.record(AuditEvent(
-        tenant_id=PLATFORM_TENANT, source="provision", operation="MarketplaceWebhook", kind="lifecycle",
-        actor="marketplace", account_id=event.customer, client_address=client_address,
-        details={"event": event.event, "event_id": event.event_id, "tenant": tenant_id},
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=PLATFORM_TENANT,
+            source="provision",
+            operation="MarketplaceWebhook",
+            kind="lifecycle",
+            actor="marketplace",
+            account_id=event.customer,
+            client_address=client_address,
+            details={"event": event.event, "event_id": event.event_id, "tenant": tenant_id},
+        )
+    )
     return 202, {"accepted": True, "event_id": event.event_id, "event": event.event, "tenant_id": tenant_id}
 
 
@@ -248,7 +271,9 @@ class SqsEnqueue:
             import boto3
 
             self._client = boto3.client("sqs")
-        self._client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message, separators=(",", ":")))
+        self._client.send_message(
+            QueueUrl=self.queue_url, MessageBody=json.dumps(message, separators=(",", ":"))
+        )
 
 
 # ---- the worker ------------------------------------------------------------------------------------------
@@ -269,8 +294,14 @@ class _WorkerContext:
 StepHook = Callable[[str], None]
 
 
-def process_event(runtime: Runtime, message: Mapping[str, Any], *, context: Any = None,
-                  before_step: StepHook | None = None, after_step: StepHook | None = None) -> dict[str, Any]:
+def process_event(
+    runtime: Runtime,
+    message: Mapping[str, Any],
+    *,
+    context: Any = None,
+    before_step: StepHook | None = None,
+    after_step: StepHook | None = None,
+) -> dict[str, Any]:
     """Handle one queued marketplace event, at most once per ``event_id``."""
     from aws_lambda_powertools.utilities.idempotency import (
         DynamoDBPersistenceLayer,
@@ -280,7 +311,9 @@ def process_event(runtime: Runtime, message: Mapping[str, Any], *, context: Any 
 
     event = parse_event(message)
     config = IdempotencyConfig(
-        event_key_jmespath="event_id", raise_on_no_idempotency_key=True, expires_after_seconds=IDEMPOTENCY_SECONDS
+        event_key_jmespath="event_id",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
     )
     config.register_lambda_context(context or _WorkerContext())
     store = runtime.extras.get("idempotency_store")
@@ -292,8 +325,12 @@ def process_event(runtime: Runtime, message: Mapping[str, Any], *, context: Any 
             boto3_client=boto3.client("dynamodb", region_name=runtime.settings.region),
         )
 
-    @idempotent_function(data_keyword_argument="message", persistence_store=store, config=config,
-                         key_prefix="openkcm-marketplace")
+    @idempotent_function(
+        data_keyword_argument="message",
+        persistence_store=store,
+        config=config,
+        key_prefix="openkcm-marketplace",
+    )
     def handle(message: dict[str, Any]) -> dict[str, Any]:
         return _dispatch(runtime, event, before_step=before_step, after_step=after_step)
 
@@ -303,13 +340,16 @@ def process_event(runtime: Runtime, message: Mapping[str, Any], *, context: Any 
 def _dispatch(runtime: Runtime, event: MarketplaceEvent, **hooks: Any) -> dict[str, Any]:
     if event.event in ("service_enabled", "tenant_created"):
         tenant_id = event.tenant or default_tenant_id(event.customer)
-        return provision_tenant(runtime, tenant_id, event.customer, region=event.region,
-                                event_id=event.event_id, **hooks)
+        return provision_tenant(
+            runtime, tenant_id, event.customer, region=event.region, event_id=event.event_id, **hooks
+        )
     if event.event == "tenant_deleted":
         assert event.tenant is not None
         return {"deleted": [delete_tenant(runtime, event.tenant, event.customer, reason=event.event)]}
-    deleted = [delete_tenant(runtime, t.tenant_id, event.customer, reason=event.event)
-               for t in list(runtime.tenants.list_for_account(event.customer))]
+    deleted = [
+        delete_tenant(runtime, t.tenant_id, event.customer, reason=event.event)
+        for t in list(runtime.tenants.list_for_account(event.customer))
+    ]
     return {"deleted": deleted}
 
 
@@ -346,21 +386,33 @@ def provisioning_status(tenant_id: str) -> dict[str, Any]:
     }
 
 
-def provision_tenant(runtime: Runtime, tenant_id: str, customer: str, *, region: str = "", event_id: str = "",
-                     name: str = "", before_step: StepHook | None = None,
-                     after_step: StepHook | None = None) -> dict[str, Any]:
+def provision_tenant(
+    runtime: Runtime,
+    tenant_id: str,
+    customer: str,
+    *,
+    region: str = "",
+    event_id: str = "",
+    name: str = "",
+    before_step: StepHook | None = None,
+    after_step: StepHook | None = None,
+) -> dict[str, Any]:
     """Create (or finish creating) a platform-managed tenant. Safe to run again after any failure."""
     runtime.audit.ensure_writable()
     progress = _progress(runtime, tenant_id, customer, event_id)
     if progress.shredded_at is not None:
-        raise AlreadyExists("this tenant was crypto-shredded; its id cannot be provisioned again", tenant_id=tenant_id)
+        raise AlreadyExists(
+            "this tenant was crypto-shredded; its id cannot be provisioned again", tenant_id=tenant_id
+        )
     if progress.customer != customer:
         raise NotFound("no such tenant")  # another customer's tenant id: indistinguishable from missing
     done = set(progress.steps_done)
     if "ready" in done and progress.deleted_at is None:
         return {"tenant_id": tenant_id, "status": READY, "attempts": int(progress.attempts), "resumed": False}
     with condition_guard():
-        progress.update(actions=[ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())])
+        progress.update(
+            actions=[ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())]
+        )
     attempt = int(progress.attempts)
     if progress.deleted_at is not None:
         return _undelete(runtime, progress)
@@ -384,8 +436,12 @@ def provision_tenant(runtime: Runtime, tenant_id: str, customer: str, *, region:
             if after_step:
                 after_step(current)
             with condition_guard():
-                progress.update(actions=[ProvisioningModel.steps_done.set(sorted(done | {current})),
-                                         ProvisioningModel.last_error.remove()])
+                progress.update(
+                    actions=[
+                        ProvisioningModel.steps_done.set(sorted(done | {current})),
+                        ProvisioningModel.last_error.remove(),
+                    ]
+                )
             done.add(current)
     except Exception as exc:
         _mark_failed(runtime, progress, current, exc, attempt)
@@ -402,24 +458,41 @@ def _mark_provisioning(runtime: Runtime, tenant_id: str, attempt: int) -> None:
         runtime.tenants.set_status(tenant_id, PROVISIONING, f"retry {attempt - 1} in progress")
 
 
-def _mark_failed(runtime: Runtime, progress: ProvisioningModel, step: str, exc: Exception, attempt: int) -> None:
+def _mark_failed(
+    runtime: Runtime, progress: ProvisioningModel, step: str, exc: Exception, attempt: int
+) -> None:
     detail = exc.message if isinstance(exc, OpenKCMError) else type(exc).__name__
     reason = f"step {step} failed: {detail} (attempt {attempt})"[:500]
     try:
         progress.refresh()
-        progress.update(actions=[ProvisioningModel.last_error.set(reason),
-                                 ProvisioningModel.updated_at.set(runtime.clock.now())])
+        progress.update(
+            actions=[
+                ProvisioningModel.last_error.set(reason),
+                ProvisioningModel.updated_at.set(runtime.clock.now()),
+            ]
+        )
         if TenantModel.count(progress.tenant_id, TenantModel.sk == TenantModel.SORT_KEY):
             runtime.tenants.set_status(progress.tenant_id, FAILED, reason)
-        runtime.audit.record(AuditEvent(
-            tenant_id=progress.tenant_id, source="provision", operation="ProvisionTenant", kind="lifecycle",
-            result="failure", reason=reason, account_id=progress.customer, actor="marketplace",
-        ))
+        runtime.audit.record(
+            AuditEvent(
+                tenant_id=progress.tenant_id,
+                source="provision",
+                operation="ProvisionTenant",
+                kind="lifecycle",
+                result="failure",
+                reason=reason,
+                account_id=progress.customer,
+                actor="marketplace",
+            )
+        )
         notifications.notify(
-            runtime, tenant_id=progress.tenant_id, customer=progress.customer, kind=notifications.FAILED,
+            runtime,
+            tenant_id=progress.tenant_id,
+            customer=progress.customer,
+            kind=notifications.FAILED,
             subject=f"OpenKCM provisioning for {progress.customer} failed; retrying",
             message=f"Provisioning of tenant {progress.tenant_id} failed at step '{step}' (attempt {attempt}). "
-                    "It is retried automatically.",
+            "It is retried automatically.",
         )
     except Exception:  # the store itself is failing: the queue's retry will try again
         log.exception("could not record the provisioning failure of %s", progress.tenant_id)
@@ -438,8 +511,14 @@ def _step_trust(runtime: Runtime, tenant_id: str) -> None:
     entry = TrustEntryModel(
         tenant_id,
         spiffe_prefix=f"spiffe://{domain}/tenant/{tenant_id}/service/",
-        template_json=json.dumps({"key": "EC P-256", "days": 365, "extended_key_usage": "clientAuth",
-                                  "san": f"spiffe://{domain}/tenant/{tenant_id}/service/<service-id>"}),
+        template_json=json.dumps(
+            {
+                "key": "EC P-256",
+                "days": 365,
+                "extended_key_usage": "clientAuth",
+                "san": f"spiffe://{domain}/tenant/{tenant_id}/service/<service-id>",
+            }
+        ),
         created_at=runtime.clock.now(),
     )
     try:
@@ -450,10 +529,17 @@ def _step_trust(runtime: Runtime, tenant_id: str) -> None:
 
 
 def _step_audit_stream(runtime: Runtime, tenant_id: str, customer: str, event_id: str) -> None:
-    runtime.audit.record(AuditEvent(
-        tenant_id=tenant_id, source="provision", operation="OpenAuditStream", kind="lifecycle",
-        actor="marketplace", account_id=customer, details={"event_id": event_id},
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tenant_id,
+            source="provision",
+            operation="OpenAuditStream",
+            kind="lifecycle",
+            actor="marketplace",
+            account_id=customer,
+            details={"event_id": event_id},
+        )
+    )
 
 
 def _step_rotation_policy(runtime: Runtime, tenant_id: str) -> None:
@@ -464,35 +550,55 @@ def _step_rotation_policy(runtime: Runtime, tenant_id: str) -> None:
 
 def _step_ready(runtime: Runtime, tenant_id: str, customer: str, attempt: int) -> None:
     tenant = runtime.tenants.set_status(tenant_id, READY)
-    runtime.audit.record(AuditEvent(
-        tenant_id=tenant_id, source="provision", operation="CreateTenant", kind="lifecycle", actor="marketplace",
-        account_id=customer, l2_version=int(tenant.current_l2_version), l1_ref=runtime.root.ref,
-        details={"attempts": str(attempt)},
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tenant_id,
+            source="provision",
+            operation="CreateTenant",
+            kind="lifecycle",
+            actor="marketplace",
+            account_id=customer,
+            l2_version=int(tenant.current_l2_version),
+            l1_ref=runtime.root.ref,
+            details={"attempts": str(attempt)},
+        )
+    )
     if any(n["kind"] == notifications.READY for n in notifications.list_tenant_notifications(tenant_id)):
         return  # an earlier attempt got this far and crashed before recording the step
     notifications.notify(
-        runtime, tenant_id=tenant_id, customer=customer, kind=notifications.READY,
+        runtime,
+        tenant_id=tenant_id,
+        customer=customer,
+        kind=notifications.READY,
         subject=f"OpenKCM is ready for {customer}",
         message=f"OpenKCM is ready for {customer}! Tenant environment created, encryption keys configured, "
-                "services can now request encryption keys.",
+        "services can now request encryption keys.",
     )
 
 
 def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
     """service_enabled again within the retention period: the tenant comes back as it was."""
     with condition_guard():
-        progress.update(actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()])
+        progress.update(
+            actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()]
+        )
     runtime.tenants.set_status(progress.tenant_id, READY)
-    runtime.audit.record(AuditEvent(
-        tenant_id=progress.tenant_id, source="provision", operation="RestoreTenant", kind="lifecycle",
-        actor="marketplace", account_id=progress.customer,
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=progress.tenant_id,
+            source="provision",
+            operation="RestoreTenant",
+            kind="lifecycle",
+            actor="marketplace",
+            account_id=progress.customer,
+        )
+    )
     return {"tenant_id": progress.tenant_id, "status": READY, "restored": True}
 
 
-def delete_tenant(runtime: Runtime, tenant_id: str, customer: str, *, reason: str,
-                  retention_days: float | None = None) -> dict[str, Any]:
+def delete_tenant(
+    runtime: Runtime, tenant_id: str, customer: str, *, reason: str, retention_days: float | None = None
+) -> dict[str, Any]:
     """Disable at once, crypto-shred after the retention period (``shred_retention_days`` unless given;
     0 = on the next scheduled run). Idempotent (keeps the first delete time). The marketplace worker and
     the CMK API's DELETE both belong here."""
@@ -506,16 +612,25 @@ def delete_tenant(runtime: Runtime, tenant_id: str, customer: str, *, reason: st
             raise InvalidRequest("retention must be 0 or more days", field="retention_days")
         due = now + timedelta(days=days)
         with condition_guard():
-            progress.update(actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(due)])
+            progress.update(
+                actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(due)]
+            )
     if tenant.status != DELETED:
         runtime.tenants.set_status(tenant_id, DELETED, reason)
         runtime.keyring.invalidate(tenant_id)
         events.publish(runtime, events.TENANT_DISABLED, tenant_id, reason=reason)
-        runtime.audit.record(AuditEvent(
-            tenant_id=tenant_id, source="provision", operation="DeleteTenant", kind="lifecycle",
-            actor="marketplace", account_id=customer, reason=reason,
-            details={"shred_after": progress.shred_after.isoformat()},
-        ))
+        runtime.audit.record(
+            AuditEvent(
+                tenant_id=tenant_id,
+                source="provision",
+                operation="DeleteTenant",
+                kind="lifecycle",
+                actor="marketplace",
+                account_id=customer,
+                reason=reason,
+                details={"shred_after": progress.shred_after.isoformat()},
+            )
+        )
     return {"tenant_id": tenant_id, "status": DELETED, "shred_after": progress.shred_after.isoformat()}
 
 
@@ -526,8 +641,14 @@ class LocalProvisioningQueue:
     still fails is kept in ``dead_letters`` (the local dead-letter queue). In memory: a message accepted
     just before the process dies is lost, where SQS would keep it."""
 
-    def __init__(self, runtime: Runtime, *, max_attempts: int = 5, base_delay: float = 0.2,
-                 worker: Callable[[Runtime, Mapping[str, Any]], Any] = process_event) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_attempts: int = 5,
+        base_delay: float = 0.2,
+        worker: Callable[[Runtime, Mapping[str, Any]], Any] = process_event,
+    ) -> None:
         self.runtime = runtime
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -583,10 +704,14 @@ class LocalProvisioningQueue:
                 self._worker(self.runtime, message)
                 self.processed += 1
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-                if attempt < self.max_attempts and not isinstance(exc, InvalidRequest | AlreadyExists | NotFound):
+                if attempt < self.max_attempts and not isinstance(
+                    exc, InvalidRequest | AlreadyExists | NotFound
+                ):
                     self.put(message, attempt + 1, self.base_delay * 2 ** (attempt - 1))
                 else:
-                    log.warning("provisioning event %s dead-lettered: %s", message.get("event_id"), type(exc).__name__)
+                    log.warning(
+                        "provisioning event %s dead-lettered: %s", message.get("event_id"), type(exc).__name__
+                    )
                     self.dead_letters.append(message)
             finally:
                 with self._cond:

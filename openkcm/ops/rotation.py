@@ -89,17 +89,31 @@ def rotate_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sc
     tenant = runtime.tenants.require_usable(tenant_id)
     version = runtime.keyring.rotate(tenant_id)
     level = "L2_internal" if tenant.key_mode == "platform-managed" else "L2"
-    runtime.audit.record(AuditEvent(
-        tenant_id=tenant_id, source="rotate", operation="RotateL2", kind="lifecycle", actor=actor,
-        account_id=tenant.account_id, l2_version=version,
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tenant_id,
+            source="rotate",
+            operation="RotateL2",
+            kind="lifecycle",
+            actor=actor,
+            account_id=tenant.account_id,
+            l2_version=version,
+        )
+    )
     events.publish(runtime, events.KEY_ROTATION, tenant_id, level=level, l2_version=version)
     return version
 
 
 # ---- re-wrap -------------------------------------------------------------------------------------------
-def rewrap_tenant(runtime: Runtime, tenant_id: str, *, batch_size: int | None = None, max_batches: int = 50,
-                  deadline: float | None = None, after_write: ObjectHook | None = None) -> RewrapResult:
+def rewrap_tenant(
+    runtime: Runtime,
+    tenant_id: str,
+    *,
+    batch_size: int | None = None,
+    max_batches: int = 50,
+    deadline: float | None = None,
+    after_write: ObjectHook | None = None,
+) -> RewrapResult:
     """Move objects sealed under older L2 versions to the newest, ``batch_size`` per query, at most
     ``max_batches`` batches or until ``deadline`` (``time.monotonic()``). ``after_write`` is called after
     each object's write (tests inject crashes there)."""
@@ -110,11 +124,14 @@ def rewrap_tenant(runtime: Runtime, tenant_id: str, *, batch_size: int | None = 
     for _ in range(max_batches):
         if deadline is not None and time.monotonic() > deadline:
             return result
-        batch = list(ManagedObjectModel.query(
-            tenant_id,
-            filter_condition=(ManagedObjectModel.l2_version < target) & ManagedObjectModel.wrapped.exists(),
-            limit=batch_size,
-        ))
+        batch = list(
+            ManagedObjectModel.query(
+                tenant_id,
+                filter_condition=(ManagedObjectModel.l2_version < target)
+                & ManagedObjectModel.wrapped.exists(),
+                limit=batch_size,
+            )
+        )
         if not batch:
             result.complete = True
             return result
@@ -161,7 +178,10 @@ def _rewrap_object(runtime: Runtime, item: ManagedObjectModel, target: int) -> s
 
 
 def referenced_versions(tenant_id: str) -> set[int]:
-    return {int(i.l2_version) for i in ManagedObjectModel.query(tenant_id, attributes_to_get=["l2_version", "object_id"])}
+    return {
+        int(i.l2_version)
+        for i in ManagedObjectModel.query(tenant_id, attributes_to_get=["l2_version", "object_id"])
+    }
 
 
 def retire_unreferenced(runtime: Runtime, tenant_id: str) -> list[int]:
@@ -176,9 +196,13 @@ def retire_unreferenced(runtime: Runtime, tenant_id: str) -> list[int]:
             continue
         try:
             with condition_guard():
-                record.update(actions=[TenantKeyModel.state.set("retired"),
-                                       TenantKeyModel.retired_at.set(runtime.clock.now())],
-                              condition=TenantKeyModel.state == "active")
+                record.update(
+                    actions=[
+                        TenantKeyModel.state.set("retired"),
+                        TenantKeyModel.retired_at.set(runtime.clock.now()),
+                    ],
+                    condition=TenantKeyModel.state == "active",
+                )
             retired.append(version)
         except ConditionFailed:
             continue
@@ -197,7 +221,9 @@ def rewrap_root_children(runtime: Runtime, tenant_id: str) -> int:
             continue
         for _ in range(3):
             try:
-                moved += runtime.keyring.rewrap_version(tenant_id, int(record.l2_version), runtime.root, PARENT_ROOT)
+                moved += runtime.keyring.rewrap_version(
+                    tenant_id, int(record.l2_version), runtime.root, PARENT_ROOT
+                )
                 break
             except ConcurrentUpdate:
                 continue
@@ -209,10 +235,17 @@ def rotate_root(runtime: Runtime, *, actor: str = "operator") -> dict[str, Any]:
     runtime.audit.ensure_writable()
     version = runtime.root.rotate()
     moved = sum(rewrap_root_children(runtime, t.tenant_id) for t in all_tenants())
-    runtime.audit.record(AuditEvent(
-        tenant_id=PLATFORM_TENANT, source="rotate", operation="RotateRootKey", kind="lifecycle", actor=actor,
-        l1_ref=runtime.root.ref, details={"root_version": str(version), "l2_rewrapped": str(moved)},
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=PLATFORM_TENANT,
+            source="rotate",
+            operation="RotateRootKey",
+            kind="lifecycle",
+            actor=actor,
+            l1_ref=runtime.root.ref,
+            details={"root_version": str(version), "l2_rewrapped": str(moved)},
+        )
+    )
     return {"root_version": version, "l2_rewrapped": moved}
 
 
@@ -248,12 +281,17 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
         "key_mode": tenant.key_mode,
         "l2_versions_destroyed": versions,
         "destroyed_at": now.isoformat(),
-        "last_backup_with_wrapped_material_expires_at": (now + timedelta(days=BACKUP_RETENTION_DAYS)).isoformat(),
+        "last_backup_with_wrapped_material_expires_at": (
+            now + timedelta(days=BACKUP_RETENTION_DAYS)
+        ).isoformat(),
         "statement": (
             "Every L2 version of this tenant was destroyed at destroyed_at. Table backups (point-in-time "
             "recovery) keep wrapped copies until the stated expiry"
-            + (", unwrappable only with the platform root key." if tenant.key_mode == "platform-managed"
-               else "; deleting the customer's L1 key ends them at once.")
+            + (
+                ", unwrappable only with the platform root key."
+                if tenant.key_mode == "platform-managed"
+                else "; deleting the customer's L1 key ends them at once."
+            )
         ),
     }
     signer = tombstone_signer(runtime)
@@ -276,16 +314,25 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
         progress.update(actions=[ProvisioningModel.shredded_at.set(now)])
     except ProvisioningModel.DoesNotExist:
         pass
-    runtime.audit.record(AuditEvent(
-        tenant_id=tenant_id, source="rotate", operation="CryptoShred", kind="lifecycle", actor=actor,
-        account_id=tenant.account_id, details={"versions": ",".join(map(str, versions)),
-                                                "newly_destroyed": str(len(destroyed))},
-    ))
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=tenant_id,
+            source="rotate",
+            operation="CryptoShred",
+            kind="lifecycle",
+            actor=actor,
+            account_id=tenant.account_id,
+            details={"versions": ",".join(map(str, versions)), "newly_destroyed": str(len(destroyed))},
+        )
+    )
     notifications.notify(
-        runtime, tenant_id=tenant_id, customer=tenant.account_id, kind=notifications.SHREDDED,
+        runtime,
+        tenant_id=tenant_id,
+        customer=tenant.account_id,
+        kind=notifications.SHREDDED,
         subject=f"OpenKCM tenant {tenant_id} was crypto-shredded",
         message=f"Every key of tenant {tenant_id} was destroyed at {now.isoformat()}. Backups holding wrapped "
-                f"material expire by {statement['last_backup_with_wrapped_material_expires_at']}.",
+        f"material expire by {statement['last_backup_with_wrapped_material_expires_at']}.",
     )
     return {**statement, "signature_valid": True}
 
@@ -297,8 +344,12 @@ def verify_tombstone(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
         raise NotFound("no tombstone for this tenant") from None
     digest = hashlib.sha256(stone.statement_json.encode()).digest()
     valid = tombstone_signer(runtime).verify(digest, base64.b64decode(stone.signature), stone.key_id)
-    return {**json.loads(stone.statement_json), "signature_valid": valid, "algorithm": stone.algorithm,
-            "key_id": stone.key_id}
+    return {
+        **json.loads(stone.statement_json),
+        "signature_valid": valid,
+        "algorithm": stone.algorithm,
+        "key_id": stone.key_id,
+    }
 
 
 def shred_due(runtime: Runtime) -> list[str]:
@@ -324,8 +375,13 @@ def probe_l1(runtime: Runtime) -> str:
     return f"ran ({len(result)} linked tenants)" if isinstance(result, list) else "ran"
 
 
-def run_schedule(runtime: Runtime, *, budget_seconds: float = 600.0, batch_size: int | None = None,
-                 tenant_ids: list[str] | None = None) -> ScheduleReport:
+def run_schedule(
+    runtime: Runtime,
+    *,
+    budget_seconds: float = 600.0,
+    batch_size: int | None = None,
+    tenant_ids: list[str] | None = None,
+) -> ScheduleReport:
     """One scheduled run. Bounded by ``budget_seconds``; whatever is left is picked up next time."""
     deadline = time.monotonic() + budget_seconds
     report = ScheduleReport()

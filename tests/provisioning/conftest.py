@@ -39,7 +39,9 @@ def secret(rt) -> bytes:
     return webhook_secret(rt)
 
 
-def marketplace_event(event: str = "service_enabled", customer: str = "acme-corp-12345", **extra: Any) -> dict:
+def marketplace_event(
+    event: str = "service_enabled", customer: str = "acme-corp-12345", **extra: Any
+) -> dict:
     body = {
         "event_id": extra.pop("event_id", f"evt-{uuid.uuid4().hex}"),
         "event": event,
@@ -82,7 +84,15 @@ def seal_objects(runtime: Any, tenant_id: str, count: int) -> dict[str, bytes]:
         object_id = f"{tenant_id}.{uuid.uuid4().hex}"
         material = os.urandom(32)
         version, blob = runtime.keyring.seal_object(tenant_id, object_id, material)
-        ManagedObjectModel(tenant_id, object_id, object_type="SYMMETRIC_KEY", state="ACTIVE", wrapped=blob,
-                           l2_version=version, created_at=now, updated_at=now).save()
+        ManagedObjectModel(
+            tenant_id,
+            object_id,
+            object_type="SYMMETRIC_KEY",
+            state="ACTIVE",
+            wrapped=blob,
+            l2_version=version,
+            created_at=now,
+            updated_at=now,
+        ).save()
         materials[object_id] = material
     return materials

@@ -20,14 +20,25 @@ from tests.kmip.conftest import bundle, kmip_core, kmip_server  # noqa: F401 (fi
 from .conftest import marketplace_event
 
 TENANT = "kmip-load-corp"
-PARAMS = {"block_cipher_mode": enums.BlockCipherMode.CBC, "padding_method": enums.PaddingMethod.PKCS5,
-          "cryptographic_algorithm": enums.CryptographicAlgorithm.AES, "random_iv": True}
+PARAMS = {
+    "block_cipher_mode": enums.BlockCipherMode.CBC,
+    "padding_method": enums.PaddingMethod.PKCS5,
+    "cryptographic_algorithm": enums.CryptographicAlgorithm.AES,
+    "random_iv": True,
+}
 USAGE = [enums.CryptographicUsageMask.ENCRYPT, enums.CryptographicUsageMask.DECRYPT]
 
 
 def connect(server, paths) -> ProxyKmipClient:
-    client = ProxyKmipClient(hostname="127.0.0.1", port=server.port, cert=str(paths["cert"]), key=str(paths["key"]),
-                             ca=str(paths["ca"]), config_file="/dev/null", kmip_version=enums.KMIPVersion.KMIP_1_2)
+    client = ProxyKmipClient(
+        hostname="127.0.0.1",
+        port=server.port,
+        cert=str(paths["cert"]),
+        key=str(paths["key"]),
+        ca=str(paths["ca"]),
+        config_file="/dev/null",
+        kmip_version=enums.KMIPVersion.KMIP_1_2,
+    )
     client.open()
     return client
 
@@ -39,7 +50,9 @@ def test_pykmip_clients_see_zero_failures_across_rotations(runtime, kmip_server,
     setup = connect(kmip_server, paths)
     before = {}
     for i in range(4):
-        uid = setup.create(enums.CryptographicAlgorithm.AES, 256, name=f"pre-{i}", cryptographic_usage_mask=USAGE)
+        uid = setup.create(
+            enums.CryptographicAlgorithm.AES, 256, name=f"pre-{i}", cryptographic_usage_mask=USAGE
+        )
         setup.activate(uid)
         data, iv = setup.encrypt(b"written before rotation %d" % i, uid=uid, cryptographic_parameters=PARAMS)
         before[uid] = (setup.get(uid).value, data, iv, b"written before rotation %d" % i)
@@ -58,14 +71,20 @@ def test_pykmip_clients_see_zero_failures_across_rotations(runtime, kmip_server,
                 n += 1
                 try:
                     if n % 5 == 0:
-                        uid = client.create(enums.CryptographicAlgorithm.AES, 256, name=f"load-{seed}-{n}",
-                                            cryptographic_usage_mask=USAGE)
+                        uid = client.create(
+                            enums.CryptographicAlgorithm.AES,
+                            256,
+                            name=f"load-{seed}-{n}",
+                            cryptographic_usage_mask=USAGE,
+                        )
                         client.activate(uid)
                         mine.append(uid)
                         counts["requests"] += 2
                     uid = mine[(n * 3 + seed) % len(mine)]
                     data, iv = client.encrypt(b"payload %d" % n, uid=uid, cryptographic_parameters=PARAMS)
-                    plain = client.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv)
+                    plain = client.decrypt(
+                        data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv
+                    )
                     if plain != b"payload %d" % n:
                         failures.append(f"round trip mismatch on {uid}")
                     counts["requests"] += 2
@@ -121,7 +140,9 @@ def test_pykmip_client_sees_zero_failures_across_csek_to_cmk_and_back(runtime, k
     data, iv = client.encrypt(b"written under CSEK", uid=uid, cryptographic_parameters=PARAMS)
     client.close()
     kms_key = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]
-    store = keystores.create_keystore(runtime, customer, "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
+    store = keystores.create_keystore(
+        runtime, customer, "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice"
+    )
 
     stop = threading.Event()
     failures: list[str] = []
@@ -132,8 +153,10 @@ def test_pykmip_client_sees_zero_failures_across_csek_to_cmk_and_back(runtime, k
         try:
             while not stop.is_set():
                 try:
-                    if c.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv) \
-                            != b"written under CSEK":
+                    if (
+                        c.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv)
+                        != b"written under CSEK"
+                    ):
                         failures.append("decrypt mismatch")
                     served["n"] += 1
                 except Exception as exc:  # noqa: BLE001 - every failed request counts
@@ -146,7 +169,9 @@ def test_pykmip_client_sees_zero_failures_across_csek_to_cmk_and_back(runtime, k
     thread.start()
     try:
         time.sleep(0.3)
-        [forth] = keystores.link_l1_key(runtime, customer, store.keystore_id, kms_key["Arn"], [customer], "alice")
+        [forth] = keystores.link_l1_key(
+            runtime, customer, store.keystore_id, kms_key["Arn"], [customer], "alice"
+        )
         time.sleep(0.3)
         back = keystores.return_to_platform(runtime, customer, "alice")
         time.sleep(0.3)

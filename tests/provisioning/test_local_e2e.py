@@ -18,7 +18,9 @@ from .conftest import marketplace_event, seal_objects, signed
 
 
 def post(url: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=raw, method="POST", headers={"Content-Type": "application/json", **headers})
+    request = urllib.request.Request(
+        url, data=raw, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
@@ -48,8 +50,24 @@ def test_webhook_over_http_to_ready(rt, secret, tmp_path, monkeypatch, capsys):
         # The operator's marketplace simulator signs with the local secret file.
         monkeypatch.setenv("OPENKCM_TABLE_PREFIX", rt.settings.table_prefix)
         data_dir = str(rt.settings.data_dir)
-        assert main(["marketplace", "send", "tenant_deleted", "--customer", "http-corp-1", "--tenant", "http-corp-1",
-                     "--url", url, "--data-dir", data_dir]) == 0
+        assert (
+            main(
+                [
+                    "marketplace",
+                    "send",
+                    "tenant_deleted",
+                    "--customer",
+                    "http-corp-1",
+                    "--tenant",
+                    "http-corp-1",
+                    "--url",
+                    url,
+                    "--data-dir",
+                    data_dir,
+                ]
+            )
+            == 0
+        )
         assert queue.wait_idle(20)
         assert TenantModel.get("http-corp-1", "TENANT").status == "Deleted"
         capsys.readouterr()
@@ -83,7 +101,13 @@ def test_openkcm_rotate_cli(rt, clock, monkeypatch, capsys):
     data_dir = str(rt.settings.data_dir)
     assert main(["rotate", "tenant", "tenant-cli", "--data-dir", data_dir]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"tenant_id": "tenant-cli", "l2_version": 2, "rewrapped": 4, "complete": True, "retired": [1]}
+    assert out == {
+        "tenant_id": "tenant-cli",
+        "l2_version": 2,
+        "rewrapped": 4,
+        "complete": True,
+        "retired": [1],
+    }
     assert main(["rotate", "run", "--data-dir", data_dir, "--tenant", "tenant-cli"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rotated"] == [] and report["errors"] == []

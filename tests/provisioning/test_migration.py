@@ -60,8 +60,15 @@ class Load:
                     material = os.urandom(32)
                     version, blob = keyring.seal_object(TENANT, object_id, material)
                     now = self.worker.clock.now()
-                    ManagedObjectModel(TENANT, object_id, object_type="SYMMETRIC_KEY", wrapped=blob,
-                                       l2_version=version, created_at=now, updated_at=now).save()
+                    ManagedObjectModel(
+                        TENANT,
+                        object_id,
+                        object_type="SYMMETRIC_KEY",
+                        wrapped=blob,
+                        l2_version=version,
+                        created_at=now,
+                        updated_at=now,
+                    ).save()
                     with self._lock:
                         self.materials[object_id] = material
                     self.counts["seal"] += 1
@@ -70,8 +77,10 @@ class Load:
                         ids = list(self.materials)
                     object_id = ids[(n * 5 + seed) % len(ids)]
                     item = ManagedObjectModel.get(TENANT, object_id, consistent_read=True)
-                    if keyring.open_object(TENANT, object_id, int(item.l2_version), item.wrapped) \
-                            != self.materials[object_id]:
+                    if (
+                        keyring.open_object(TENANT, object_id, int(item.l2_version), item.wrapped)
+                        != self.materials[object_id]
+                    ):
                         self.failures.append(f"wrong material for {object_id}")
                     self.counts["open"] += 1
             except Exception as exc:  # noqa: BLE001 - every failed request counts
@@ -79,15 +88,20 @@ class Load:
 
 
 def parents(tenant_id: str) -> set[tuple[str, str]]:
-    return {(r.parent_kind, r.parent_ref) for r in TenantKeyModel.query(tenant_id, TenantKeyModel.sk.startswith("L2#"))}
+    return {
+        (r.parent_kind, r.parent_ref)
+        for r in TenantKeyModel.query(tenant_id, TenantKeyModel.sk.startswith("L2#"))
+    }
 
 
 def assert_all_readable(rt, materials: dict[str, bytes]) -> None:
     fresh = build_runtime(rt.settings, clock=rt.clock)
     try:
         for item in ManagedObjectModel.query(TENANT):
-            assert fresh.keyring.open_object(TENANT, item.object_id, int(item.l2_version), item.wrapped) \
+            assert (
+                fresh.keyring.open_object(TENANT, item.object_id, int(item.l2_version), item.wrapped)
                 == materials[item.object_id]
+            )
     finally:
         fresh.close()
 
@@ -98,7 +112,9 @@ def migrating(rt):
     materials = seal_objects(rt, TENANT, 20)
     rotation.rotate_tenant(rt, TENANT)  # two retained versions: both must move (DECISIONS 3)
     materials |= seal_objects(rt, TENANT, 5)
-    store = keystores.create_keystore(rt, ACCOUNT, "aws-kms", "acme KMS", {"region": "us-east-1"}, {}, "alice")
+    store = keystores.create_keystore(
+        rt, ACCOUNT, "aws-kms", "acme KMS", {"region": "us-east-1"}, {}, "alice"
+    )
     return materials, store
 
 
@@ -113,18 +129,22 @@ def test_csek_to_cmk_and_back_under_load_with_a_rollback(rt, migrating):
     with Load(rt, materials) as load:
         time.sleep(0.2)
         # Forth: platform-managed -> BYOK (the keystores' change-parent operation, under load).
-        [result] = keystores.link_l1_key(rt, ACCOUNT, store.keystore_id, good, [TENANT], "alice",
-                                         progress=progress.append)
+        [result] = keystores.link_l1_key(
+            rt, ACCOUNT, store.keystore_id, good, [TENANT], "alice", progress=progress.append
+        )
         assert result["ok"] and result["versions_rewrapped"] == 2
         l1_ref = f"l1:{store.keystore_id}/{good}"
         assert parents(TENANT) == {("l1", l1_ref)}
         time.sleep(0.2)
         # Rollback: moving to a disabled key fails validation; the tenant stays on the key it had.
-        [failed] = keystores.link_l1_key(rt, ACCOUNT, store.keystore_id, broken, [TENANT], "alice",
-                                         progress=progress.append)
+        [failed] = keystores.link_l1_key(
+            rt, ACCOUNT, store.keystore_id, broken, [TENANT], "alice", progress=progress.append
+        )
         assert not failed["ok"] and failed["error"]
         tenant = TenantModel.get(TENANT, "TENANT")
-        assert (tenant.key_mode, tenant.l1_key_ref) == ("byok", l1_ref) and parents(TENANT) == {("l1", l1_ref)}
+        assert (tenant.key_mode, tenant.l1_key_ref) == ("byok", l1_ref) and parents(TENANT) == {
+            ("l1", l1_ref)
+        }
         # Rotation keeps working under the customer's key; the root key rotation leaves BYOK tenants alone.
         version = rotation.rotate_tenant(rt, TENANT)
         assert rt.keyring.record(TENANT, version).parent_ref == l1_ref
@@ -139,7 +159,9 @@ def test_csek_to_cmk_and_back_under_load_with_a_rollback(rt, migrating):
 
     assert load.failures == [] and load.counts["open"] > 30 and load.counts["seal"] > 5
     phases = [p["phase"] for p in progress]
-    assert phases.count("done") == 2 and phases.count("rolled_back") == 1  # the user sees progress and outcome
+    assert (
+        phases.count("done") == 2 and phases.count("rolled_back") == 1
+    )  # the user sees progress and outcome
     assert rotation.rewrap_tenant(rt, TENANT).complete
     assert_all_readable(rt, materials)
     # After the way back, the customer's KMS key is no longer needed: disabling it changes nothing.

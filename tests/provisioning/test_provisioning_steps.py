@@ -92,8 +92,9 @@ def test_local_queue_retries_with_backoff_until_ready(rt):
 
 
 def test_poison_message_is_dead_lettered(rt):
-    queue = provisioning.LocalProvisioningQueue(rt, base_delay=0.01, max_attempts=3,
-                                               worker=lambda r, m: (_ for _ in ()).throw(Injected("x")))
+    queue = provisioning.LocalProvisioningQueue(
+        rt, base_delay=0.01, max_attempts=3, worker=lambda r, m: (_ for _ in ()).throw(Injected("x"))
+    )
     try:
         queue.put(marketplace_event(customer="omega-2"))
         assert queue.wait_idle(20)
@@ -127,8 +128,9 @@ def test_worker_killed_midway_is_resumed_once_its_in_progress_record_expires(rt)
             raise Killed()
 
     with pytest.raises(Killed):
-        provisioning.process_event(rt, event, context=provisioning._WorkerContext(budget_seconds=1),
-                                   after_step=kill_after_trust)
+        provisioning.process_event(
+            rt, event, context=provisioning._WorkerContext(budget_seconds=1), after_step=kill_after_trust
+        )
     assert TenantModel.get("acme-corp-12345", "TENANT").status == "Provisioning"  # shows where it stopped
     with pytest.raises(IdempotencyAlreadyInProgressError):  # a duplicate while the worker "still runs"
         provisioning.process_event(rt, event)

@@ -72,10 +72,14 @@ def test_key_rotation_event_reaches_eventbridge_and_the_in_process_bus(rt, tenan
     sqs, bridge = boto3.client("sqs"), boto3.client("events")
     url = sqs.create_queue(QueueName=f"{rt.settings.table_prefix}-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    bridge.put_rule(Name="rotations", EventBusName=rt.settings.event_bus_name,
-                    EventPattern=json.dumps({"source": ["openkcm"], "detail-type": ["key_rotation"]}))
-    bridge.put_targets(Rule="rotations", EventBusName=rt.settings.event_bus_name,
-                       Targets=[{"Id": "q", "Arn": arn}])
+    bridge.put_rule(
+        Name="rotations",
+        EventBusName=rt.settings.event_bus_name,
+        EventPattern=json.dumps({"source": ["openkcm"], "detail-type": ["key_rotation"]}),
+    )
+    bridge.put_targets(
+        Rule="rotations", EventBusName=rt.settings.event_bus_name, Targets=[{"Id": "q", "Arn": arn}]
+    )
     seen = []
     unsubscribe = events.LOCAL_BUS.subscribe(seen.append)
     worker = build_runtime(rt.settings, clock=rt.clock)  # another "KMIP worker" with its own cache
@@ -117,8 +121,10 @@ def test_crash_midway_through_rewrap_then_next_run_completes(rt, clock, tenant):
     # Mid-way, every object still opens (old ones under the kept version 1).
     fresh = build_runtime(rt.settings, clock=rt.clock)
     for item in stored_objects("tenant-a"):
-        assert fresh.keyring.open_object("tenant-a", item.object_id, int(item.l2_version), item.wrapped) \
+        assert (
+            fresh.keyring.open_object("tenant-a", item.object_id, int(item.l2_version), item.wrapped)
             == materials[item.object_id]
+        )
     fresh.close()
     assert rt.keyring.record("tenant-a", 1).state == "active"  # not retired while referenced
     report = rotation.run_schedule(rt, batch_size=4)  # the next scheduled run continues
@@ -150,8 +156,10 @@ def test_root_rotation_rewraps_every_platform_managed_l2(rt, clock, tenant):
     os.remove(rt.settings.data_dir / "keys" / "root-key-v0001.bin")
     fresh = build_runtime(rt.settings, clock=rt.clock)
     for item in stored_objects("tenant-a"):
-        assert fresh.keyring.open_object("tenant-a", item.object_id, int(item.l2_version), item.wrapped) \
+        assert (
+            fresh.keyring.open_object("tenant-a", item.object_id, int(item.l2_version), item.wrapped)
             == materials[item.object_id]
+        )
     fresh.close()
     assert rotation.run_schedule(rt).root_rewrapped == 0  # nothing left
 
@@ -159,8 +167,9 @@ def test_root_rotation_rewraps_every_platform_managed_l2(rt, clock, tenant):
 def test_rotation_lambda_handler_runs_the_schedule_and_root_action(rt, clock, tenant, monkeypatch):
     seal_objects(rt, "tenant-a", 3)
     clock.advance(100 * DAY)
-    reply = rotate_handler.handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-                                   None, runtime=rt)
+    reply = rotate_handler.handler(
+        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, None, runtime=rt
+    )
     assert reply["rotated"] == ["tenant-a"] and reply["rewrapped"] == {"tenant-a": 3}
     reply = rotate_handler.handler({"detail": {"action": "rotate-root"}}, None, runtime=rt)
     assert reply["root"]["root_version"] == 2
@@ -188,8 +197,15 @@ def test_zero_failed_requests_while_rotating_and_rewrapping(rt, clock, tenant):
                     material = os.urandom(32)
                     version, blob = worker.keyring.seal_object("tenant-a", object_id, material)
                     now = worker.clock.now()
-                    ManagedObjectModel("tenant-a", object_id, object_type="SYMMETRIC_KEY", wrapped=blob,
-                                       l2_version=version, created_at=now, updated_at=now).save()
+                    ManagedObjectModel(
+                        "tenant-a",
+                        object_id,
+                        object_type="SYMMETRIC_KEY",
+                        wrapped=blob,
+                        l2_version=version,
+                        created_at=now,
+                        updated_at=now,
+                    ).save()
                     with lock:
                         materials[object_id] = material
                     counts["seal"] += 1
@@ -197,7 +213,9 @@ def test_zero_failed_requests_while_rotating_and_rewrapping(rt, clock, tenant):
                     with lock:
                         object_id = list(materials)[(n * 7 + seed) % len(materials)]
                     item = ManagedObjectModel.get("tenant-a", object_id, consistent_read=True)
-                    got = worker.keyring.open_object("tenant-a", object_id, int(item.l2_version), item.wrapped)
+                    got = worker.keyring.open_object(
+                        "tenant-a", object_id, int(item.l2_version), item.wrapped
+                    )
                     if got != materials[object_id]:
                         failures.append(f"wrong material for {object_id}")
                     counts["open"] += 1

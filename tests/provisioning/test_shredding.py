@@ -13,7 +13,7 @@ from openkcm.errors import KeyUnavailable, TenantDisabled
 from openkcm.ops import provisioning, rotation
 from openkcm.ops.notifications import list_tenant_notifications
 from openkcm.ops.runtime import build_runtime
-from openkcm.storage import AuditBatchModel, ManagedObjectModel, TenantKeyModel, TenantModel
+from openkcm.storage import ManagedObjectModel, TenantKeyModel, TenantModel
 from openkcm.storage.models import TombstoneModel
 
 from .conftest import marketplace_event, seal_objects
@@ -22,10 +22,9 @@ DAY = 86400
 
 
 def audit_operations(tenant_id: str) -> list[str]:
-    ops = []
-    for item in AuditBatchModel.query(tenant_id, AuditBatchModel.sk.startswith("W#")):
-        ops.extend(e["operation"] for e in json.loads(item.events_json))
-    return ops
+    from openkcm.domain.audit import read_events
+
+    return [e["operation"] for e in read_events(tenant_id, since="2000-01-01T00:00:00+00:00")]
 
 
 def test_deleted_tenant_is_shredded_after_retention(rt, clock):
@@ -74,8 +73,11 @@ def test_tampered_tombstone_fails_verification(rt, clock, monkeypatch):
     stone = TombstoneModel.get("acme-corp-12345", "TOMBSTONE")
     statement = json.loads(stone.statement_json)
     statement["destroyed_at"] = "2030-01-01T00:00:00+00:00"
-    stone.update(actions=[TombstoneModel.statement_json.set(json.dumps(statement, sort_keys=True,
-                                                                       separators=(",", ":")))])
+    stone.update(
+        actions=[
+            TombstoneModel.statement_json.set(json.dumps(statement, sort_keys=True, separators=(",", ":")))
+        ]
+    )
     assert rotation.verify_tombstone(rt, "acme-corp-12345")["signature_valid"] is False
 
 
@@ -91,9 +93,13 @@ def test_shredded_tenant_id_cannot_be_provisioned_again(rt, monkeypatch):
 
 def test_delete_with_explicit_retention_and_repeat_keeps_first_time(rt, clock):
     provisioning.process_event(rt, marketplace_event())
-    first = provisioning.delete_tenant(rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=2)
+    first = provisioning.delete_tenant(
+        rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=2
+    )
     clock.advance(DAY)
-    again = provisioning.delete_tenant(rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=0)
+    again = provisioning.delete_tenant(
+        rt, "acme-corp-12345", "acme-corp-12345", reason="api", retention_days=0
+    )
     assert again["shred_after"] == first["shred_after"]
     clock.advance(DAY + 1)
     assert rotation.run_schedule(rt).shredded == ["acme-corp-12345"]

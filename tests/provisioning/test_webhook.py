@@ -17,14 +17,12 @@ from .conftest import api_event, marketplace_event, signed
 
 
 def audit_security_reasons(rt) -> list[str]:
-    from openkcm.storage import AuditBatchModel
+    from openkcm.domain.audit import read_events
 
-    reasons = []
-    for item in AuditBatchModel.query(PLATFORM_TENANT):
-        for event in json.loads(item.events_json):
-            if event.get("kind") == "security":
-                reasons.append(event["reason"])
-    return reasons
+    return [
+        e["reason"]
+        for e in read_events(PLATFORM_TENANT, since="2000-01-01T00:00:00+00:00", kinds={"security"})
+    ]
 
 
 def test_secret_file_is_private(rt, secret):
@@ -40,7 +38,9 @@ def test_signed_event_is_accepted_and_provisioned(rt, secret):
     result = provisioning.process_event(rt, queued[0])
     assert result["status"] == "Ready"
     tenant = TenantModel.get("acme-corp-12345", "TENANT")
-    assert tenant.status == "Ready" and tenant.current_l2_version == 1 and tenant.account_id == "acme-corp-12345"
+    assert (
+        tenant.status == "Ready" and tenant.current_l2_version == 1 and tenant.account_id == "acme-corp-12345"
+    )
     notes = list_notifications(rt, "acme-corp-12345")
     assert [n["kind"] for n in notes] == ["provisioning_ready"]
     assert notes[0]["link"].endswith("/tenant/acme-corp-12345")
@@ -49,8 +49,11 @@ def test_signed_event_is_accepted_and_provisioned(rt, secret):
 @pytest.mark.parametrize("case", ["forged", "tampered", "stale", "future", "missing", "malformed"])
 def test_bad_signatures_get_401_and_are_audited(rt, secret, case):
     now = rt.clock.timestamp()
-    headers, raw = signed(b"not-the-secret" if case == "forged" else secret, marketplace_event(),
-                          now - 301 if case == "stale" else now + 301 if case == "future" else now)
+    headers, raw = signed(
+        b"not-the-secret" if case == "forged" else secret,
+        marketplace_event(),
+        now - 301 if case == "stale" else now + 301 if case == "future" else now,
+    )
     if case == "tampered":
         raw = raw.replace(b"acme-corp-12345", b"evil-corp-66666")
     if case == "missing":
@@ -61,8 +64,14 @@ def test_bad_signatures_get_401_and_are_audited(rt, secret, case):
     status, body = provisioning.accept_webhook(rt, headers, raw, queued.append)
     assert status == 401 and body["error"] == "unauthenticated" and not queued
     assert "secret" not in json.dumps(body)  # the reason is audited, not told
-    expected = {"forged": "forged", "tampered": "forged", "stale": "stale", "future": "stale",
-                "missing": "missing", "malformed": "malformed"}[case]
+    expected = {
+        "forged": "forged",
+        "tampered": "forged",
+        "stale": "stale",
+        "future": "stale",
+        "missing": "missing",
+        "malformed": "malformed",
+    }[case]
     assert audit_security_reasons(rt) == [f"signature {expected}"]
 
 
@@ -81,9 +90,12 @@ def test_window_edge_is_inclusive_and_signature_is_constant_time_compared(rt, se
 
 
 def test_valid_signature_but_invalid_event_is_400(rt, secret):
-    for body in (b"{not json", json.dumps({"event": "service_enabled"}).encode(),
-                 json.dumps(marketplace_event("tenant_created")).encode(),  # no tenant named
-                 json.dumps(marketplace_event(customer="bad customer!")).encode()):
+    for body in (
+        b"{not json",
+        json.dumps({"event": "service_enabled"}).encode(),
+        json.dumps(marketplace_event("tenant_created")).encode(),  # no tenant named
+        json.dumps(marketplace_event(customer="bad customer!")).encode(),
+    ):
         headers, raw = signed(secret, body, rt.clock.timestamp())
         status, reply = provisioning.accept_webhook(rt, headers, raw, lambda m: None)
         assert status == 400 and reply["error"] == "invalid_request"
@@ -114,8 +126,9 @@ def test_tenant_created_event_makes_a_second_tenant_of_the_customer(rt, secret):
 def test_another_customers_tenant_id_is_never_adopted(rt):
     provisioning.process_event(rt, marketplace_event("tenant_created", tenant="shared-name"))
     with pytest.raises(Exception) as info:
-        provisioning.process_event(rt, marketplace_event("tenant_created", customer="beta-corp-67890",
-                                                         tenant="shared-name"))
+        provisioning.process_event(
+            rt, marketplace_event("tenant_created", customer="beta-corp-67890", tenant="shared-name")
+        )
     assert getattr(info.value, "http_status", None) == 404
     assert TenantModel.get("shared-name", "TENANT").account_id == "acme-corp-12345"
 
@@ -142,17 +155,28 @@ def test_handler_through_sqs_and_the_worker_lambda(rt, secret, monkeypatch):
     sqs = boto3.client("sqs")
     dlq = sqs.create_queue(QueueName=f"{rt.settings.table_prefix}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=f"{rt.settings.table_prefix}-provision", Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+    url = sqs.create_queue(
+        QueueName=f"{rt.settings.table_prefix}-provision",
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+    )["QueueUrl"]
     monkeypatch.setattr(rt.settings, "provision_queue_url", url)
     monkeypatch.setattr(handler, "_RUNTIME", rt)
     headers, raw = signed(secret, marketplace_event(customer="delta-4"), rt.clock.timestamp())
     assert handler.webhook_handler(api_event(headers, raw))["statusCode"] == 202
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
-    records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}
-               for m in messages]
+    records = [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": {},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+            "awsRegion": "us-east-1",
+        }
+        for m in messages
+    ]
     records.append({**records[0], "messageId": "poison", "body": "{}"})
     reply = handler.worker_handler({"Records": records})
     assert reply == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
@@ -167,11 +191,19 @@ def test_signature_covers_the_timestamp_exactly_as_sent(rt, secret):
     t = str(int(rt.clock.timestamp()))
     padded = "0" + t  # same number, other bytes: must be signed as sent
     good = hmac.new(secret, padded.encode() + b"." + raw, hashlib.sha256).hexdigest()
-    assert provisioning.accept_webhook(rt, {"X-OpenKCM-Signature": f"t={padded},v1={good}"}, raw,
-                                       lambda m: None)[0] == 202
+    assert (
+        provisioning.accept_webhook(
+            rt, {"X-OpenKCM-Signature": f"t={padded},v1={good}"}, raw, lambda m: None
+        )[0]
+        == 202
+    )
     other = hmac.new(secret, t.encode() + b"." + raw, hashlib.sha256).hexdigest()
-    assert provisioning.accept_webhook(rt, {"X-OpenKCM-Signature": f"t={padded},v1={other}"}, raw,
-                                       lambda m: None)[0] == 401
+    assert (
+        provisioning.accept_webhook(
+            rt, {"X-OpenKCM-Signature": f"t={padded},v1={other}"}, raw, lambda m: None
+        )[0]
+        == 401
+    )
 
 
 def test_group_readable_secret_file_is_refused_without_leaking_its_path(rt, secret):
