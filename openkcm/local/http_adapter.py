@@ -22,6 +22,7 @@ import importlib
 import json
 import mimetypes
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -49,7 +50,7 @@ DEFAULT_UI_DIR = Path(__file__).resolve().parents[2] / "frontend" / "dist"
 
 
 def security_headers(frame_ancestors: tuple[str, ...] = ()) -> dict[str, str]:
-    ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
+    ancestors = " ".join(["'self'", *frame_ancestors]) if frame_ancestors else "'none'"
     headers = {
         "Content-Security-Policy": (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -63,6 +64,19 @@ def security_headers(frame_ancestors: tuple[str, ...] = ()) -> dict[str, str]:
     if not frame_ancestors:
         headers["X-Frame-Options"] = "DENY"
     return headers
+
+
+FRAME_ANCESTORS_ENV = "OPENKCM_UI_FRAME_ANCESTORS"
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
+
+
+def frame_ancestors_from_env() -> tuple[str, ...]:
+    """Origins allowed to frame the UI (the platform's console), comma-separated; nothing else may."""
+    origins = tuple(o.strip() for o in os.environ.get(FRAME_ANCESTORS_ENV, "").split(",") if o.strip())
+    bad = [o for o in origins if not _ORIGIN.match(o)]
+    if bad:
+        raise ValueError(f"{FRAME_ANCESTORS_ENV} must list origins like https://console.example.com, got {bad}")
+    return origins
 
 
 @dataclass
@@ -370,6 +384,7 @@ class ApiService:
         self.adapter = LocalHttpAdapter(
             data_dir=stack.data_dir, host=stack.options.host,
             port=stack.options.ports.get("api", self.DEFAULT_PORT),
+            frame_ancestors=frame_ancestors_from_env(),
         )
         urls = self.adapter.start()
         return {**urls, "token": "openkcm local token --account <account> --role account-admin"}

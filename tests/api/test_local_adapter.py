@@ -258,3 +258,17 @@ def test_api_service_starts_under_the_local_stack_contract(api_runtime, tmp_path
         assert requests.get(f"{details['api']}/health", timeout=10).json()["status"] == "ok"
     finally:
         service.stop()
+
+
+def test_frame_ancestors_list_only_configured_origins(monkeypatch):
+    from openkcm.local.http_adapter import frame_ancestors_from_env, security_headers
+
+    monkeypatch.setenv("OPENKCM_UI_FRAME_ANCESTORS", "https://console.example.com, https://admin.example.com:8443")
+    origins = frame_ancestors_from_env()
+    headers = security_headers(origins)
+    assert headers["Content-Security-Policy"].endswith(
+        "frame-ancestors 'self' https://console.example.com https://admin.example.com:8443")
+    assert "X-Frame-Options" not in headers
+    monkeypatch.setenv("OPENKCM_UI_FRAME_ANCESTORS", "*")
+    with pytest.raises(ValueError):
+        frame_ancestors_from_env()
