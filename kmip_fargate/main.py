@@ -4,15 +4,19 @@ and ``openkcm local up`` all go through :func:`build_server`).
 Container configuration (environment): the ``OPENKCM_*`` settings of openkcm.config plus
 ``OPENKCM_KMIP_PORT`` (5696), ``OPENKCM_KMIP_HEALTH_PORT`` (5697), ``OPENKCM_KMIP_CERT``,
 ``OPENKCM_KMIP_KEY``, ``OPENKCM_KMIP_CA`` (PEM file paths), ``OPENKCM_KMIP_WORKERS`` (8),
-``OPENKCM_KMIP_MAX_MESSAGE_BYTES`` (1 MiB), ``OPENKCM_KMIP_MAX_CONNECTIONS_PER_CLIENT`` (64).
+``OPENKCM_KMIP_MAX_MESSAGE_BYTES`` (1 MiB), ``OPENKCM_KMIP_MAX_CONNECTIONS_PER_CLIENT`` (64),
+``OPENKCM_KMIP_PROCESSES`` (1: one asyncio process; N > 1: N processes share the port with SO_REUSEPORT,
+each with its own runtime, caches and audit WAL slot; the per-client connection limit applies per process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from kmip_fargate.server import KmipServer, ServerConfig
@@ -82,11 +86,39 @@ def run(runtime: Runtime, config: ServerConfig) -> None:
         runtime.close()
 
 
-def main() -> None:
+def _serve_one(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
     runtime = build_runtime(settings, audit_wal_dir=audit_wal_dir(settings))
-    run(runtime, config_from_env(settings))
+    run(runtime, config)
+
+
+def main() -> None:
+    settings = Settings()
+    config = config_from_env(settings)
+    processes = int(os.environ.get("OPENKCM_KMIP_PROCESSES", "1"))
+    if processes <= 1:
+        _serve_one(config)
+        return
+    config = replace(config, reuse_port=True)
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_serve_one, args=(config,), name=f"kmip-{i}") for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    failed = [child.exitcode for child in children if child.exitcode]
+    raise SystemExit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ class ServerConfig:
     write_timeout: float = 15.0
     workers: int = 8
     metrics_interval: float = 60.0
+    # Several server processes on one port (SO_REUSEPORT): the kernel spreads connections, so a task
+    # uses every core instead of one GIL (OPENKCM_KMIP_PROCESSES in kmip_fargate.main).
+    reuse_port: bool = False
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext:
@@ -99,11 +102,15 @@ class KmipServer:
             ssl_handshake_timeout=self.config.read_timeout,
             limit=64 * 1024,
             backlog=512,
+            reuse_port=self.config.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.health_port is not None:
             self._health = await asyncio.start_server(
-                self._health_client, self.config.host, self.config.health_port
+                self._health_client,
+                self.config.host,
+                self.config.health_port,
+                reuse_port=self.config.reuse_port or None,
             )
             self.health_port = self._health.sockets[0].getsockname()[1]
         self._metrics_task = asyncio.create_task(self._emit_metrics())

@@ -98,3 +98,46 @@ def test_local_up_service_factory(runtime, tenant_factory, bundle, tmp_path):
             assert results[0].status == Status.SUCCESS
     finally:
         service.stop()
+
+
+@pytest.mark.slow
+def test_container_entry_point_with_two_processes_sharing_the_port(runtime, settings, tenant_factory, bundle):
+    from kmip_fargate.main import write_server_certificate
+
+    tenant_factory(tenant_id="two-procs")
+    cert, key, ca = write_server_certificate(runtime, Path(settings.data_dir) / "pki", ["127.0.0.1"])
+    port, health = free_port(), free_port()
+    env = {
+        **os.environ,
+        "OPENKCM_TABLE_PREFIX": settings.table_prefix,
+        "OPENKCM_DATA_DIR": str(settings.data_dir),
+        "OPENKCM_KMIP_HOST": "127.0.0.1",
+        "OPENKCM_KMIP_PORT": str(port),
+        "OPENKCM_KMIP_HEALTH_PORT": str(health),
+        "OPENKCM_KMIP_CERT": str(cert),
+        "OPENKCM_KMIP_KEY": str(key),
+        "OPENKCM_KMIP_CA": str(ca),
+        "OPENKCM_KMIP_PROCESSES": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kmip_fargate"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{health}/healthz", proc)
+        time.sleep(1.5)  # let the second process bind too
+        paths = bundle("two-procs")
+        conns = [KmipConnection(port, paths) for _ in range(6)]
+        for conn in conns:
+            _, results = response(conn.call(request((1, 2), (Op.QUERY, []))))
+            assert results[0].status == Status.SUCCESS
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
