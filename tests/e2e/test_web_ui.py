@@ -146,7 +146,7 @@ def test_rotate_now(page: Any, local_stack: LocalStackProcess) -> None:
 
 
 def test_assign_the_key_to_a_second_tenant(page: Any, local_stack: LocalStackProcess, world: dict[str, str]) -> None:
-    page.get_by_label("Keystore").select_option(label="acme production KMS (aws-kms)")
+    page.get_by_label("Keystore", exact=True).select_option(label="acme production KMS (aws-kms)")
     page.get_by_label("Key reference").fill(world["key_arn"])
     page.locator("#assign-tenant").select_option(STAGING)
     page.get_by_role("button", name="Assign & activate").click()
@@ -314,7 +314,7 @@ def test_failed_activation_is_rolled_back(page: Any, local_stack: LocalStackProc
     key = kms.create_key(Description="disabled key")["KeyMetadata"]
     kms.disable_key(KeyId=key["KeyId"])
     _tab(page, "Keys")
-    page.get_by_label("Keystore").select_option(label="acme production KMS (aws-kms)")
+    page.get_by_label("Keystore", exact=True).select_option(label="acme production KMS (aws-kms)")
     page.get_by_label("Key reference").fill(key["Arn"])
     page.locator("#assign-tenant").select_option("acme-dev")
     page.get_by_role("button", name="Assign & activate").click()

@@ -20,6 +20,9 @@ import type {
   RotateNowBody,
   RotationPolicyBody,
   CertificateRevokeBody,
+  ImportParameters,
+  KeyImportCompleteBody,
+  KeyImportStartBody,
   LinkResult,
   ManagedObject,
   Notification,
@@ -169,6 +172,14 @@ export class CmkApi {
   /** Links an L1 key, assigns it to the tenants and activates it there (re-wrap of every L2 version). */
   linkL1Key(account: string, keystoreId: string, keyRef: string, tenantIds: string[]) {
     return this.call<LinkResult>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/link", { account_id: account, keystore_id: keystoreId }), { key_ref: keyRef, tenant_ids: tenantIds } satisfies L1LinkBody);
+  }
+  /** BYOK with the customer's own material (DECISIONS 5), step 1: an EXTERNAL-origin key and its import parameters. */
+  startKeyImport(account: string, keystoreId: string, description = "") {
+    return this.call<ImportParameters>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/import", { account_id: account, keystore_id: keystoreId }), { description } satisfies KeyImportStartBody);
+  }
+  /** Step 2: forward the material the customer wrapped on their side (base64); OpenKCM never sees it in clear. */
+  completeKeyImport(account: string, keystoreId: string, body: KeyImportCompleteBody) {
+    return this.call<Record<string, unknown>>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/import/complete", { account_id: account, keystore_id: keystoreId }), body);
   }
   returnToPlatform(tenant: string) {
     return this.call<{ tenant_id: string; result: unknown; progress: unknown[] }>("POST", route("/v1/tenants/{tenant_id}/return-to-platform", { tenant_id: tenant }), { confirm: true } satisfies ReturnToPlatformBody);

@@ -18,6 +18,19 @@ export type RotateNowBody = Schemas["RotateNow"];
 export type RotationPolicyBody = Schemas["RotationPolicy"];
 export type CertificateRevokeBody = Schemas["CertificateRevoke"];
 export type ReturnToPlatformBody = Schemas["ReturnToPlatform"];
+export type KeyImportStartBody = Schemas["KeyImportStart"];
+export type KeyImportCompleteBody = Schemas["KeyImportComplete"];
+
+/** Import parameters of an EXTERNAL-origin AWS KMS key: public by design (a public key and a token). */
+export interface ImportParameters {
+  key_ref: string;
+  key_id?: string;
+  wrapping_algorithm: string;
+  wrapping_key_spec: string;
+  public_key: string;
+  import_token: string;
+  parameters_valid_to?: string;
+}
 
 export type MasterKeyMode = "platform-managed" | "byok" | "hyok";
 export type KeystoreProvider = KeystoreCreateBody["provider"];

@@ -1,11 +1,12 @@
 import { useState } from "react";
 import type { CmkApi } from "../api/client";
-import type { Tenant } from "../api/types";
+import type { Keystore, Page, Tenant } from "../api/types";
 import { ErrorMessage, Loading, Progress, Section, StateBadge } from "../components/common";
 import { formatTime } from "../lib/format";
-import { useAction, useAsync } from "../lib/useAsync";
+import { useAction, useAsync, type AsyncState } from "../lib/useAsync";
 import { MODE_LABEL, describeStepList } from "./keysHelpers";
 import { RolledBack, tenantFailures, type TenantFailure } from "./MasterKeyWizard";
+import { KeyImport } from "./KeyImport";
 
 export function Keys({ api, account, tenant, tenants, onChanged }: { api: CmkApi; account: string; tenant: string; tenants: Tenant[]; onChanged: () => void }) {
   return (
@@ -37,6 +38,17 @@ export function groupByL1(tenants: Tenant[]): { key: string; mode: string; tenan
 
 function MasterKeys({ api, account, tenants, onChanged }: { api: CmkApi; account: string; tenants: Tenant[]; onChanged: () => void }) {
   const stores = useAsync(() => api.listKeystores(account), [api, account]);
+  return (
+    <>
+      <Assignments api={api} account={account} tenants={tenants} onChanged={onChanged} stores={stores} />
+      {stores.data && <KeyImport api={api} account={account} stores={stores.data.items} onImported={() => stores.reload()} />}
+    </>
+  );
+}
+
+function Assignments({ api, account, tenants, onChanged, stores }: {
+  api: CmkApi; account: string; tenants: Tenant[]; onChanged: () => void; stores: AsyncState<Page<Keystore>>;
+}) {
   const action = useAction();
   const [storeId, setStoreId] = useState("");
   const [keyRef, setKeyRef] = useState("");
