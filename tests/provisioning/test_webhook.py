@@ -214,3 +214,19 @@ def test_group_readable_secret_file_is_refused_without_leaking_its_path(rt, secr
     with pytest.raises(Exception) as info:
         load_webhook_secret(rt.settings)
     assert str(path) not in str(info.value) and getattr(info.value, "http_status", 0) == 500
+
+
+def test_ready_notification_goes_to_the_sns_topic_with_the_ui_link(rt, monkeypatch):
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"{rt.settings.table_prefix}-notify")["TopicArn"]
+    url = sqs.create_queue(QueueName=f"{rt.settings.table_prefix}-mailbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)  # stands in for the email subscription
+    monkeypatch.setattr(rt.settings, "notification_topic_arn", topic)
+    monkeypatch.setattr(rt.settings, "ui_base_url", "https://cmk.openkcm.io")
+    provisioning.process_event(rt, marketplace_event())
+    message = json.loads(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)["Messages"][0]["Body"])
+    assert message["Subject"] == "OpenKCM is ready for acme-corp-12345"
+    assert "CMK UI: https://cmk.openkcm.io/tenant/acme-corp-12345" in message["Message"]
