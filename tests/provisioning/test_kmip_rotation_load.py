@@ -6,6 +6,7 @@ decrypts after the last, with the same key bytes (re-wrapping never changes L3 m
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -185,3 +186,57 @@ def test_pykmip_client_sees_zero_failures_across_csek_to_cmk_and_back(runtime, k
         assert after.get(uid).value == key  # no client change: same object, same key bytes
     finally:
         after.close()
+
+
+def test_rotation_from_another_process_reaches_the_kmip_server_by_the_epoch(runtime, kmip_server, bundle):  # noqa: F811
+    """No shared bus: ``openkcm rotate tenant`` runs as its own process (as the Lambda does); the KMIP server
+    learns of it through the DynamoDB epoch within ``epoch_poll_seconds`` and never fails a request."""
+    import os
+    import subprocess
+    import sys
+
+    customer = "kmip-crossproc-corp"
+    provisioning.process_event(runtime, marketplace_event(customer=customer))
+    paths = bundle(customer, "mongod")
+    client = connect(kmip_server, paths)
+    uid = client.create(enums.CryptographicAlgorithm.AES, 256, name="pre", cryptographic_usage_mask=USAGE)
+    client.activate(uid)
+    data, iv = client.encrypt(b"before", uid=uid, cryptographic_parameters=PARAMS)
+    env = dict(os.environ, OPENKCM_TABLE_PREFIX=runtime.settings.table_prefix)
+    command = [
+        sys.executable,
+        "-m",
+        "openkcm.cli",
+        "rotate",
+        "tenant",
+        customer,
+        "--data-dir",
+        str(runtime.settings.data_dir),
+    ]
+    failures: list[str] = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        while proc.poll() is None:
+            try:
+                assert (
+                    client.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv)
+                    == b"before"
+                )
+            except Exception as exc:  # noqa: BLE001 - every failed request counts
+                failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.01)
+        out = proc.stdout.read() if proc.stdout else b""
+    assert proc.returncode == 0, out
+    assert json.loads(out)["l2_version"] == 2
+    deadline = time.monotonic() + runtime.settings.epoch_poll_seconds + 2
+    new_uid = ""
+    while time.monotonic() < deadline:  # objects created now land under version 2 once the epoch is seen
+        new_uid = client.create(
+            enums.CryptographicAlgorithm.AES, 256, name="post", cryptographic_usage_mask=USAGE
+        )
+        if int(ManagedObjectModel.get(customer, new_uid).l2_version) == 2:
+            break
+        time.sleep(0.5)
+    assert int(ManagedObjectModel.get(customer, new_uid).l2_version) == 2
+    assert client.decrypt(data, uid=uid, cryptographic_parameters=PARAMS, iv_counter_nonce=iv) == b"before"
+    client.close()
+    assert failures == []
