@@ -255,7 +255,7 @@ class LocalHttpAdapter:
         with self._invoke_lock:
             try:
                 result = handler(event, context)
-            except Exception:  # the function crashed: API Gateway answers 500 without details
+            except Exception:  # noqa: BLE001 (a crashed function: API Gateway answers 500 without details)
                 return 500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}'
         return _response(result)
 
@@ -317,7 +317,7 @@ class LocalHttpAdapter:
                     status, headers, payload = adapter.dispatch(
                         self.command, self.path, list(self.headers.items()), body, self.client_address[0]
                     )
-                except Exception:
+                except Exception:  # noqa: BLE001 (never a stack trace to the client)
                     status, headers, payload = 500, {"Content-Type": "application/json"}, \
                         b'{"message":"Internal Server Error"}'
                 self._send(status, headers, payload)

@@ -215,8 +215,8 @@ def test_rotation_now_and_policy(api, account, make_tenant, api_runtime):
     reply = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", keyadmin, body={})
     assert reply.status == 200 and reply.json()["current_l2_version"] == 2
     assert [int(r.l2_version) for r in api_runtime.keyring.records(tenant.tenant_id)] == [1, 2]
-    event = [e for e in read_events(tenant.tenant_id, since="1970-01-01T00:00:00+00:00")
-             if e["operation"] == "RotateL2"][0]
+    event = next(e for e in read_events(tenant.tenant_id, since="1970-01-01T00:00:00+00:00")
+                 if e["operation"] == "RotateL2")
     assert event["l2_version"] == 2 and event["actor"] == "user-key-admin"
     assert api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", keyadmin, body={"reason": "x"}).status == 400
     path = f"/v1/tenants/{tenant.tenant_id}/rotation-policy"

@@ -87,7 +87,7 @@ def test_resources_through_the_adapter(adapter, account):
     assert bad.status_code == 400 and bad.json()["details"]["field"] == "force"
     export = requests.get(f"{base}/tenants/{tenant_id}/audit/export", headers=admin, timeout=10)
     assert export.headers["Content-Type"] == "application/x-ndjson"
-    created_event = [json.loads(line) for line in export.text.splitlines() if '"CreateTenant"' in line][0]
+    created_event = next(json.loads(line) for line in export.text.splitlines() if '"CreateTenant"' in line)
     assert created_event["actor"] == "dev@example.com"
     other = _auth(_token(adapter, "another-account"))
     assert requests.get(f"{base}/tenants/{tenant_id}", headers=other, timeout=10).status_code == 404

@@ -85,7 +85,7 @@ ReportFormat = Annotated[str, Query(pattern="^(json|html)$", description="json (
 
 @router.get("/<tenant_id>/audit/compliance-report")
 def compliance_report(tenant_id: str, since: Day = None, until: Day = None,
-                      format: ReportFormat = "json") -> Response[Any]:  # noqa: A002 (the query parameter's name)
+                      format: ReportFormat = "json") -> Response[Any]:
     """Key configuration and history, services x keys, rotations versus policy, certificates, refusals and
     security events, chain verification and operations per day, for a period (default: the last 30 days)."""
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)

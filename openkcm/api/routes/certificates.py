@@ -13,7 +13,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from openkcm.api import auth
-from openkcm.api.context import audit, certificate_authority, check_id, idempotent, page_body, paginate, principal, runtime, tenant_in_scope
+from openkcm.api.context import (
+    audit,
+    certificate_authority,
+    check_id,
+    idempotent,
+    page_body,
+    paginate,
+    principal,
+    runtime,
+    tenant_in_scope,
+)
 from openkcm.api.errors import json_response
 from openkcm.api.models import CertificateIssue, CertificateRevoke
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso

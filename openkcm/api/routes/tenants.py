@@ -147,7 +147,7 @@ def dashboard(tenant_id: str) -> dict[str, Any]:
 @router.get("/<tenant_id>/services")
 def list_services(tenant_id: str) -> dict[str, Any]:
     """Services of the tenant: those holding a certificate and those seen on KMIP, with last use."""
-    _, tenant = tenant_in_scope(router, tenant_id, auth.CERT_READ)
+    tenant_in_scope(router, tenant_id, auth.CERT_READ)
     services: dict[str, dict[str, Any]] = {}
     for cert in CertificateModel.query(tenant_id, CertificateModel.sk.startswith("CERT#")):
         entry = services.setdefault(cert.service_id, {"service_id": cert.service_id, "certificates": 0,
