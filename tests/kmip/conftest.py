@@ -21,8 +21,15 @@ def kmip_core(runtime):
 
 
 @pytest.fixture
-def kmip_server(runtime, kmip_core, tmp_path: Path) -> Iterator:
+def kmip_server(runtime, settings, tmp_path: Path) -> Iterator:
+    """The listener as production runs it: its own runtime with an audit WAL (so warm read-only
+    requests take the inline path), on the same tables as ``runtime``."""
     from kmip_fargate.server import KmipServer, ServerConfig
+    from openkcm.kmip.core import KmipCore
+    from openkcm.ops.runtime import build_runtime
+
+    server_runtime = build_runtime(settings, audit_wal_dir=tmp_path / "kmip-audit-wal")
+    kmip_core = KmipCore(server_runtime)
 
     ca = runtime.certificate_authority()
     pki = tmp_path / "server-pki"
@@ -48,6 +55,7 @@ def kmip_server(runtime, kmip_core, tmp_path: Path) -> Iterator:
     server = KmipServer(kmip_core, config).start_in_thread()
     yield server
     server.stop()
+    server_runtime.close()
 
 
 @pytest.fixture
