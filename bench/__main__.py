@@ -1,6 +1,7 @@
-"""``python -m bench``: the KMIP load benchmark (OpenKCM vs PyKMIP) and the libmongocrypt benchmark, with
+"""``python -m bench``: the KMIP load benchmark (OpenKCM vs PyKMIP), the libmongocrypt benchmark and the
+provisioning / CMK API latency figures, with
 the configuration printed beside the figures. ``--quick`` runs tiny settings (a smoke run, no figures to
-quote); ``--json DIR`` also writes kmip_load.json and mongocrypt.json there."""
+quote); ``--json DIR`` also writes kmip_load.json, mongocrypt.json and provision.json there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import kmip_load, mongocrypt
+from bench import kmip_load, mongocrypt, provision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,20 +20,25 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     load_args: list[str] = []
     crypt_args: list[str] = []
+    provision_args: list[str] = []
     if a.quick:
         load_args += ["--connections", "2", "--duration", "0.5", "--warmup", "0.2", "--keys", "1",
                       "--pykmip-connections", "1", "--pykmip-duration", "0.5", "--conn-duration", "0.3",
                       "--conn-threads", "1"]
         crypt_args += ["--rounds", "1", "--seconds", "0.3", "--uncached-seconds", "0.3"]
+        provision_args += ["--tenants", "1", "--api-requests", "3"]
     if a.json is not None:
         a.json.mkdir(parents=True, exist_ok=True)
         load_args += ["--json", str(a.json / "kmip_load.json")]
         crypt_args += ["--json", str(a.json / "mongocrypt.json")]
+        provision_args += ["--json", str(a.json / "provision.json")]
     if a.profile is not None:
         load_args += ["--profile", str(a.profile)]
     kmip_load.main(load_args)
     print()
     mongocrypt.main(crypt_args)
+    print()
+    provision.main(provision_args)
     return 0
 
 

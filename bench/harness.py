@@ -97,7 +97,9 @@ def start_server(kind: str, config: dict[str, Any], log: Path, timeout: float = 
         if ready:
             line = proc.stdout.readline()
             if line.startswith(b"READY "):
-                return ServerProcess(kind, proc, int(line.split()[1]), log)
+                server = ServerProcess(kind, proc, int(line.split()[1]), log)
+                _wait_listening(server.port, deadline)  # PyKMIP binds in start() but listens in serve()
+                return server
             if not line and proc.poll() is not None:
                 break
         elif proc.poll() is not None:
@@ -105,6 +107,17 @@ def start_server(kind: str, config: dict[str, Any], log: Path, timeout: float = 
     proc.kill()
     proc.wait(10)
     raise RuntimeError(f"{kind} server did not start; see {log}:\n{log.read_text()[-3000:]}")
+
+
+def _wait_listening(port: int, deadline: float) -> None:
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @dataclass

@@ -3,7 +3,7 @@ real subprocess — moto, our KMIP server, PyKMIP's server and the echo server e
 
 No timing assertions: the machine is shared. What must hold is correctness: every operation answered
 Success on both servers (errors == 0, requests counted), the configuration is printed beside the figures,
-and the libmongocrypt run produced a figure for each provider."""
+the libmongocrypt run produced a figure for each provider, and a webhook reached a Ready tenant."""
 
 from __future__ import annotations
 
@@ -47,3 +47,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
                 "uncached/kmip (default: Get)"):
         assert crypt["figures"][key]["median"] > 0, key
     assert crypt["figures"]["uncached/kmip (default: Get)"]["kms_requests_per_round"] >= 1
+
+    prov = json.loads((tmp_path / "provision.json").read_text())
+    assert prov["webhook_to_ready_ms"]["max"] > 0
+    assert set(prov["api"]) == {"GET /v1/health", "GET /v1/accounts/{a}/tenants", "GET /v1/tenants/{t}/keys"}
