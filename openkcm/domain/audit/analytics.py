@@ -29,7 +29,7 @@ def read_events(
     """Events of one tenant with ``since <= time < until``, oldest first."""
     bind_audit_models()
     lower, upper = _iso(since), _iso(until)
-    start = lower
+    start = lower or "0"  # DynamoDB refuses an empty key value; "0" sorts before every ISO time
     if lower:
         try:
             start = (datetime.fromisoformat(lower) - LINK_SPAN_SLACK).isoformat(timespec="microseconds")
