@@ -101,6 +101,12 @@ def test_byok_aws_kms_missing_permission_then_pass_then_activate(page: Any, loca
     arn.fill(world["key_arn"])
     page.get_by_label("Region").fill("us-east-1")
     page.get_by_label("Keystore name").fill("acme production KMS")
+    page.get_by_text("Set up access in your AWS account (trust template)").click()
+    page.get_by_role("button", name="Show trust template").click()
+    template = page.get_by_test_id("trust-template")
+    expect(template).to_contain_text("sts:AssumeRole")
+    expect(template).to_contain_text("kms:DescribeKey")
+    screenshot(page, "03a-master-key-connection")
     page.get_by_role("button", name="Next").click()
 
     page.get_by_role("button", name="Test connection").click()

@@ -21,6 +21,7 @@ import type {
   RotationPolicyBody,
   CertificateRevokeBody,
   ImportParameters,
+  AwsTrustTemplate,
   KeyImportCompleteBody,
   KeyImportStartBody,
   LinkResult,
@@ -172,6 +173,9 @@ export class CmkApi {
   /** Links an L1 key, assigns it to the tenants and activates it there (re-wrap of every L2 version). */
   linkL1Key(account: string, keystoreId: string, keyRef: string, tenantIds: string[]) {
     return this.call<LinkResult>("POST", route("/v1/accounts/{account_id}/keystores/{keystore_id}/link", { account_id: account, keystore_id: keystoreId }), { key_ref: keyRef, tenant_ids: tenantIds } satisfies L1LinkBody);
+  }
+  awsTrustTemplate(account: string, roleName: string, keyArn?: string) {
+    return this.call<AwsTrustTemplate>("GET", route("/v1/accounts/{account_id}/trust-template/aws", { account_id: account }) + this.q({ role_name: roleName, key_arn: keyArn }));
   }
   /** BYOK with the customer's own material (DECISIONS 5), step 1: an EXTERNAL-origin key and its import parameters. */
   startKeyImport(account: string, keystoreId: string, description = "") {

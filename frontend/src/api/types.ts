@@ -191,3 +191,14 @@ export interface Notification {
 }
 
 export const AUDIT_KINDS = ["operation", "security", "config", "lifecycle"] as const;
+
+/** The ready-made AWS trust template (seed 002 REQ-017): what the customer pastes into their account. */
+export interface AwsTrustTemplate {
+  openkcm_principal: string;
+  role_name: string;
+  role_trust_policy: unknown;
+  key_policy_statement: unknown;
+  role_permissions?: unknown;
+  keystore_config?: Record<string, string>;
+  keystore_secrets?: Record<string, string>;
+}

@@ -4,6 +4,7 @@ import type { ConnectionCheck, ConnectionTest, Keystore, KeystoreProvider, Tenan
 import { ErrorMessage, Progress, Section, StateBadge } from "../components/common";
 import { KEYSTORE_FIELDS, toRequest, validateAll, validateField, type FieldErrors, type Fields } from "../lib/validation";
 import { useAction } from "../lib/useAsync";
+import { TrustTemplate } from "./TrustTemplate";
 
 type Choice = "platform-managed" | KeystoreProvider;
 
@@ -254,6 +255,9 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
               </div>
             );
           })}
+          {choice === "aws-kms" && (
+            <TrustTemplate api={api} account={account} keyRef={(fields.key_ref ?? "").trim()} onUseRole={(arn) => setField("role_arn", arn)} />
+          )}
           <button type="submit" className="primary">Next</button>
         </form>
       )}
