@@ -14,7 +14,7 @@ from openkcm.protocol.messages import MessageError
 from openkcm.protocol.ttlv import TTLVError
 
 CAPTURES = sorted(
-    (Path(__file__).resolve().parents[3] / "shared" / "captures" / "libmongocrypt").glob("*/*.ttlv")
+    (Path(__file__).resolve().parent / "captures" / "libmongocrypt").glob("*/*.ttlv")
 )
 SEEDS = [p.read_bytes() for p in CAPTURES]
 BOUNDED = settings(

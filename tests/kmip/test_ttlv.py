@@ -10,7 +10,7 @@ from openkcm.protocol import messages, ttlv
 from openkcm.protocol.tags import Op, Reason, Tag
 from openkcm.protocol.ttlv import TTLVError
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "captures" / "libmongocrypt"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "libmongocrypt"
 ALL_CAPTURES = sorted(CAPTURES.glob("*/*.ttlv"))
 
 

@@ -12,7 +12,7 @@ from openkcm.protocol import ttlv
 from openkcm.protocol.tags import Tag
 from openkcm.protocol.ttlv import TTLV
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "captures" / "libmongocrypt"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "libmongocrypt"
 VARIABLE = {Tag.UNIQUE_IDENTIFIER, Tag.TIME_STAMP}
 
 
