@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,13 +13,15 @@ from openkcm.api.models import TenantDelete, TenantDisable, TenantEnable
 from openkcm.api.routes.common import iso, tenant_summary
 from openkcm.domain.tenants import DELETED, DISABLED, FAILED, READY
 from openkcm.errors import ConcurrentUpdate, InvalidRequest, WrongState
+from openkcm.ops import audit as audit_ops
 from openkcm.ops import events, rotation
-from openkcm.storage import CertificateModel, ConditionFailed, UsageModel
+from openkcm.storage import CertificateModel, ConditionFailed
 from openkcm.storage.models import ProvisioningModel, condition_guard
 
 router = Router()
 
 DASHBOARD_DAYS = 30
+SERVICES_DAYS = 366
 
 
 @router.get("/<tenant_id>")
@@ -123,15 +124,7 @@ def dashboard(tenant_id: str) -> dict[str, Any]:
         }
         for r in rt.keyring.records(tenant_id)
     ]
-    since = (rt.clock.now() - timedelta(days=DASHBOARD_DAYS)).date().isoformat()
-    per_day: dict[str, int] = defaultdict(int)
-    services: dict[str, dict[str, Any]] = {}
-    for item in UsageModel.query(tenant_id, UsageModel.sk.between(f"U#{since}", "U#~")):
-        per_day[item.day] += int(item.count or 0)
-        entry = services.setdefault(item.service, {"service_id": item.service, "last_seen": None, "operations": 0})
-        entry["operations"] += int(item.count or 0)
-        if item.last_seen and (entry["last_seen"] is None or item.last_seen > entry["last_seen"]):
-            entry["last_seen"] = item.last_seen
+    figures = audit_ops.usage(rt, tenant_id, days=DASHBOARD_DAYS)  # the audit feature owns the counters
     return {
         "tenant": tenant_summary(tenant),
         "status": tenant.status,
@@ -139,9 +132,15 @@ def dashboard(tenant_id: str) -> dict[str, Any]:
         "key_mode": tenant.key_mode,
         "master_key": {"mode": tenant.key_mode, "state": tenant.l1_state, "reason": tenant.l1_reason},
         "l2_versions": versions,
-        "services": sorted(services.values(), key=lambda s: s["service_id"]),
-        "operations_per_day": [{"day": d, "count": per_day[d]} for d in sorted(per_day)],
+        "services": [_service(s) for s in figures["services"]],
+        "operations_per_day": figures["per_day"],
+        "operations_by_type": figures["per_operation"],
     }
+
+
+def _service(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"service_id": summary["service"], "last_seen": summary["last_seen"] or None,
+            "operations": summary["operations"]}
 
 
 @router.get("/<tenant_id>/services")
@@ -154,10 +153,9 @@ def list_services(tenant_id: str) -> dict[str, Any]:
                                                      "active_certificates": 0, "last_seen": None, "operations": 0})
         entry["certificates"] += 1
         entry["active_certificates"] += 0 if cert.revoked_at else 1
-    for item in UsageModel.query(tenant_id, UsageModel.sk.startswith("U#")):
-        entry = services.setdefault(item.service, {"service_id": item.service, "certificates": 0,
-                                                   "active_certificates": 0, "last_seen": None, "operations": 0})
-        entry["operations"] += int(item.count or 0)
-        if item.last_seen and (entry["last_seen"] is None or item.last_seen > entry["last_seen"]):
-            entry["last_seen"] = item.last_seen
+    for seen in audit_ops.usage(runtime(), tenant_id, days=SERVICES_DAYS)["services"]:
+        entry = services.setdefault(seen["service"], {"service_id": seen["service"], "certificates": 0,
+                                                      "active_certificates": 0, "last_seen": None, "operations": 0})
+        entry["operations"] = seen["operations"]
+        entry["last_seen"] = seen["last_seen"] or None
     return {"items": sorted(services.values(), key=lambda s: s["service_id"]), "next_token": None}
