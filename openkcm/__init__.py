@@ -7,3 +7,7 @@ Folders are layers, imports point down only (checked by import-linter in the tes
 """
 
 __version__ = "0.1.0"
+
+from openkcm.observability import cap_sdk_loggers as _cap_sdk_loggers
+
+_cap_sdk_loggers()
