@@ -7,6 +7,7 @@ start, so a misconfigured function fails on its first invocation with a clear me
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -27,12 +28,16 @@ class HandlerConfig(BaseSettings):
     powertools_service_name: str = Field("openkcm-cmk-api", min_length=1)
     powertools_metrics_namespace: str = Field("OpenKCM", min_length=1)
     openkcm_table_prefix: str = Field("openkcm", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    # The local adapter disables metrics (no EMF lines on the console); then none are even collected.
+    powertools_metrics_disabled: bool = False
 
 
 config = HandlerConfig()
 logger = Logger(service=config.powertools_service_name)
 tracer = Tracer(service=config.powertools_service_name)
 metrics = Metrics(namespace=config.powertools_metrics_namespace, service=config.powertools_service_name)
+if config.powertools_metrics_disabled:
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
@@ -40,10 +45,11 @@ metrics = Metrics(namespace=config.powertools_metrics_namespace, service=config.
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     response = resolve(event, context)
-    status = int(response.get("statusCode", 500))
-    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    if status >= 500:
-        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
-    elif status >= 400:
-        metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
+    if not config.powertools_metrics_disabled:
+        status = int(response.get("statusCode", 500))
+        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        if status >= 500:
+            metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+        elif status >= 400:
+            metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
     return response
