@@ -326,6 +326,47 @@ def summarize_profile(path: Path, top: int = 30) -> list[tuple[str, float, float
     return [(name, 100 * n / total, 100 * self_.get(name, 0) / total) for name, n in rows[:top]]
 
 
+# First matching rule wins (checked from the leaf up the stack), so a sample counts once.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("audit flusher: DynamoDB puts (botocore)", ("Link.store", "_count_usage")),
+    ("audit flusher: link hashing/building", ("ChainedAuditSink._run", "ChainedAuditSink.flush")),
+    ("audit in request: fsync/WAL write", ("ChainedAuditSink.sync", "KmipCore._sync", "sync_audit")),
+    ("audit in request: event build/validate/record", ("KmipCore._audit", "ChainedAuditSink.record")),
+    ("core: TTLV decode", ("decode_request",)),
+    ("core: TTLV encode", ("encode_response",)),
+    ("core: authorize", ("KmipCore.authorize",)),
+    ("core: operation (lookup, crypto, payload)", ("KmipCore._run_item", "_run_inline", "try_inline")),
+    ("core: rest of handle (ids, metrics)", ("KmipCore.handle",)),
+    ("listener: thread-pool hand-off", ("run_in_executor", "ThreadPoolExecutor.submit", "_WorkItem.run",
+                                        "_worker (concurrent")),
+    ("listener: TLS (asyncio sslproto)", ("sslproto.py", "ssl.py")),
+    ("listener: streams, timeouts, event loop", ("streams.py", "tasks.py", "KmipServer._serve", "base_events.py",
+                                                 "selector_events.py", "events.py", "selectors.py")),
+)
+
+
+def categorize(path: Path) -> list[tuple[str, float]]:
+    """Share of py-spy samples per cost category (see CATEGORIES); the rest is 'other'."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = stack.split(";")
+        count = int(count_text)
+        total += count
+        label = "other"
+        for name, needles in CATEGORIES:
+            if any(needle in frame for frame in frames for needle in needles):
+                label = name
+                break
+        counts[label] = counts.get(label, 0) + count
+    if not total:
+        return []
+    return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda kv: kv[1], reverse=True)
+
+
 # ---- printing -------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     try:
@@ -393,6 +434,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     results: list[RunResult] = []
     conn_rows: list[dict[str, Any]] = []
     profiles: dict[str, list[tuple[str, float, float]]] = {}
+    categories: dict[str, list[tuple[str, float]]] = {}
     config = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
               "machine": machine(), "protocol": "KMIP 1.2, one request message = one batch item",
               "encrypt": "AES-256-CBC PKCS5, random IV from the server, 64-byte plaintext",
@@ -428,6 +470,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                         spy.wait(opts.duration + 30)
                         if out.exists():
                             profiles[out.stem] = summarize_profile(out)
+                            categories[out.stem] = categorize(out)
                     results.append(result)
                     log(f"  {label} {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms "
                         f"errors {result.errors}")
@@ -494,11 +537,14 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
               f"({e.generator_cpu_us:.1f} us generator CPU per request); the fastest server run reached "
               f"{busiest:.0f} ops/s = {100 * busiest / e.ops if e.ops else 0:.0f}% of that ceiling.")
     for name, rows in profiles.items():
-        print(f"\nProfile {name} (py-spy, inclusive % / self % of non-idle samples):")
+        print(f"\nProfile {name} (py-spy --gil: where the server process's one core goes)")
+        for label, share in categories.get(name, []):
+            print(f"  {share:5.1f}%  {label}")
+        print("  top functions (inclusive % / self %):")
         for fn, inc, own in rows:
             print(f"  {inc:5.1f}% {own:5.1f}%  {fn}")
     report = {"config": config, "results": [dict(asdict(r), ops=r.ops) for r in results],
-              "connections": conn_rows, "profiles": profiles}
+              "connections": conn_rows, "profiles": profiles, "profile_categories": categories}
     if opts.json_out is not None:
         opts.json_out.write_text(json.dumps(report, indent=2))
     return report
