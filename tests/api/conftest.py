@@ -139,3 +139,8 @@ def adapter(api_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     server.start()
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # metrics are disabled in these tests, so Powertools says there is nothing to publish on every call
+    config.addinivalue_line("filterwarnings", "ignore:No application metrics to publish:UserWarning")
