@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 from http import HTTPStatus
 from typing import Any
 
@@ -30,7 +31,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from openkcm.errors import OpenKCMError
 
-logger = Logger(child=True)
+# a child of the handler's logger (same service name), so errors come out in the function's JSON log format
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "openkcm-cmk-api"), child=True)
 JSON = "application/json"
 
 
