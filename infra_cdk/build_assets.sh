@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the deployable assets of the CDK app without Docker (DECISIONS 17):
 #
-#   build/lambda/<function>/   cmk_api, provision, rotate: our code + dependencies as Linux wheels
+#   build/lambda/<function>/   cmk_api, provision, rotate, audit_schedule: our code + dependencies as Linux wheels
 #                              for CPython 3.12 on arm64 (manylinux2014_aarch64). When a dependency
 #                              has no aarch64 wheel the folder is built for x86_64 instead and gets a
 #                              file ARCH containing "x86_64"; the CDK app then deploys that function
@@ -10,7 +10,7 @@
 #                              the openkcm package, pyproject.toml): only what the image needs, so
 #                              that `cdk deploy` does not upload the whole working tree.
 #
-# Usage: infra_cdk/build_assets.sh [--only cmk_api|provision|rotate|kmip] [--out DIR]
+# Usage: infra_cdk/build_assets.sh [--only cmk_api|provision|rotate|audit_schedule|kmip] [--out DIR]
 # Needs: the project venv (.venv, for pip and tomllib) and network access to PyPI.
 set -euo pipefail
 
@@ -87,9 +87,10 @@ build_kmip_context() {
 }
 
 case "$ONLY" in
-  "") build_function cmk_api keystores; build_function provision core; build_function rotate keystores; build_kmip_context ;;
+  "") build_function cmk_api keystores; build_function provision core; build_function rotate keystores
+      build_function audit_schedule core; build_kmip_context ;;
   cmk_api|rotate) build_function "$ONLY" keystores ;;
-  provision) build_function provision core ;;
+  provision|audit_schedule) build_function "$ONLY" core ;;
   kmip) build_kmip_context ;;
-  *) echo "--only takes cmk_api, provision, rotate or kmip" >&2; exit 2 ;;
+  *) echo "--only takes cmk_api, provision, rotate, audit_schedule or kmip" >&2; exit 2 ;;
 esac

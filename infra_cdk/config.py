@@ -70,8 +70,11 @@ class DeployConfig:
     rotate_reserved_concurrency: int = 1
     api_provisioned_concurrency: int = 0
     rotation_schedule: str = _default("rotation_schedule")
+    # Audit schedule Lambda (functions/audit_schedule): signed checkpoints and archiving (issue 11).
+    audit_schedule: str = "rate(5 minutes)"
+    audit_retention_days: int = int(_default("audit_retention_days"))  # in DynamoDB before archive + expiry
     log_retention_days: int = 365
-    # Folder with one sub-folder per function (cmk_api, provision, rotate) built by build_assets.sh;
+    # Folder with one sub-folder per function (cmk_api, provision, rotate, audit_schedule) built by build_assets.sh;
     # a file ARCH in a sub-folder saying "x86_64" makes that function x86_64 (DECISIONS 17).
     lambda_asset_root: Path = REPO_ROOT / "build" / "lambda"
     # Docker build context of the KMIP image (staged by build_assets.sh; Dockerfile at kmip_fargate/).
@@ -143,6 +146,10 @@ class DeployConfig:
         for module in self.pkcs11_modules:
             if not module.startswith("/") or not module.endswith(".so"):
                 raise ValueError(f"pkcs11Modules entries must be absolute paths to .so files, got {module!r}")
+        if not re.fullmatch(r"(rate|cron)\(.+\)", self.audit_schedule):
+            raise ValueError(
+                "context 'auditSchedule' must be an EventBridge rate(...) or cron(...) expression"
+            )
         for ancestor in self.frame_ancestors:
             if not re.fullmatch(r"https://[A-Za-z0-9.*-]+(:\d+)?", ancestor):
                 raise ValueError(f"frameAncestors entries must be https origins, got {ancestor!r}")
@@ -182,6 +189,10 @@ def from_context(get: Any) -> DeployConfig:
         ),
         api_provisioned_concurrency=_int(ctx("apiProvisionedConcurrency", 0), "apiProvisionedConcurrency"),
         rotation_schedule=str(ctx("rotationSchedule", d.rotation_schedule)),
+        audit_schedule=str(ctx("auditSchedule", d.audit_schedule)),
+        audit_retention_days=_int(
+            ctx("auditRetentionDays", d.audit_retention_days), "auditRetentionDays", 0, 36500
+        ),
         log_retention_days=_int(ctx("logRetentionDays", d.log_retention_days), "logRetentionDays", 1, 3653),
         lambda_asset_root=_path(get("lambdaAssetRoot"), d.lambda_asset_root),
         kmip_image_dir=_path(get("kmipImageDir"), d.kmip_image_dir),

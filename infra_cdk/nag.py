@@ -51,7 +51,7 @@ def suppress(stack: OpenKcmStack) -> None:
     api, kmip, web, rotation = stack.api, stack.kmip, stack.web, stack.rotation
 
     # -- Lambda --------------------------------------------------------------------------------------
-    for fn in [*api.functions.values(), rotation.rotate]:
+    for fn in [*api.functions.values(), rotation.rotate, stack.audit.function]:
         _on(fn.function, _s("L1", PYTHON_PINNED), children=False)
         _on(fn.role, _s("IAM5", XRAY, ["Resource::*"]))
     for fn in (api.cmk_api, rotation.rotate):
@@ -62,7 +62,7 @@ def suppress(stack: OpenKcmStack) -> None:
         _on(api.pretoken, _s("L1", PYTHON_PINNED), children=False)
     archive = stack.resolve(stack.data.audit_archive.bucket_arn)["Fn::GetAtt"][0]
     prefix = Settings.model_fields["audit_archive_prefix"].default
-    for role in (rotation.rotate.role, api.cmk_api.role):
+    for role in (rotation.rotate.role, api.cmk_api.role, stack.audit.function.role):
         _on(
             role,
             _s(

@@ -6,6 +6,7 @@ from aws_cdk import CfnOutput, Environment, Fn, Stack, Tags
 from constructs import Construct
 
 from infra_cdk.components.api import Api
+from infra_cdk.components.audit import AuditSchedule
 from infra_cdk.components.data import Data
 from infra_cdk.components.env import setting
 from infra_cdk.components.kmip import KMIP_PORT, Kmip
@@ -77,6 +78,7 @@ class OpenKcmStack(Stack):
             bus=self.bus,
             base_env=base_env,
         )
+        self.audit = AuditSchedule(self, "Audit", config=config, data=self.data, base_env=base_env)
         route_notifications(self, self.bus, self.api.topic, self.data)
 
         # Values that exist only once the API and the distribution do.
@@ -84,7 +86,11 @@ class OpenKcmStack(Stack):
             setting("notification_topic_arn"): self.api.topic.topic_arn,
             setting("ui_base_url"): self.web.url,
         }
-        self.functions = {**self.api.functions, "rotate": self.rotation.rotate}
+        self.functions = {
+            **self.api.functions,
+            "rotate": self.rotation.rotate,
+            "audit_schedule": self.audit.function,
+        }
         for fn in self.functions.values():
             for name, value in late_env.items():
                 fn.function.add_environment(name, value)
@@ -117,6 +123,7 @@ class OpenKcmStack(Stack):
             "WebBucket": self.web.bucket.bucket_name,
             "DashboardName": self.observability.dashboard.dashboard_name,
             "RotateFunctionName": self.rotation.rotate.function.function_name,
+            "AuditScheduleFunctionName": self.audit.function.function.function_name,
             # The principals a customer's BYOK/HYOK role must trust (aws_trust_template lists the caller).
             "KeystoreAccessRoleArns": Fn.join(
                 ",",

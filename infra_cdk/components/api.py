@@ -34,7 +34,13 @@ WEBHOOK_PATH = "/v1/marketplace/events"
 # DynamoDB action sets (pynamodb: TransactWriteItems is authorized per contained Put/Update/Delete/Check).
 READ = ["GetItem", "BatchGetItem", "Query", "DescribeTable"]
 WRITE = ["PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem", "BatchWriteItem"]
+# The audit table holds several item types in each tenant's partition: W# writer links, K# writer keys,
+# C# signed checkpoints, H#HEADS (the checkpointer's cache), A# archive manifests. Grants are by action on
+# the table (and index) ARNs, with no dynamodb:LeadingKeys or sort-key condition, so a new item type
+# needs no policy change. Writers append (and the WAL-mode KMIP checkpointer puts C#/H#HEADS with the
+# same PutItem); only the archiving job also updates (expire_at on archived links).
 AUDIT_APPEND = ["GetItem", "Query", "PutItem", "DescribeTable"]
+AUDIT_ARCHIVE = [*AUDIT_APPEND, "UpdateItem"]
 COUNT = ["UpdateItem", "DescribeTable"]
 
 PRETOKEN_ASSET = Path(__file__).resolve().parent.parent / "pretoken"
@@ -211,6 +217,11 @@ class Api(Construct):
         )
         data.allow_root_key(self.cmk_api.role, ["kms:Encrypt", "kms:Decrypt"], ("l2", "credentials"))
         data.allow_root_key(self.worker.role, ["kms:Encrypt", "kms:Decrypt"])
+        # Audit writer keys (issue 11): every writer wraps its per-process link-MAC key once (Encrypt);
+        # the CMK API also verifies chains and builds compliance reports, which unwraps them (Decrypt).
+        data.allow_root_key(self.cmk_api.role, ["kms:Encrypt", "kms:Decrypt"], ("writer",))
+        for writer in (self.webhook, self.worker):
+            data.allow_root_key(writer.role, ["kms:Encrypt"], ("writer",))
         data.allow_signing(self.cmk_api.role)
         data.grant_archive(self.cmk_api.role, write=False)
         data.allow_customer_keystores(self.cmk_api.role)

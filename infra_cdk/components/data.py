@@ -21,6 +21,7 @@ from constructs import Construct
 from infra_cdk.config import DeployConfig
 from openkcm.config import Settings
 from openkcm.domain import credentials
+from openkcm.domain.audit.chain import writer_key_context
 from openkcm.domain.hierarchy import l2_context
 from openkcm.storage import models
 
@@ -43,10 +44,13 @@ KEY_ADMIN_ACTIONS = [
 ]
 
 # The encryption contexts the root key accepts, taken from the domain's own context builders:
-# "l2" wraps tenant L2 versions, "credentials" seals keystore credentials (DECISIONS 6).
+# "l2" wraps tenant L2 versions, "credentials" seals keystore credentials (DECISIONS 6), "writer" wraps
+# each audit writer's per-process link-MAC key (openkcm.domain.audit.chain.writer_key_context: every
+# process that records audit events encrypts under it once; checkpointers and verifiers decrypt).
 _SAMPLE_CONTEXTS = {
     "l2": l2_context("t", 1),
     "credentials": credentials._context("a", "k"),
+    "writer": writer_key_context("w"),
 }
 ROOT_CONTEXTS: dict[str, tuple[str, list[str]]] = {
     name: (sample["purpose"], sorted(sample)) for name, sample in _SAMPLE_CONTEXTS.items()

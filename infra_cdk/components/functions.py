@@ -31,7 +31,7 @@ def asset_dir(config: DeployConfig, name: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(
             f"Lambda asset folder {path} does not exist: run infra_cdk/build_assets.sh first "
-            "(or pass -c lambdaAssetRoot=<folder with cmk_api/, provision/, rotate/>)"
+            "(or pass -c lambdaAssetRoot=<folder with cmk_api/, provision/, rotate/, audit_schedule/>)"
         )
     return path
 

@@ -277,6 +277,9 @@ class Kmip(Construct):
         )
         # Serving keys only unwraps L2 versions; creating and rotating them is the API's and rotation's.
         data.allow_root_key(self.task_role, ["kms:Decrypt"], ("l2", "credentials"))
+        # Audit writer keys: each worker process wraps its link-MAC key once (Encrypt); in WAL mode the
+        # periodic checkpointer (audit_checkpoint_seconds) unwraps the tenant's writer keys (Decrypt).
+        data.allow_root_key(self.task_role, ["kms:Encrypt", "kms:Decrypt"], ("writer",))
         data.allow_signing(self.task_role)
         data.allow_customer_keystores(self.task_role)
         self.log_group.grant_write(self.execution_role)

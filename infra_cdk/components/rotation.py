@@ -113,6 +113,7 @@ class Rotation(Construct):
             },
         )
         data.allow_root_key(self.rotate.role, ["kms:Encrypt", "kms:Decrypt"], ("l2", "credentials"))
+        data.allow_root_key(self.rotate.role, ["kms:Encrypt"], ("writer",))  # its audit writer key
         data.allow_signing(self.rotate.role)
         data.grant_archive(self.rotate.role, write=True)
         data.allow_customer_keystores(self.rotate.role)

@@ -108,6 +108,7 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
     assert props["EnableKeyRotation"] is True
     roles = _logical_ids(synth, "AWS::IAM::Role")
     users: dict[str, set[str]] = {}
+    by_purpose: dict[tuple[str, str], set[str]] = {}
     for statement in _statements(props["KeyPolicy"]):
         actions = set(_as_list(statement["Action"]))
         crypto = {
@@ -126,6 +127,7 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
         assert sorted(cond["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]) == expected[purpose]
         assert set(cond["Null"]) == {f"kms:EncryptionContext:{k}" for k in expected[purpose]}
         users.setdefault(role, set()).update(crypto)
+        by_purpose.setdefault((role, purpose), set()).update(crypto)
     # The account itself may administer the key but not use it.
     account_statements = [
         s for s in _statements(props["KeyPolicy"]) if _ref_of(s["Principal"]["AWS"]) is None
@@ -133,12 +135,34 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
     assert account_statements and all(
         not {"kms:Encrypt", "kms:Decrypt", "kms:*"} & set(_as_list(s["Action"])) for s in account_statements
     )
-    # API, worker, rotation and KMIP use it; KMIP only unwraps.
+    # API, worker and rotation wrap and unwrap L2 keys; KMIP only unwraps them.
+    l2, creds, writer = (ROOT_CONTEXTS[name][0] for name in ("l2", "credentials", "writer"))
     kmip_role = _ref_of(synth.resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"]["TaskRoleArn"])
-    assert users[kmip_role] == {"kms:Decrypt"}
-    assert sum(1 for acts in users.values() if acts == {"kms:Encrypt", "kms:Decrypt"}) == 3
-    webhook = [lid for lid in roles if lid.startswith("ApiWebhookRole")]
-    assert webhook and webhook[0] not in users
+    assert by_purpose[(kmip_role, l2)] == by_purpose[(kmip_role, creds)] == {"kms:Decrypt"}
+    assert (
+        sum(1 for (_, p), acts in by_purpose.items() if p == l2 and acts == {"kms:Encrypt", "kms:Decrypt"})
+        == 3
+    )
+    # The webhook and the audit schedule never touch an L2 key or keystore credentials.
+    webhook = next(lid for lid in roles if lid.startswith("ApiWebhookRole"))
+    schedule = next(lid for lid in roles if lid.startswith("AuditAuditScheduleRole"))
+    for role in (webhook, schedule):
+        assert {p for (r, p) in by_purpose if r == role} == {writer}
+    # Every audit writer wraps its link-MAC key (Encrypt, writer context); the verifier (CMK API), the
+    # KMIP checkpointer and the audit schedule also unwrap; the other writers only wrap.
+    writers = {r: acts for (r, p), acts in by_purpose.items() if p == writer}
+    prefixes = {
+        "ApiCmkApiRole": {"kms:Encrypt", "kms:Decrypt"},
+        "ApiWebhookRole": {"kms:Encrypt"},
+        "ApiProvisionWorkerRole": {"kms:Encrypt"},
+        "RotationRotateRole": {"kms:Encrypt"},
+        "AuditAuditScheduleRole": {"kms:Encrypt", "kms:Decrypt"},
+    }
+    for prefix, expected_actions in prefixes.items():
+        role = next(lid for lid in roles if lid.startswith(prefix))
+        assert writers.get(role) == expected_actions, prefix
+    assert writers[kmip_role] == {"kms:Encrypt", "kms:Decrypt"}
+    assert len(writers) == len(prefixes) + 1
 
 
 def test_l2_context_is_the_domains(synth) -> None:
@@ -209,7 +233,9 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
             assert statement["Resource"] != "*", (lid, statement)
             assert "*" not in _as_list(statement["Resource"]), (lid, statement)
         if any(a.startswith("dynamodb:") for a in actions):
-            assert not any(a in ("dynamodb:Scan",) for a in actions) or "Rotat" in lid, (lid, actions)
+            # Only the schedules scan (rotation: every tenant/object/keystore; audit: tenant ids).
+            scans = "Rotat" in lid or "AuditSchedule" in lid
+            assert not any(a in ("dynamodb:Scan",) for a in actions) or scans, (lid, actions)
     # No managed policies on our roles.
     for lid, role in template["Resources"].items():
         if role["Type"] == "AWS::IAM::Role" and not _is_cdk_internal(lid):
@@ -273,6 +299,7 @@ def test_functions_runtime_architecture_and_environment(synth) -> None:
         "functions/provision/handler.webhook_handler",
         "functions/provision/handler.worker_handler",
         "functions/rotate/handler.handler",
+        "functions/audit_schedule/handler.handler",
     }
     fields = {"OPENKCM_" + name.upper() for name in Settings.model_fields}
     for handler, props in ours.items():
@@ -393,7 +420,11 @@ def test_rotation_schedule_and_event_bus(synth) -> None:
     t = _template(synth)
     t.has_resource_properties("AWS::Events::EventBus", {"Name": "openkcm-events"})
     rules = synth.resources("AWS::Events::Rule")
-    scheduled = [r["Properties"] for r in rules.values() if "ScheduleExpression" in r["Properties"]]
+    scheduled = [
+        r["Properties"]
+        for r in rules.values()
+        if r["Properties"].get("Description") == "OpenKCM rotation schedule"
+    ]
     assert len(scheduled) == 1 and scheduled[0]["ScheduleExpression"] == "rate(1 hour)"
     target = scheduled[0]["Targets"][0]["Arn"]
     rotate = [
@@ -536,7 +567,7 @@ def test_alarms_and_dashboard(synth) -> None:
     by_metric: dict[str, int] = {}
     for alarm in alarms:
         by_metric[alarm.get("MetricName", "math")] = by_metric.get(alarm.get("MetricName", "math"), 0) + 1
-    assert by_metric["Errors"] == 4 and by_metric["Throttles"] == 4
+    assert by_metric["Errors"] == 5 and by_metric["Throttles"] == 5  # 4 service functions + audit schedule
     assert by_metric["ApproximateNumberOfMessagesVisible"] >= 1
     assert by_metric["UnHealthyHostCount"] == 1
     assert by_metric["5xx"] == 1
