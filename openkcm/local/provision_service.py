@@ -55,7 +55,9 @@ class ProvisioningService:
         events.ensure_bus(runtime)
         self._unsubscribe = events.subscribe_keyring(runtime.keyring)
         provisioning.webhook_secret(runtime)  # creates the 0600 secret file on first start
-        self.queue = provisioning.LocalProvisioningQueue(runtime)
+        self.queue = provisioning.LocalProvisioningQueue(
+            runtime, journal=Path(runtime.settings.data_dir) / "provision-queue.jsonl"
+        )
         provisioning.set_local_queue(self.queue)
         return {
             "webhook": "POST /v1/marketplace/events on the API port (X-OpenKCM-Signature)",

@@ -29,6 +29,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -638,8 +639,12 @@ def delete_tenant(
 class LocalProvisioningQueue:
     """The embedded default's queue between webhook and worker: the same worker code on a background
     thread, retried with exponential backoff (``base_delay * 2**n``) up to ``max_attempts``; a message that
-    still fails is kept in ``dead_letters`` (the local dead-letter queue). In memory: a message accepted
-    just before the process dies is lost, where SQS would keep it."""
+    still fails is kept in ``dead_letters`` (the local dead-letter queue).
+
+    With ``journal`` (what ``openkcm local up`` passes) every accepted message is appended to that file and
+    fsync'd before ``put`` returns, and a line marks it finished; a restart re-queues what was accepted but
+    never finished, so a webhook answered 202 survives SIGKILL as it would in SQS (DECISIONS 15). The
+    file is emptied whenever the queue drains."""
 
     def __init__(
         self,
@@ -648,6 +653,7 @@ class LocalProvisioningQueue:
         max_attempts: int = 5,
         base_delay: float = 0.2,
         worker: Callable[[Runtime, Mapping[str, Any]], Any] = process_event,
+        journal: Path | None = None,
     ) -> None:
         self.runtime = runtime
         self.max_attempts = max_attempts
@@ -660,11 +666,53 @@ class LocalProvisioningQueue:
         self._cond = threading.Condition()
         self._busy = 0
         self._stop = False
+        self._journal_path = journal
+        self._journal: Any = None
+        if journal is not None:
+            self._recover(Path(journal))
         self._thread = threading.Thread(target=self._run, daemon=True, name="provision-worker")
         self._thread.start()
 
     def __call__(self, message: dict[str, Any]) -> None:
-        self.put(message)
+        message = {**message, "_qid": uuid.uuid4().hex}
+        with self._cond:  # journal line and queue entry together, so a compaction never falls between
+            self._journal_write({"accepted": message})
+            self.put(message)
+
+    def _recover(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pending: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line was never acknowledged
+                if "accepted" in entry:
+                    pending[entry["accepted"]["_qid"]] = entry["accepted"]
+                else:
+                    pending.pop(entry.get("finished", ""), None)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._journal = os.fdopen(fd, "a", encoding="utf-8")
+        for message in pending.values():
+            self.put(message)
+
+    def _journal_write(self, entry: dict[str, Any]) -> None:
+        if self._journal is None:
+            return
+        with self._cond:
+            self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+
+    def _finished(self, message: dict[str, Any]) -> None:
+        if self._journal is None or "_qid" not in message:
+            return
+        self._journal_write({"finished": message["_qid"]})
+        with self._cond:
+            if not self._heap and self._busy <= 1:  # this message was the last one: compact
+                self._journal.truncate(0)
+                os.fsync(self._journal.fileno())
 
     def put(self, message: dict[str, Any], attempt: int = 1, delay: float = 0.0) -> None:
         with self._cond:
@@ -701,8 +749,9 @@ class LocalProvisioningQueue:
                 _, _, attempt, message = heapq.heappop(self._heap)
                 self._busy += 1
             try:
-                self._worker(self.runtime, message)
+                self._worker(self.runtime, {k: v for k, v in message.items() if k != "_qid"})
                 self.processed += 1
+                self._finished(message)
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
                 if attempt < self.max_attempts and not isinstance(
                     exc, InvalidRequest | AlreadyExists | NotFound
@@ -713,6 +762,7 @@ class LocalProvisioningQueue:
                         "provisioning event %s dead-lettered: %s", message.get("event_id"), type(exc).__name__
                     )
                     self.dead_letters.append(message)
+                    self._finished(message)
             finally:
                 with self._cond:
                     self._busy -= 1
