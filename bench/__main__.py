@@ -22,9 +22,24 @@ def main(argv: list[str] | None = None) -> int:
     crypt_args: list[str] = []
     provision_args: list[str] = []
     if a.quick:
-        load_args += ["--connections", "2", "--duration", "0.5", "--warmup", "0.2", "--keys", "1",
-                      "--pykmip-connections", "1", "--pykmip-duration", "0.5", "--conn-duration", "0.3",
-                      "--conn-threads", "1"]
+        load_args += [
+            "--connections",
+            "2",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--keys",
+            "1",
+            "--pykmip-connections",
+            "1",
+            "--pykmip-duration",
+            "0.5",
+            "--conn-duration",
+            "0.3",
+            "--conn-threads",
+            "1",
+        ]
         crypt_args += ["--rounds", "1", "--seconds", "0.3", "--uncached-seconds", "0.3"]
         provision_args += ["--tenants", "1", "--api-requests", "3"]
     if a.json is not None:

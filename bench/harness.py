@@ -31,8 +31,13 @@ CREATE_TENANT = "bench-c"  # Create (keeps bench-a's partition, which Locate sca
 def _clean_aws_env() -> None:
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(name, None)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing",
-                      AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
 
 
 @dataclass
@@ -87,8 +92,13 @@ class ProcessGroup:
 def start_server(kind: str, config: dict[str, Any], log: Path, timeout: float = 90.0) -> ServerProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.servers", kind, json.dumps(config)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=err, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", kind, json.dumps(config)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+        )
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     line = b""
@@ -156,7 +166,9 @@ class Harness:
         runtime = build_runtime(settings, create=True)
         try:
             for tenant in (TENANT, CREATE_TENANT):
-                create_platform_tenant(runtime, "bench-account-1", tenant_id=tenant, actor="bench", source="cli")
+                create_platform_tenant(
+                    runtime, "bench-account-1", tenant_id=tenant, actor="bench", source="cli"
+                )
             ca = runtime.certificate_authority()
             self.pki_dir.mkdir(parents=True, exist_ok=True)
             cert_pem, key_pem = ca.issue_server(["127.0.0.1", "localhost"])
@@ -175,12 +187,26 @@ class Harness:
         ctx.load_cert_chain(str(paths["cert"]), str(paths["key"]))
         return ctx
 
-    def start_openkcm(self, *, null_audit: bool = False, workers: int | None = None,
-                      env: dict[str, str] | None = None, variant: str = "stock", port: int | None = None,
-                      reuse_port: bool = False) -> ServerProcess:
-        cfg = {"table_prefix": self.table_prefix, "data_dir": str(self.data_dir), "pki_dir": str(self.pki_dir),
-               "null_audit": null_audit, "workers": workers, "variant": variant, "port": port,
-               "reuse_port": reuse_port}
+    def start_openkcm(
+        self,
+        *,
+        null_audit: bool = False,
+        workers: int | None = None,
+        env: dict[str, str] | None = None,
+        variant: str = "stock",
+        port: int | None = None,
+        reuse_port: bool = False,
+    ) -> ServerProcess:
+        cfg = {
+            "table_prefix": self.table_prefix,
+            "data_dir": str(self.data_dir),
+            "pki_dir": str(self.pki_dir),
+            "null_audit": null_audit,
+            "workers": workers,
+            "variant": variant,
+            "port": port,
+            "reuse_port": reuse_port,
+        }
         saved = {k: os.environ.get(k) for k in (env or {})}
         os.environ.update(env or {})
         try:
@@ -199,20 +225,25 @@ class Harness:
         if processes <= 1:
             return ProcessGroup([self.start_openkcm(**kwargs)])
         port = free_port()
-        return ProcessGroup([self.start_openkcm(port=port, reuse_port=True, **kwargs) for _ in range(processes)])
+        return ProcessGroup(
+            [self.start_openkcm(port=port, reuse_port=True, **kwargs) for _ in range(processes)]
+        )
 
     def start_pykmip(self) -> ServerProcess:
         work = self.work / f"pykmip-{uuid.uuid4().hex[:6]}"
         work.mkdir()
         for name in ("server.pem", "server.key", "ca.pem"):
             shutil.copy(self.pki_dir / name, work / name)
-        server = start_server("pykmip", {"work_dir": str(work), "port": free_port()}, self.work / "pykmip.log")
+        server = start_server(
+            "pykmip", {"work_dir": str(work), "port": free_port()}, self.work / "pykmip.log"
+        )
         self.servers.append(server)
         return server
 
     def start_echo(self, reply: bytes) -> ServerProcess:
-        server = start_server("echo", {"pki_dir": str(self.pki_dir), "reply_hex": reply.hex()},
-                              self.work / "echo.log")
+        server = start_server(
+            "echo", {"pki_dir": str(self.pki_dir), "reply_hex": reply.hex()}, self.work / "echo.log"
+        )
         self.servers.append(server)
         return server
 

@@ -102,8 +102,14 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
 class _Conn(asyncio.Protocol):
     """Sends its pre-encoded request, waits for the whole answer, sends again until ``stop_at``."""
 
-    def __init__(self, request: bytes, clock: dict[str, int], samples: list[int], done: asyncio.Future[None],
-                 counters: list[int]) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        clock: dict[str, int],
+        samples: list[int],
+        done: asyncio.Future[None],
+        counters: list[int],
+    ) -> None:
         self.request = request
         self.clock = clock
         self.samples = samples
@@ -150,8 +156,9 @@ class _Conn(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"connection lost: {exc}"))
 
 
-async def _load(port: int, ctx: ssl.SSLContext, requests: list[bytes], connections: int, warmup: float,
-                duration: float) -> tuple[list[int], int, float, float]:
+async def _load(
+    port: int, ctx: ssl.SSLContext, requests: list[bytes], connections: int, warmup: float, duration: float
+) -> tuple[list[int], int, float, float]:
     loop = asyncio.get_running_loop()
     clock = {"measure_from": 1 << 62, "stop_at": 1 << 62}
     samples: list[int] = []
@@ -163,7 +170,11 @@ async def _load(port: int, ctx: ssl.SSLContext, requests: list[bytes], connectio
         request = requests[index % len(requests)]
         _, conn = await loop.create_connection(
             lambda r=request, d=done: _Conn(r, clock, samples, d, counters),  # type: ignore[misc]
-            "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
+            "127.0.0.1",
+            port,
+            ssl=ctx,
+            server_hostname="127.0.0.1",
+        )
         await conn.ready
         conns.append(conn)
         dones.append(done)
@@ -183,8 +194,17 @@ async def _load(port: int, ctx: ssl.SSLContext, requests: list[bytes], connectio
     return samples, counters[0], cpu, max(duration, min(elapsed, duration + 60))
 
 
-def run_load(server: str, operation: str, port: int, ctx: ssl.SSLContext, requests: list[bytes],
-             connections: int, warmup: float, duration: float, processes: list[ServerProcess | None]) -> RunResult:
+def run_load(
+    server: str,
+    operation: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    requests: list[bytes],
+    connections: int,
+    warmup: float,
+    duration: float,
+    processes: list[ServerProcess | None],
+) -> RunResult:
     before = [p.cpu_seconds() if p else 0.0 for p in processes]
     samples, errors, gen_cpu, seconds = asyncio.run(_load(port, ctx, requests, connections, warmup, duration))
     after = [p.cpu_seconds() if p else 0.0 for p in processes]
@@ -192,13 +212,24 @@ def run_load(server: str, operation: str, port: int, ctx: ssl.SSLContext, reques
     # Server CPU is sampled over warm-up + window; scale it to the window's share of the requests.
     share = duration / (duration + warmup)
     per = [((a - b) * share / count * 1e6) if count else 0.0 for a, b in zip(after, before, strict=True)]
-    return RunResult(server, operation, connections, duration, count, errors, percentiles(samples),
-                     gen_cpu / count * 1e6 if count else 0.0, per[0] if per else 0.0, per[1] if len(per) > 1 else 0.0)
+    return RunResult(
+        server,
+        operation,
+        connections,
+        duration,
+        count,
+        errors,
+        percentiles(samples),
+        gen_cpu / count * 1e6 if count else 0.0,
+        per[0] if per else 0.0,
+        per[1] if len(per) > 1 else 0.0,
+    )
 
 
 # ---- new connections per second (TLS session resumption) ----------------------------------------
-def run_new_connections(server: str, port: int, ctx: ssl.SSLContext, request: bytes, threads: int,
-                        duration: float, resume: bool) -> dict[str, Any]:
+def run_new_connections(
+    server: str, port: int, ctx: ssl.SSLContext, request: bytes, threads: int, duration: float, resume: bool
+) -> dict[str, Any]:
     stop_at = time.perf_counter() + duration
     samples: list[int] = []
     stats = {"resumed": 0, "errors": 0}
@@ -213,8 +244,9 @@ def run_new_connections(server: str, port: int, ctx: ssl.SSLContext, request: by
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    with ctx.wrap_socket(raw, server_hostname="127.0.0.1",
-                                         session=session if resume else None) as sock:
+                    with ctx.wrap_socket(
+                        raw, server_hostname="127.0.0.1", session=session if resume else None
+                    ) as sock:
                         sock.sendall(request)
                         answer = read_message(sock)
                         if sock.session_reused:
@@ -238,9 +270,16 @@ def run_new_connections(server: str, port: int, ctx: ssl.SSLContext, request: by
         thread.start()
     for thread in pool:
         thread.join(duration + 60)
-    return {"server": server, "resume": resume, "threads": threads, "per_second": len(samples) / duration,
-            "connections": len(samples), "resumed": stats["resumed"], "errors": stats["errors"],
-            **percentiles(samples)}
+    return {
+        "server": server,
+        "resume": resume,
+        "threads": threads,
+        "per_second": len(samples) / duration,
+        "connections": len(samples),
+        "resumed": stats["resumed"],
+        "errors": stats["errors"],
+        **percentiles(samples),
+    }
 
 
 # ---- setup of keys on a server --------------------------------------------------------------------
@@ -277,7 +316,7 @@ def prepare_keys(port: int, ctx: ssl.SSLContext, count: int, prefix: str) -> Key
         name = f"{prefix}-key-{index}"
         uid = kr.payload_of(call(port, ctx, kr.create(name))).child_value(kr.Tag.UNIQUE_IDENTIFIER)
         kr.payload_of(call(port, ctx, kr.activate(uid)))
-        enc = _retry_stale(lambda: kr.payload_of(call(port, ctx, kr.encrypt(uid, PAYLOAD))))
+        enc = _retry_stale(lambda u=uid: kr.payload_of(call(port, ctx, kr.encrypt(u, PAYLOAD))))
         data, iv = enc.child_value(kr.Tag.DATA), enc.child_value(kr.Tag.IV_COUNTER_NONCE)
         gets.append(kr.get(uid))
         encrypts.append(kr.encrypt(uid, PAYLOAD))
@@ -297,9 +336,26 @@ def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes
     if not spy.exists():
         print(f"(py-spy not installed: {spy}; no profile)", file=sys.stderr)
         return None
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                             "--rate", "200", "--format", "raw", "--nonblocking", "--gil", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--gil",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def summarize_profile(path: Path, top: int = 30) -> list[tuple[str, float, float]]:
@@ -337,11 +393,23 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core: authorize", ("KmipCore.authorize",)),
     ("core: operation (lookup, crypto, payload)", ("KmipCore._run_item", "_run_inline", "try_inline")),
     ("core: rest of handle (ids, metrics)", ("KmipCore.handle",)),
-    ("listener: thread-pool hand-off", ("run_in_executor", "ThreadPoolExecutor.submit", "_WorkItem.run",
-                                        "_worker (concurrent")),
+    (
+        "listener: thread-pool hand-off",
+        ("run_in_executor", "ThreadPoolExecutor.submit", "_WorkItem.run", "_worker (concurrent"),
+    ),
     ("listener: TLS (asyncio sslproto)", ("sslproto.py", "ssl.py")),
-    ("listener: streams, timeouts, event loop", ("streams.py", "tasks.py", "KmipServer._serve", "base_events.py",
-                                                 "selector_events.py", "events.py", "selectors.py")),
+    (
+        "listener: streams, timeouts, event loop",
+        (
+            "streams.py",
+            "tasks.py",
+            "KmipServer._serve",
+            "base_events.py",
+            "selector_events.py",
+            "events.py",
+            "selectors.py",
+        ),
+    ),
 )
 
 
@@ -381,21 +449,32 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "openssl": ssl.OPENSSL_VERSION, "kernel": platform.release(),
-            "load_average_1m": round(load[0], 2), "load_average_5m": round(load[1], 2)}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "kernel": platform.release(),
+        "load_average_1m": round(load[0], 2),
+        "load_average_5m": round(load[1], 2),
+    }
 
 
 def print_table(results: list[RunResult]) -> None:
-    head = (f"{'server':<28}{'operation':<10}{'conns':>6}{'ops/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-            f"{'max ms':>9}{'errors':>7}{'gen us/op':>10}{'srv us/op':>10}{'moto us/op':>11}")
+    head = (
+        f"{'server':<28}{'operation':<10}{'conns':>6}{'ops/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'errors':>7}{'gen us/op':>10}{'srv us/op':>10}{'moto us/op':>11}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         lat = r.latencies_ms
-        print(f"{r.server[:27]:<28}{r.operation:<10}{r.connections:>6}{r.ops:>10.0f}{lat['p50']:>9.2f}{lat['p95']:>9.2f}"
-              f"{lat['p99']:>9.2f}{lat['max']:>9.2f}{r.errors:>7}{r.generator_cpu_us:>10.1f}{r.server_cpu_us:>10.1f}"
-              f"{r.moto_cpu_us:>11.1f}")
+        print(
+            f"{r.server[:27]:<28}{r.operation:<10}{r.connections:>6}{r.ops:>10.0f}"
+            f"{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}{lat['max']:>9.2f}{r.errors:>7}"
+            f"{r.generator_cpu_us:>10.1f}{r.server_cpu_us:>10.1f}"
+            f"{r.moto_cpu_us:>11.1f}"
+        )
 
 
 def print_ratios(results: list[RunResult], ours: str, theirs: str, label: str) -> None:
@@ -407,20 +486,27 @@ def print_ratios(results: list[RunResult], ours: str, theirs: str, label: str) -
     print(f"\n{label}")
     for op in rows:
         a, b = mine[op], other[op]
-        print(f"  {op:<9} {a.ops:>9.0f} vs {b.ops:>7.0f} ops/s  = {a.ops / b.ops:>5.1f}x   "
-              f"p99 {a.latencies_ms['p99']:.2f} vs {b.latencies_ms['p99']:.2f} ms   "
-              f"server CPU {a.server_cpu_us:.0f} vs {b.server_cpu_us:.0f} us/op")
+        print(
+            f"  {op:<9} {a.ops:>9.0f} vs {b.ops:>7.0f} ops/s  = {a.ops / b.ops:>5.1f}x   "
+            f"p99 {a.latencies_ms['p99']:.2f} vs {b.latencies_ms['p99']:.2f} ms   "
+            f"server CPU {a.server_cpu_us:.0f} vs {b.server_cpu_us:.0f} us/op"
+        )
 
 
 def print_connections(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    print(f"\n{'new TLS connections (connect+handshake+Get+close)':<52}{'threads':>8}{'conn/s':>9}{'resumed':>9}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}")
+    print(
+        f"\n{'new TLS connections (connect+handshake+Get+close)':<52}"
+        f"{'threads':>8}{'conn/s':>9}{'resumed':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+    )
     for row in rows:
         label = f"{row['server']} ({'resumed session' if row['resume'] else 'full handshake'})"
-        print(f"{label:<52}{row['threads']:>8}{row['per_second']:>9.0f}{row['resumed']:>9}{row['p50']:>9.2f}"
-              f"{row['p99']:>9.2f}{row['errors']:>7}")
+        print(
+            f"{label:<52}{row['threads']:>8}{row['per_second']:>9.0f}{row['resumed']:>9}{row['p50']:>9.2f}"
+            f"{row['p99']:>9.2f}{row['errors']:>7}"
+        )
 
 
 # ---- the run --------------------------------------------------------------------------------------
@@ -435,10 +521,13 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     conn_rows: list[dict[str, Any]] = []
     profiles: dict[str, list[tuple[str, float, float]]] = {}
     categories: dict[str, list[tuple[str, float]]] = {}
-    config = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-              "machine": machine(), "protocol": "KMIP 1.2, one request message = one batch item",
-              "encrypt": "AES-256-CBC PKCS5, random IV from the server, 64-byte plaintext",
-              "generator": "asyncio Protocol client, one process, one request in flight per connection"}
+    config = {
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        "machine": machine(),
+        "protocol": "KMIP 1.2, one request message = one batch item",
+        "encrypt": "AES-256-CBC PKCS5, random IV from the server, 64-byte plaintext",
+        "generator": "asyncio Protocol client, one process, one request in flight per connection",
+    }
     log("configuration: " + json.dumps(config, indent=None))
     with Harness(keep=opts.keep) as harness:
         harness.start_moto()
@@ -447,37 +536,73 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         create_ctx = harness.client_context(CREATE_TENANT)
         moto = harness.moto
 
-        suffix = ",".join(x for x in (opts.variant if opts.variant != "stock" else "",
-                                      f"x{opts.processes}" if opts.processes > 1 else "") if x)
+        suffix = ",".join(
+            x
+            for x in (
+                opts.variant if opts.variant != "stock" else "",
+                f"x{opts.processes}" if opts.processes > 1 else "",
+            )
+            if x
+        )
         base = f"openkcm[{suffix}]" if suffix else "openkcm"
 
         def ours(label: str, null_audit: bool) -> None:
-            group = harness.start_openkcm_group(opts.processes, null_audit=null_audit, workers=opts.workers,
-                                                env=_server_env(opts), variant=opts.variant)
+            group = harness.start_openkcm_group(
+                opts.processes,
+                null_audit=null_audit,
+                workers=opts.workers,
+                env=_server_env(opts),
+                variant=opts.variant,
+            )
             server: Any = group
             try:
-                keys = prepare_keys(server.port, ctx, opts.keys, label.replace(" ", "-").replace("(", "").replace(")", ""))
+                keys = prepare_keys(
+                    server.port, ctx, opts.keys, label.replace(" ", "-").replace("(", "").replace(")", "")
+                )
                 for op in opts.operations:
                     op_ctx = create_ctx if op == "create" else ctx
                     spy = None
                     if opts.profile_dir is not None and op in ("get", "encrypt"):
                         opts.profile_dir.mkdir(parents=True, exist_ok=True)
-                        out = opts.profile_dir / f"{label.split()[0]}-{'null' if null_audit else 'audit'}-{op}.txt"
+                        out = (
+                            opts.profile_dir
+                            / f"{label.split()[0]}-{'null' if null_audit else 'audit'}-{op}.txt"
+                        )
                         spy = start_profile(server.pid, out, opts.duration)
-                    result = run_load(label, op, server.port, op_ctx, keys.of(op), opts.connections, opts.warmup,
-                                      opts.duration, [server, moto])
+                    result = run_load(
+                        label,
+                        op,
+                        server.port,
+                        op_ctx,
+                        keys.of(op),
+                        opts.connections,
+                        opts.warmup,
+                        opts.duration,
+                        [server, moto],
+                    )
                     if spy is not None:
                         spy.wait(opts.duration + 30)
                         if out.exists():
                             profiles[out.stem] = summarize_profile(out)
                             categories[out.stem] = categorize(out)
                     results.append(result)
-                    log(f"  {label} {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms "
-                        f"errors {result.errors}")
+                    log(
+                        f"  {label} {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms "
+                        f"errors {result.errors}"
+                    )
                 if not null_audit and opts.conn_duration > 0:
                     for resume in (True, False):
-                        conn_rows.append(run_new_connections(label, server.port, ctx, keys.get[0], opts.conn_threads,
-                                                             opts.conn_duration, resume))
+                        conn_rows.append(
+                            run_new_connections(
+                                label,
+                                server.port,
+                                ctx,
+                                keys.get[0],
+                                opts.conn_threads,
+                                opts.conn_duration,
+                                resume,
+                            )
+                        )
             finally:
                 for member in group.members:
                     harness.stop(member)
@@ -485,8 +610,17 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         if opts.echo:
             echo = harness.start_echo(_echo_reply())
             try:
-                result = run_load("echo (generator ceiling)", "echo", echo.port, ctx, [kr.get("x" * 41)],
-                                  opts.connections, opts.warmup, opts.duration, [echo, None])
+                result = run_load(
+                    "echo (generator ceiling)",
+                    "echo",
+                    echo.port,
+                    ctx,
+                    [kr.get("x" * 41)],
+                    opts.connections,
+                    opts.warmup,
+                    opts.duration,
+                    [echo, None],
+                )
                 results.append(result)
                 log(f"  echo: {result.ops:.0f} round trips/s")
             finally:
@@ -501,21 +635,41 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                 for op in opts.operations:
                     if op not in PYKMIP_OPERATIONS:
                         continue
-                    result = run_load("pykmip", op, py.port, ctx, keys.of(op), opts.pykmip_connections,
-                                      opts.warmup, opts.pykmip_duration, [py, None])
+                    result = run_load(
+                        "pykmip",
+                        op,
+                        py.port,
+                        ctx,
+                        keys.of(op),
+                        opts.pykmip_connections,
+                        opts.warmup,
+                        opts.pykmip_duration,
+                        [py, None],
+                    )
                     results.append(result)
                     log(f"  pykmip {op}: {result.ops:.0f} ops/s p99 {result.latencies_ms['p99']:.2f} ms")
                 if opts.conn_duration > 0:
                     for resume in (True, False):
-                        conn_rows.append(run_new_connections("pykmip", py.port, ctx, keys.get[0], opts.conn_threads,
-                                                             opts.conn_duration, resume))
+                        conn_rows.append(
+                            run_new_connections(
+                                "pykmip",
+                                py.port,
+                                ctx,
+                                keys.get[0],
+                                opts.conn_threads,
+                                opts.conn_duration,
+                                resume,
+                            )
+                        )
             finally:
                 harness.stop(py)
     config["machine_after"] = machine()
     print("\n=== KMIP load benchmark ===")
     print("configuration: " + json.dumps(config))
-    print("ops/s over the window; latency = send -> whole answer; CPU columns: microseconds of CPU per answered"
-          " request (generator / server process / moto process)\n")
+    print(
+        "ops/s over the window; latency = send -> whole answer; CPU columns: microseconds of CPU per answered"
+        " request (generator / server process / moto process)\n"
+    )
     print_table(results)
     print_ratios(results, base, "pykmip", "OpenKCM vs PyKMIP (ops/s, same run):")
     audit = {r.operation: r for r in results if r.server == base}
@@ -525,17 +679,23 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         for op in OPERATIONS:
             if op in audit and op in null and null[op].ops:
                 a, n = audit[op], null[op]
-                print(f"  {op:<9} {a.ops:>9.0f} vs {n.ops:>9.0f} ops/s  throughput {100 * (a.ops / n.ops - 1):+.0f}%"
-                      f"   p99 {a.latencies_ms['p99']:.2f} vs {n.latencies_ms['p99']:.2f} ms"
-                      f"   server CPU {a.server_cpu_us:.0f} vs {n.server_cpu_us:.0f} us/op")
+                print(
+                    f"  {op:<9} {a.ops:>9.0f} vs {n.ops:>9.0f} ops/s  "
+                    f"throughput {100 * (a.ops / n.ops - 1):+.0f}%"
+                    f"   p99 {a.latencies_ms['p99']:.2f} vs {n.latencies_ms['p99']:.2f} ms"
+                    f"   server CPU {a.server_cpu_us:.0f} vs {n.server_cpu_us:.0f} us/op"
+                )
     print_connections(conn_rows)
     echo_rows = [r for r in results if r.operation == "echo"]
     if echo_rows:
         e = echo_rows[0]
         busiest = max((r.ops for r in results if r.operation != "echo"), default=0.0)
-        print(f"\nGenerator ceiling: {e.ops:.0f} round trips/s against the echo server at {e.connections} connections "
-              f"({e.generator_cpu_us:.1f} us generator CPU per request); the fastest server run reached "
-              f"{busiest:.0f} ops/s = {100 * busiest / e.ops if e.ops else 0:.0f}% of that ceiling.")
+        print(
+            f"\nGenerator ceiling: {e.ops:.0f} round trips/s against the echo server "
+            f"at {e.connections} connections "
+            f"({e.generator_cpu_us:.1f} us generator CPU per request); the fastest server run reached "
+            f"{busiest:.0f} ops/s = {100 * busiest / e.ops if e.ops else 0:.0f}% of that ceiling."
+        )
     for name, rows in profiles.items():
         print(f"\nProfile {name} (py-spy --gil: where the server process's one core goes)")
         for label, share in categories.get(name, []):
@@ -543,8 +703,13 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         print("  top functions (inclusive % / self %):")
         for fn, inc, own in rows:
             print(f"  {inc:5.1f}% {own:5.1f}%  {fn}")
-    report = {"config": config, "results": [dict(asdict(r), ops=r.ops) for r in results],
-              "connections": conn_rows, "profiles": profiles, "profile_categories": categories}
+    report = {
+        "config": config,
+        "results": [dict(asdict(r), ops=r.ops) for r in results],
+        "connections": conn_rows,
+        "profiles": profiles,
+        "profile_categories": categories,
+    }
     if opts.json_out is not None:
         opts.json_out.write_text(json.dumps(report, indent=2))
     return report
@@ -555,11 +720,22 @@ def _echo_reply() -> bytes:
     from openkcm.protocol import ttlv
     from openkcm.protocol.tags import Op, Status, Tag
 
-    payload = ttlv.structure(Tag.RESPONSE_PAYLOAD, [ttlv.text(Tag.UNIQUE_IDENTIFIER, "x" * 41),
-                                                    ttlv.byte_string(Tag.KEY_MATERIAL, bytes(32)),
-                                                    ttlv.byte_string(Tag.KEY_MATERIAL, bytes(64))])
-    item = ttlv.structure(Tag.BATCH_ITEM, [ttlv.enumeration(Tag.OPERATION, Op.GET),
-                                           ttlv.enumeration(Tag.RESULT_STATUS, Status.SUCCESS), payload])
+    payload = ttlv.structure(
+        Tag.RESPONSE_PAYLOAD,
+        [
+            ttlv.text(Tag.UNIQUE_IDENTIFIER, "x" * 41),
+            ttlv.byte_string(Tag.KEY_MATERIAL, bytes(32)),
+            ttlv.byte_string(Tag.KEY_MATERIAL, bytes(64)),
+        ],
+    )
+    item = ttlv.structure(
+        Tag.BATCH_ITEM,
+        [
+            ttlv.enumeration(Tag.OPERATION, Op.GET),
+            ttlv.enumeration(Tag.RESULT_STATUS, Status.SUCCESS),
+            payload,
+        ],
+    )
     header = ttlv.structure(Tag.RESPONSE_HEADER, [ttlv.integer(Tag.BATCH_COUNT, 1)])
     return ttlv.encode(ttlv.structure(Tag.RESPONSE_MESSAGE, [header, item]))
 
@@ -570,22 +746,36 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--connections", type=int, default=d.connections, help="persistent connections (ours)")
     p.add_argument("--duration", type=float, default=d.duration, help="measuring window per operation, s")
     p.add_argument("--warmup", type=float, default=d.warmup)
-    p.add_argument("--operations", default=",".join(d.operations), help="comma list of " + ",".join(OPERATIONS))
+    p.add_argument(
+        "--operations", default=",".join(d.operations), help="comma list of " + ",".join(OPERATIONS)
+    )
     p.add_argument("--keys", type=int, default=d.keys, help="warm keys, spread over the connections")
     p.add_argument("--no-pykmip", dest="pykmip", action="store_false")
     p.add_argument("--pykmip-connections", type=int, default=d.pykmip_connections)
     p.add_argument("--pykmip-duration", type=float, default=d.pykmip_duration)
-    p.add_argument("--no-null-audit", dest="null_audit", action="store_false",
-                   help="skip the null-sink run (audit overhead figure)")
+    p.add_argument(
+        "--no-null-audit",
+        dest="null_audit",
+        action="store_false",
+        help="skip the null-sink run (audit overhead figure)",
+    )
     p.add_argument("--no-echo", dest="echo", action="store_false")
     p.add_argument("--conn-threads", type=int, default=d.conn_threads)
-    p.add_argument("--conn-duration", type=float, default=d.conn_duration, help="0 skips the new-connection figure")
+    p.add_argument(
+        "--conn-duration", type=float, default=d.conn_duration, help="0 skips the new-connection figure"
+    )
     p.add_argument("--workers", type=int, default=None, help="server worker threads (default: the server's)")
     p.add_argument("--wal-fsync", choices=("default", "on", "off"), default=d.wal_fsync)
-    p.add_argument("--variant", choices=("stock", "inline", "protocol"), default=d.variant,
-                   help="bench-only server experiment (bench/variants.py); figures are labelled")
+    p.add_argument(
+        "--variant",
+        choices=("stock", "inline", "protocol"),
+        default=d.variant,
+        help="bench-only server experiment (bench/variants.py); figures are labelled",
+    )
     p.add_argument("--processes", type=int, default=d.processes, help="server processes sharing the port")
-    p.add_argument("--profile", dest="profile_dir", type=Path, default=None, help="py-spy profiles of Get/Encrypt here")
+    p.add_argument(
+        "--profile", dest="profile_dir", type=Path, default=None, help="py-spy profiles of Get/Encrypt here"
+    )
     p.add_argument("--json", dest="json_out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, WAL)")
     a = p.parse_args(argv)
@@ -593,9 +783,27 @@ def parse(argv: list[str] | None = None) -> Options:
     unknown = set(ops) - set(OPERATIONS)
     if unknown:
         p.error(f"unknown operations: {sorted(unknown)}")
-    return Options(a.connections, a.duration, a.warmup, ops, a.keys, a.pykmip, a.pykmip_connections,
-                   a.pykmip_duration, a.null_audit, a.echo, a.conn_threads, a.conn_duration, a.workers, a.wal_fsync,
-                   a.variant, a.processes, a.profile_dir, a.json_out, a.keep)
+    return Options(
+        a.connections,
+        a.duration,
+        a.warmup,
+        ops,
+        a.keys,
+        a.pykmip,
+        a.pykmip_connections,
+        a.pykmip_duration,
+        a.null_audit,
+        a.echo,
+        a.conn_threads,
+        a.conn_duration,
+        a.workers,
+        a.wal_fsync,
+        a.variant,
+        a.processes,
+        a.profile_dir,
+        a.json_out,
+        a.keep,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

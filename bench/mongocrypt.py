@@ -73,7 +73,9 @@ class VaultCallback(MongoCryptCallback):
 
     def fetch_keys(self, filter: bytes):  # noqa: A002 - the interface's name
         query = bson.decode(filter, OPTS)
-        wanted = {bytes(k) if isinstance(k, (bytes, Binary)) else k.bytes for k in query["$or"][0]["_id"]["$in"]}
+        wanted = {
+            bytes(k) if isinstance(k, (bytes, Binary)) else k.bytes for k in query["$or"][0]["_id"]["$in"]
+        }
         for key_id, doc in self.keys.items():
             if key_id in wanted:
                 yield bson.encode(doc, codec_options=OPTS)
@@ -142,12 +144,19 @@ def measure(provider: Provider, seconds: float, expiration_ms: int | None) -> tu
     return count / (now - start), provider.callback.kms_requests - before, cpu / count * 1e6
 
 
-def run(rounds: int = 3, seconds: float = 2.0, uncached_seconds: float = 2.0, keep: bool = False) -> dict[str, Any]:
-    config = {"rounds": rounds, "seconds_per_round": seconds, "uncached_seconds_per_round": uncached_seconds,
-              "algorithm": ALGORITHM, "value": "a 16-character string in a BSON document",
-              "kms_transport": "new mutual-TLS connection per KMS request (as the drivers do)",
-              "server": "openkcm KMIP listener, real audit sink (WAL), own process; moto in its own process",
-              "machine": machine()}
+def run(
+    rounds: int = 3, seconds: float = 2.0, uncached_seconds: float = 2.0, keep: bool = False
+) -> dict[str, Any]:
+    config = {
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "uncached_seconds_per_round": uncached_seconds,
+        "algorithm": ALGORITHM,
+        "value": "a 16-character string in a BSON document",
+        "kms_transport": "new mutual-TLS connection per KMS request (as the drivers do)",
+        "server": "openkcm KMIP listener, real audit sink (WAL), own process; moto in its own process",
+        "machine": machine(),
+    }
     print("configuration: " + json.dumps(config))
     results: dict[str, dict[str, list[float]]] = {}
     with Harness(keep=keep) as harness:
@@ -166,8 +175,10 @@ def run(rounds: int = 3, seconds: float = 2.0, uncached_seconds: float = 2.0, ke
                     results.setdefault(f"{mode}-cpu", {}).setdefault(provider.name, []).append(cpu_us)
                     results.setdefault(f"{mode}-kms", {}).setdefault(provider.name, []).append(kms)
     print("\n=== libmongocrypt explicit encryption (pymongocrypt ExplicitEncrypter) ===")
-    print(f"{'cache':<10}{'KMS provider':<28}{'enc/s (median)':>15}{'KMS req/round':>15}"
-          f"{'overhead':>10}{'client CPU us/enc':>19}{'CPU overhead':>13}   enc/s per round")
+    print(
+        f"{'cache':<10}{'KMS provider':<28}{'enc/s (median)':>15}{'KMS req/round':>15}"
+        f"{'overhead':>10}{'client CPU us/enc':>19}{'CPU overhead':>13}   enc/s per round"
+    )
     summary: dict[str, Any] = {"config": config, "figures": {}}
     for mode in ("cached", "uncached"):
         if mode not in results:
@@ -182,14 +193,23 @@ def run(rounds: int = 3, seconds: float = 2.0, uncached_seconds: float = 2.0, ke
             cpu_overhead = 100 * (cpu_us / local_cpu - 1) if local_cpu else 0.0
             shown = "-" if name == "local" else f"{overhead:+.1f}%"
             shown_cpu = "-" if name == "local" else f"{cpu_overhead:+.1f}%"
-            print(f"{mode:<10}{name:<28}{median:>15.0f}{kms:>15.0f}{shown:>10}{cpu_us:>19.1f}{shown_cpu:>13}   "
-                  + " ".join(f"{r:.0f}" for r in rates))
-            summary["figures"][f"{mode}/{name}"] = {"median": median, "rounds": rates, "overhead_pct": overhead,
-                                                    "kms_requests_per_round": kms, "client_cpu_us": cpu_us,
-                                                    "cpu_overhead_pct": cpu_overhead}
-    print("overhead = extra time per encryption vs the local provider (local rate / kmip rate - 1); with cached"
-          " keys both providers run the same code after the first fetch, so the wall-clock figure is noise"
-          " around 0 on a busy machine and the client-CPU column is the steadier one")
+            print(
+                f"{mode:<10}{name:<28}{median:>15.0f}{kms:>15.0f}{shown:>10}{cpu_us:>19.1f}{shown_cpu:>13}   "
+                + " ".join(f"{r:.0f}" for r in rates)
+            )
+            summary["figures"][f"{mode}/{name}"] = {
+                "median": median,
+                "rounds": rates,
+                "overhead_pct": overhead,
+                "kms_requests_per_round": kms,
+                "client_cpu_us": cpu_us,
+                "cpu_overhead_pct": cpu_overhead,
+            }
+    print(
+        "overhead = extra time per encryption vs the local provider (local rate / kmip rate - 1); with cached"
+        " keys both providers run the same code after the first fetch, so the wall-clock figure is noise"
+        " around 0 on a busy machine and the client-CPU column is the steadier one"
+    )
     return summary
 
 
@@ -197,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mongocrypt", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=2.0, help="per round, cached")
-    p.add_argument("--uncached-seconds", type=float, default=2.0, help="per round, key expiration 1 ms; 0 skips")
+    p.add_argument(
+        "--uncached-seconds", type=float, default=2.0, help="per round, key expiration 1 ms; 0 skips"
+    )
     p.add_argument("--json", type=str, default=None)
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)

@@ -28,15 +28,29 @@ from bench.servers import free_port
 def _signed_event(secret: bytes, customer: str) -> tuple[dict[str, str], bytes]:
     from openkcm.ops.provisioning import sign
 
-    body = json.dumps({"event_id": f"evt-{uuid.uuid4().hex}", "event": "service_enabled", "customer": customer,
-                       "service": "openkcm", "region": "eu-west-1",
-                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
-    return {"X-OpenKCM-Signature": sign(secret, int(time.time()), body), "Content-Type": "application/json"}, body
+    body = json.dumps(
+        {
+            "event_id": f"evt-{uuid.uuid4().hex}",
+            "event": "service_enabled",
+            "customer": customer,
+            "service": "openkcm",
+            "region": "eu-west-1",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    ).encode()
+    return {
+        "X-OpenKCM-Signature": sign(secret, int(time.time()), body),
+        "Content-Type": "application/json",
+    }, body
 
 
 def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[str, Any]:
-    config = {"tenants": tenants, "api_requests_per_route": api_requests, "machine": machine(),
-              "path": "HTTP -> LocalHttpAdapter -> webhook handler -> local queue -> provisioning worker -> moto"}
+    config = {
+        "tenants": tenants,
+        "api_requests_per_route": api_requests,
+        "machine": machine(),
+        "path": "HTTP -> LocalHttpAdapter -> webhook handler -> local queue -> provisioning worker -> moto",
+    }
     print("configuration: " + json.dumps(config))
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with Harness(keep=keep) as harness:
@@ -89,9 +103,11 @@ def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[s
             account = TenantModel.get(first_tenant, "TENANT").account_id
             token = adapter.issuer.mint(subject="bench@example.com", account=account, roles=["account-admin"])
             auth = {"Authorization": f"Bearer {token}"}
-            routes = {"GET /v1/health": (f"{adapter.base_url}/v1/health", {}),
-                      "GET /v1/accounts/{a}/tenants": (f"{adapter.base_url}/v1/accounts/{account}/tenants", auth),
-                      "GET /v1/tenants/{t}/keys": (f"{adapter.base_url}/v1/tenants/{first_tenant}/keys", auth)}
+            routes = {
+                "GET /v1/health": (f"{adapter.base_url}/v1/health", {}),
+                "GET /v1/accounts/{a}/tenants": (f"{adapter.base_url}/v1/accounts/{account}/tenants", auth),
+                "GET /v1/tenants/{t}/keys": (f"{adapter.base_url}/v1/tenants/{first_tenant}/keys", auth),
+            }
             api: dict[str, dict[str, float]] = {}
             for name, (route, hdrs) in routes.items():
                 samples = []
@@ -113,13 +129,20 @@ def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[s
     ready = percentiles(ready_ms)
     accepted = percentiles(accepted_ms)
     print("\n=== provisioning and CMK API through the local adapter ===")
-    print(f"webhook accepted (HTTP 202):  p50 {accepted['p50']:.1f} ms  p95 {accepted['p95']:.1f} ms  "
-          f"max {accepted['max']:.1f} ms  ({tenants} tenants)")
-    print(f"webhook -> tenant Ready:      p50 {ready['p50']:.1f} ms  p95 {ready['p95']:.1f} ms  max {ready['max']:.1f} ms")
+    print(
+        f"webhook accepted (HTTP 202):  p50 {accepted['p50']:.1f} ms  p95 {accepted['p95']:.1f} ms  "
+        f"max {accepted['max']:.1f} ms  ({tenants} tenants)"
+    )
+    print(
+        f"webhook -> tenant Ready:      p50 {ready['p50']:.1f} ms  p95 {ready['p95']:.1f} ms  "
+        f"max {ready['max']:.1f} ms"
+    )
     print(f"{'CMK API route':<32}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for name, row in api.items():
-        print(f"{name:<32}{row['per_second']:>8.0f}{row['p50']:>9.2f}{row['p95']:>9.2f}{row['p99']:>9.2f}"
-              f"{row['max']:>9.2f}")
+        print(
+            f"{name:<32}{row['per_second']:>8.0f}{row['p50']:>9.2f}{row['p95']:>9.2f}{row['p99']:>9.2f}"
+            f"{row['max']:>9.2f}"
+        )
     return {"config": config, "webhook_accepted_ms": accepted, "webhook_to_ready_ms": ready, "api": api}
 
 

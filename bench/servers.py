@@ -53,17 +53,27 @@ def run_openkcm(cfg: dict[str, Any]) -> None:
     runtime = build_runtime(settings, audit=audit, audit_wal_dir=Path(cfg["data_dir"]) / "kmip-audit-wal")
     pki = Path(cfg["pki_dir"])
     config = ServerConfig(
-        host="127.0.0.1", port=int(cfg.get("port") or 0), cert_file=pki / "server.pem", key_file=pki / "server.key",
-        ca_file=pki / "ca.pem", trust_domain=settings.trust_domain, max_connections_per_client=4096,
-        metrics_interval=3600.0, **({"workers": int(cfg["workers"])} if cfg.get("workers") else {}),
+        host="127.0.0.1",
+        port=int(cfg.get("port") or 0),
+        cert_file=pki / "server.pem",
+        key_file=pki / "server.key",
+        ca_file=pki / "ca.pem",
+        trust_domain=settings.trust_domain,
+        max_connections_per_client=4096,
+        metrics_interval=3600.0,
+        **({"workers": int(cfg["workers"])} if cfg.get("workers") else {}),
     )
     server = build_server(runtime, config)
     variant = cfg.get("variant") or "stock"
     if variant != "stock" or cfg.get("reuse_port"):
         from bench.variants import adapt
 
-        server = adapt(server, inline=variant == "inline", reuse_port=bool(cfg.get("reuse_port")),
-                       protocol=variant == "protocol")
+        server = adapt(
+            server,
+            inline=variant == "inline",
+            reuse_port=bool(cfg.get("reuse_port")),
+            protocol=variant == "protocol",
+        )
 
     async def main() -> None:
         await server.start()
@@ -83,10 +93,17 @@ def run_pykmip(cfg: dict[str, Any]) -> None:
     policy_dir.mkdir(parents=True, exist_ok=True)
     port = int(cfg["port"])
     server = KmipServer(
-        hostname="127.0.0.1", port=port, certificate_path=str(work / "server.pem"),
-        key_path=str(work / "server.key"), ca_path=str(work / "ca.pem"), auth_suite="TLS1.2",
-        config_path=None, log_path=str(work / "pykmip.log"), policy_path=str(policy_dir),
-        enable_tls_client_auth=True, logging_level=cfg.get("logging_level", "WARNING"),
+        hostname="127.0.0.1",
+        port=port,
+        certificate_path=str(work / "server.pem"),
+        key_path=str(work / "server.key"),
+        ca_path=str(work / "ca.pem"),
+        auth_suite="TLS1.2",
+        config_path=None,
+        log_path=str(work / "pykmip.log"),
+        policy_path=str(policy_dir),
+        enable_tls_client_auth=True,
+        logging_level=cfg.get("logging_level", "WARNING"),
         database_path=str(work / "pykmip.db"),
     )
     logging.getLogger("kmip").setLevel(cfg.get("logging_level", "WARNING"))

@@ -43,8 +43,9 @@ class _KmipProtocol(asyncio.Protocol):
         self.address = f"{peer[0]}:{peer[1]}"
         der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
         try:
-            self.identity = identity_from_certificate(x509.load_der_x509_certificate(der),
-                                                      self.server.config.trust_domain)
+            self.identity = identity_from_certificate(
+                x509.load_der_x509_certificate(der), self.server.config.trust_domain
+            )
         except Exception:  # noqa: BLE001 - experiment: refuse silently
             transport.close()
 
@@ -69,27 +70,47 @@ class _KmipProtocol(asyncio.Protocol):
 
 def adapt(server: KmipServer, *, inline: bool, reuse_port: bool, protocol: bool = False) -> KmipServer:
     if protocol:
+
         async def start_protocol(self: KmipServer) -> None:
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(lambda: _KmipProtocol(self), self.config.host, self.config.port,
-                                                    ssl=tls_context(self.config), backlog=512, reuse_port=reuse_port)
+            self._server = await loop.create_server(
+                lambda: _KmipProtocol(self),
+                self.config.host,
+                self.config.port,
+                ssl=tls_context(self.config),
+                backlog=512,
+                reuse_port=reuse_port,
+            )
             self.port = self._server.sockets[0].getsockname()[1]
 
         server.start = types.MethodType(start_protocol, server)  # type: ignore[method-assign]
         return server
     if reuse_port:
+
         async def start(self: KmipServer) -> None:
             self._loop = asyncio.get_running_loop()
             self._server = await asyncio.start_server(
-                self._client, self.config.host, self.config.port, ssl=tls_context(self.config),
-                ssl_handshake_timeout=self.config.read_timeout, limit=64 * 1024, backlog=512, reuse_port=True,
+                self._client,
+                self.config.host,
+                self.config.port,
+                ssl=tls_context(self.config),
+                ssl_handshake_timeout=self.config.read_timeout,
+                limit=64 * 1024,
+                backlog=512,
+                reuse_port=True,
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
         server.start = types.MethodType(start, server)  # type: ignore[method-assign]
     if inline:
-        async def _serve(self: KmipServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         identity: Any, address: str) -> None:
+
+        async def _serve(
+            self: KmipServer,
+            reader: asyncio.StreamReader,
+            writer: asyncio.StreamWriter,
+            identity: Any,
+            address: str,
+        ) -> None:
             cfg = self.config
             handle = self.core.handle
             while True:

@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("AWS_ENDPOINT_URL", None)  # the benchmark starts its own moto
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=260)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=260,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "configuration: " in out and "=== KMIP load benchmark ===" in out
@@ -43,8 +49,12 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert resumed and resumed[0]["errors"] == 0 and resumed[0]["connections"] > 0
 
     crypt = json.loads((tmp_path / "mongocrypt.json").read_text())
-    for key in ("cached/local", "cached/kmip (default: Get)", "cached/kmip (delegated: Decrypt)",
-                "uncached/kmip (default: Get)"):
+    for key in (
+        "cached/local",
+        "cached/kmip (default: Get)",
+        "cached/kmip (delegated: Decrypt)",
+        "uncached/kmip (default: Get)",
+    ):
         assert crypt["figures"][key]["median"] > 0, key
     assert crypt["figures"]["uncached/kmip (default: Get)"]["kms_requests_per_round"] >= 1
 
