@@ -25,6 +25,7 @@ from openkcm.errors import NotFound, PermissionDenied, Unauthenticated
 ACCOUNT_ADMIN, KEY_ADMIN, AUDITOR, PLATFORM_OPERATOR = "account-admin", "key-admin", "auditor", "platform-operator"
 ROLES = (ACCOUNT_ADMIN, KEY_ADMIN, AUDITOR, PLATFORM_OPERATOR)
 CLAIM_ACCOUNT, CLAIM_ROLES = "openkcm:account", "openkcm:roles"
+CLAIM_MFA = "openkcm:mfa"
 
 # Permissions, one per kind of action. Reading key *metadata* is not key material: the API has no
 # route that returns key material, wrapped or not, to anybody.
@@ -92,7 +93,10 @@ class Principal:
         account = str(claims.get(CLAIM_ACCOUNT) or "")
         if not account and roles != {PLATFORM_OPERATOR}:
             raise PermissionDenied("token names no account")
-        return cls(subject, account, roles, "mfa" in _as_list(claims.get("amr")))
+        # ``amr`` is the standard place; Cognito reserves it, so the stack's pre-token trigger of a pool that
+        # requires MFA for every sign-in states it as ``openkcm:mfa`` = "true" (infra_cdk/pretoken).
+        mfa = "mfa" in _as_list(claims.get("amr")) or str(claims.get(CLAIM_MFA, "")).lower() == "true"
+        return cls(subject, account, roles, mfa)
 
     @property
     def is_operator(self) -> bool:

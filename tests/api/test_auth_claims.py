@@ -53,3 +53,11 @@ def test_every_role_has_a_row_and_only_known_permissions():
     for permissions in auth.ROLE_PERMISSIONS.values():
         assert permissions <= auth.ALL_PERMISSIONS
     assert auth.ROLE_PERMISSIONS[auth.ACCOUNT_ADMIN] == auth.ALL_PERMISSIONS
+
+
+@pytest.mark.parametrize(
+    ("value", "mfa"), [("true", True), ("True", True), ("false", False), ("", False), (True, True), (None, False)]
+)
+def test_cognito_mfa_claim_from_the_stack_trigger(value, mfa):
+    claims = {"sub": "u", "openkcm:account": "acme", "openkcm:roles": ["key-admin"], "openkcm:mfa": value}
+    assert auth.Principal.from_claims(claims).mfa is mfa

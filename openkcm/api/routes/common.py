@@ -29,6 +29,7 @@ def tenant_summary(tenant: Any) -> dict[str, Any]:
         "key_mode": tenant.key_mode,
         "l1_state": tenant.l1_state,
         "l1_reason": tenant.l1_reason,
+        "l1_key_ref": tenant.l1_key_ref,
         "current_l2_version": int(tenant.current_l2_version or 0),
         "rotation_period_days": int(tenant.rotation_period_days or 0),
         "created_at": iso(tenant.created_at),
