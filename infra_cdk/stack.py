@@ -81,10 +81,21 @@ class OpenKcmStack(Stack):
         self.audit = AuditSchedule(self, "Audit", config=config, data=self.data, base_env=base_env)
         route_notifications(self, self.bus, self.api.topic, self.data)
 
+        # The roles that assume a customer's BYOK/HYOK role (allow_customer_keystores): the trust template
+        # (openkcm.ops.keystores.aws_trust_template) names them all, and so does the stack output.
+        keystore_roles = Fn.join(
+            ",",
+            [
+                self.api.cmk_api.role.role_arn,
+                self.rotation.rotate.role.role_arn,
+                self.kmip.task_role.role_arn,
+            ],
+        )
         # Values that exist only once the API and the distribution do.
         late_env = {
             setting("notification_topic_arn"): self.api.topic.topic_arn,
             setting("ui_base_url"): self.web.url,
+            setting("keystore_access_role_arns"): keystore_roles,
         }
         self.functions = {
             **self.api.functions,
@@ -124,15 +135,8 @@ class OpenKcmStack(Stack):
             "DashboardName": self.observability.dashboard.dashboard_name,
             "RotateFunctionName": self.rotation.rotate.function.function_name,
             "AuditScheduleFunctionName": self.audit.function.function.function_name,
-            # The principals a customer's BYOK/HYOK role must trust (aws_trust_template lists the caller).
-            "KeystoreAccessRoleArns": Fn.join(
-                ",",
-                [
-                    self.api.cmk_api.role.role_arn,
-                    self.rotation.rotate.role.role_arn,
-                    self.kmip.task_role.role_arn,
-                ],
-            ),
+            # The principals a customer's BYOK/HYOK role must trust (the trust template lists the same).
+            "KeystoreAccessRoleArns": keystore_roles,
         }
         if self.api.user_pool_client is not None:
             outputs["WebClientId"] = self.api.user_pool_client.user_pool_client_id

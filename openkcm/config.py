@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     pkcs11_modules: str = ""
     keystore_call_timeout_seconds: float = Field(10.0, gt=0, le=60)
     l1_validation_budget_seconds: float = Field(30.0, gt=0, le=120)
+    # AWS BYOK/HYOK: comma-separated IAM role ARNs of every OpenKCM process that assumes a customer's role
+    # (CMK API, rotation, KMIP tasks; set by the CDK stack). The trust template names all of them; empty:
+    # only the role the calling process runs as.
+    keystore_access_role_arns: str = ""
     event_bus_name: str = "openkcm-events"
     # Provisioning and rotation (issue 6). Empty queue URL / secret ARN / topic ARN: the local in-process
     # queue, the 0600 webhook-secret file in data_dir, and the DynamoDB outbox only.
@@ -67,6 +71,10 @@ class Settings(BaseSettings):
     @property
     def root_kms_key_list(self) -> list[str]:
         return [k.strip() for k in self.root_kms_key_ids.split(",") if k.strip()]
+
+    @property
+    def keystore_access_role_list(self) -> list[str]:
+        return [a.strip() for a in self.keystore_access_role_arns.split(",") if a.strip()]
 
     @property
     def pkcs11_module_list(self) -> list[str]:

@@ -438,20 +438,26 @@ def aws_trust_template(
     runtime: Runtime, account_id: str, *, role_name: str = "OpenKCMKeyAccess", key_arn: str | None = None
 ) -> dict[str, Any]:
     """The IAM role trust policy and the key-policy statement a customer pastes into their AWS account so
-    OpenKCM can use their KMS key through a cross-account role. OpenKCM's principal is the role this process
-    runs as. The external id is the customer's choice and a secret of the keystore: the template shows where
-    it goes, never a value."""
+    OpenKCM can use their KMS key through a cross-account role. OpenKCM's principals are the roles of every
+    process that assumes the customer's role (``keystore_access_role_arns``, set by the CDK stack: CMK API,
+    rotation, KMIP tasks), or else the role this process runs as. The external id is the customer's choice
+    and a secret of the keystore: the template shows where it goes, never a value."""
     import boto3
 
     runtime.tenants.ensure_account(account_id)
-    identity = boto3.client("sts", region_name=runtime.settings.region).get_caller_identity()["Arn"]
-    principal = _role_arn_of(identity)
+    configured = runtime.settings.keystore_access_role_list
+    if configured:
+        principal, principals = configured[0], sorted(set(configured))
+    else:
+        identity = boto3.client("sts", region_name=runtime.settings.region).get_caller_identity()["Arn"]
+        principal = _role_arn_of(identity)
+        principals = [principal]
     trust = {
         "Version": "2012-10-17",
         "Statement": [{
             "Sid": "OpenKCMAssumeRole",
             "Effect": "Allow",
-            "Principal": {"AWS": principal},
+            "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
             "Action": "sts:AssumeRole",
             "Condition": {"StringEquals": {"sts:ExternalId": "<the external id you store in the keystore's secrets>"}},
         }],
@@ -468,6 +474,7 @@ def aws_trust_template(
         key_statement["Principal"] = {"AWS": f"arn:aws:iam::{_account_of(key_arn)}:role/{role_name}"}
     return {
         "openkcm_principal": principal,
+        "openkcm_principals": principals,
         "role_name": role_name,
         "role_trust_policy": trust,
         "key_policy_statement": key_statement,

@@ -623,6 +623,32 @@ def test_customer_keystore_roles_need_an_external_id_in_another_account(synth) -
         assert statement["Condition"]["StringNotEquals"]["aws:ResourceAccount"] == {"Ref": "AWS::AccountId"}
 
 
+def test_keystore_access_roles_are_output_and_given_to_every_process(synth) -> None:
+    """The roles allowed to assume a customer's role are the stack output KeystoreAccessRoleArns and the
+    OPENKCM_KEYSTORE_ACCESS_ROLE_ARNS of every function and the KMIP task (the trust template names them)."""
+    assuming = set()
+    for lid, statement in _policies(synth.template):
+        if statement.get("Sid") == "AssumeCustomerKeystoreRole":
+            policy = synth.template["Resources"][lid]["Properties"]
+            assuming.update(_ref_of(r) for r in policy["Roles"])
+    output = synth.template["Outputs"]["KeystoreAccessRoleArns"]["Value"]
+    listed = [_ref_of(item) for item in output["Fn::Join"][1]]
+    assert sorted(listed) == sorted(assuming) and len(listed) == 3
+    values = [
+        f["Properties"]["Environment"]["Variables"]["OPENKCM_KEYSTORE_ACCESS_ROLE_ARNS"]
+        for f in synth.resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler", "").startswith("functions/")
+    ]
+    task = synth.resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"]
+    container = task["ContainerDefinitions"][0]
+    values += [
+        e["Value"] for e in container["Environment"] if e["Name"] == "OPENKCM_KEYSTORE_ACCESS_ROLE_ARNS"
+    ]
+    assert len(values) == 6  # five functions + the KMIP task
+    for value in values:
+        assert value == output
+
+
 def test_notification_topic_takes_events_only_from_this_account(synth) -> None:
     policies = [p["Properties"]["PolicyDocument"] for p in synth.resources("AWS::SNS::TopicPolicy").values()]
     denies = [
