@@ -32,6 +32,8 @@ KMIP_PORT = 5696
 # Checking it instead of 5696 keeps health probes from showing up as failed TLS handshakes.
 HEALTH_PORT = 5697
 DATA_DIR = "/var/lib/openkcm"  # the Dockerfile's OPENKCM_DATA_DIR, home of its non-root user
+# Writable paths of the read-only task: each is a VOLUME of kmip_fargate/Dockerfile (same path).
+WRITABLE_VOLUMES = {"data": DATA_DIR, "tmp": "/tmp"}
 TLS_FIELDS = {
     "KMIP_TLS_SERVER_CERT_PEM": "server_cert_pem",
     "KMIP_TLS_SERVER_KEY_PEM": "server_key_pem",
@@ -140,11 +142,18 @@ class Kmip(Construct):
                 ecs.PortMapping(container_port=KMIP_PORT, protocol=ecs.Protocol.TCP),
                 ecs.PortMapping(container_port=HEALTH_PORT, protocol=ecs.Protocol.TCP),
             ],
-            # Writable: the audit write-ahead log and the TLS files live in the image's data directory
-            # (owned by the image's non-root user; an ECS scratch volume would be root-owned).
-            readonly_root_filesystem=False,
+            # Read-only root filesystem: the audit write-ahead log and the TLS files live in the data
+            # directory, a task bind-mount volume (below) at the Dockerfile's VOLUME path, so ECS copies the
+            # image's directory (owned by its non-root user) into it; /tmp likewise.
+            readonly_root_filesystem=True,
             stop_timeout=Duration.seconds(30),
         )
+
+        for name, path in WRITABLE_VOLUMES.items():
+            self.task_definition.add_volume(name=name)  # bind mount on the task's ephemeral storage
+            self.container.add_mount_points(
+                ecs.MountPoint(source_volume=name, container_path=path, read_only=False)
+            )
 
         task_sg = ec2.SecurityGroup(
             self, "TaskSg", vpc=network.vpc, description="OpenKCM KMIP tasks", allow_all_outbound=False
