@@ -195,6 +195,8 @@ export const AUDIT_KINDS = ["operation", "security", "config", "lifecycle"] as c
 /** The ready-made AWS trust template (seed 002 REQ-017): what the customer pastes into their account. */
 export interface AwsTrustTemplate {
   openkcm_principal: string;
+  /** Every OpenKCM role that reaches the customer's key (CMK API, rotation, KMIP); older APIs omit it. */
+  openkcm_principals?: string[];
   role_name: string;
   role_trust_policy: unknown;
   key_policy_statement: unknown;

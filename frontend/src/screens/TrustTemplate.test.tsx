@@ -32,4 +32,22 @@ describe("AWS trust template", () => {
     await user.click(screen.getByRole("button", { name: /^Use arn:aws:iam::210987654321:role\/AcmeOpenKCM$/ }));
     expect(used).toBe("arn:aws:iam::210987654321:role/AcmeOpenKCM");
   });
+
+  it("names every OpenKCM role that reaches the key when the API lists them", async () => {
+    const user = userEvent.setup();
+    const api = new CmkApi("http://api.test", fakeFetch({
+      "GET /v1/accounts/acme/trust-template/aws": ({ query }) => ({ body: {
+        openkcm_principal: "arn:aws:iam::111111111111:role/openkcm-api",
+        openkcm_principals: ["arn:aws:iam::111111111111:role/openkcm-api", "arn:aws:iam::111111111111:role/openkcm-kmip"],
+        role_name: query.get("role_name"), role_trust_policy: {}, key_policy_statement: {},
+        keystore_config: { region: "us-east-1", role_arn: "arn:aws:iam::210987654321:role/R" },
+      } }),
+    }, []));
+    render(<TrustTemplate api={api} account="acme" keyRef={ARN} onUseRole={() => undefined} />);
+    await user.click(screen.getByText(/trust template\)/));
+    await user.click(screen.getByRole("button", { name: "Show trust template" }));
+    const text = (await screen.findByTestId("trust-template")).textContent ?? "";
+    expect(text).toContain("role/openkcm-api");
+    expect(text).toContain("role/openkcm-kmip");
+  });
 });

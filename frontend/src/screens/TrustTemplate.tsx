@@ -32,7 +32,18 @@ export function TrustTemplate({ api, account, keyRef, onUseRole }: { api: CmkApi
       <ErrorMessage error={action.error} />
       {template && (
         <div data-testid="trust-template">
-          <p>OpenKCM acts as <code className="wrap">{template.openkcm_principal}</code>.</p>
+          <p>
+            OpenKCM acts as{" "}
+            {(template.openkcm_principals?.length ? template.openkcm_principals : [template.openkcm_principal]).map(
+              (principal, index) => (
+                <span key={principal}>
+                  {index > 0 && ", "}
+                  <code className="wrap">{principal}</code>
+                </span>
+              ),
+            )}
+            .
+          </p>
           <h4>Role trust policy</h4>
           <pre tabIndex={0}><code>{JSON.stringify(template.role_trust_policy, null, 2)}</code></pre>
           <h4>Key policy statement (add to your key's policy)</h4>
