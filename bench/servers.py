@@ -15,6 +15,7 @@ Each prints ``READY <port>`` on stdout once it accepts connections, then serves 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -52,6 +53,9 @@ def run_openkcm(cfg: dict[str, Any]) -> None:
     audit = NullAuditSink() if cfg.get("null_audit") else None
     runtime = build_runtime(settings, audit=audit, audit_wal_dir=Path(cfg["data_dir"]) / "kmip-audit-wal")
     pki = Path(cfg["pki_dir"])
+    # SO_REUSEPORT is the server's own option (OPENKCM_KMIP_PROCESSES) where it exists; else bench.variants.
+    native_reuse = "reuse_port" in {f.name for f in dataclasses.fields(ServerConfig)}
+    reuse = bool(cfg.get("reuse_port"))
     config = ServerConfig(
         host="127.0.0.1",
         port=int(cfg.get("port") or 0),
@@ -62,10 +66,11 @@ def run_openkcm(cfg: dict[str, Any]) -> None:
         max_connections_per_client=4096,
         metrics_interval=3600.0,
         **({"workers": int(cfg["workers"])} if cfg.get("workers") else {}),
+        **({"reuse_port": True} if reuse and native_reuse else {}),
     )
     server = build_server(runtime, config)
     variant = cfg.get("variant") or "stock"
-    if variant != "stock" or cfg.get("reuse_port"):
+    if variant != "stock" or (reuse and not native_reuse):
         from bench.variants import adapt
 
         server = adapt(
