@@ -250,7 +250,33 @@ class ObjectStore:
         names: Iterable[str] | None = None,
         remove_material: bool = False,
     ) -> ManagedObject:
-        """One conditional write: succeeds only if the item is still in the state and version read."""
+        """One conditional write: succeeds only if the item is still in the state and version read.
+
+        A rotation's re-wrap moves an object's material to a new L2 version without touching its state,
+        attributes or names; that write commutes with this one. So when the condition fails and a fresh
+        read shows only the material moved, the write is retried on the fresh version instead of failing
+        the client's request (rotation under load must cost zero failed requests)."""
+        for _ in range(3):
+            try:
+                return self._update_once(obj, state, attributes, names, remove_material)
+            except ConcurrentUpdate:
+                try:
+                    fresh = _from_model(ManagedObjectModel.get(obj.tenant_id, obj.object_id, consistent_read=True))
+                except ManagedObjectModel.DoesNotExist:
+                    raise NotFound("no such object") from None
+                if (fresh.state, fresh.attributes, fresh.names) != (obj.state, obj.attributes, obj.names):
+                    raise
+                obj = replace(obj, item_version=fresh.item_version, wrapped=fresh.wrapped, l2_version=fresh.l2_version)
+        return self._update_once(obj, state, attributes, names, remove_material)
+
+    def _update_once(
+        self,
+        obj: ManagedObject,
+        state: str | None,
+        attributes: Attributes | None,
+        names: Iterable[str] | None,
+        remove_material: bool,
+    ) -> ManagedObject:
         now = self._clock.now()
         model = ManagedObjectModel(obj.tenant_id, obj.object_id)
         model.version = obj.item_version
