@@ -131,6 +131,12 @@ class ObjectStore:
         with self._lock:
             cache = self._cache.get(obj.tenant_id)
             if cache is not None:
+                if obj.state == PRE_ACTIVE:
+                    # A passing state: clients Activate at once, often through another worker (libmongocrypt
+                    # sends Create, Activate, Encrypt on three connections). Never answered from the cache,
+                    # so no worker refuses a key as Pre-Active after another one activated it.
+                    cache.items.pop(obj.object_id, None)
+                    return obj
                 if len(cache.items) >= self._max:
                     cache.items.pop(next(iter(cache.items)))
                 cache.items[obj.object_id] = (self._clock.timestamp(), obj)

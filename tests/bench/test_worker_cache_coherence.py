@@ -8,13 +8,10 @@ cache); the requests are real TTLV through the bytes-in/bytes-out core."""
 
 from __future__ import annotations
 
-import pytest
-
 from bench import kmip_requests as kr
 from openkcm.domain.pki import ClientIdentity
 
 
-@pytest.mark.xfail(strict=True, reason="Pre-Active objects are served from the per-worker cache (fix pending)")
 def test_activate_on_one_worker_is_seen_by_another(runtime, tenant_factory):
     from openkcm.kmip.core import KmipCore
 
