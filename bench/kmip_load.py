@@ -296,9 +296,9 @@ class Keys:
 
 
 def _retry_stale(attempt: Callable[[], Any], budget: float = 15.0) -> Any:
-    """With several server processes, the process that answered Create keeps the object cached as
-    Pre-Active for up to its cache TTL after another process activated it (reported; see bench/README.md).
-    Setup waits that out; the measured runs only use keys every process has seen Active."""
+    """Setup tolerates a transient lifecycle refusal when several server processes serve one port (before
+    commit 991c692 a worker kept a key cached as Pre-Active after another activated it). The measured runs
+    only use keys that answered Success."""
     deadline = time.monotonic() + budget
     while True:
         try:
