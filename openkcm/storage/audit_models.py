@@ -1,9 +1,9 @@
 """Items of the audit table beside the foundation's :class:`AuditBatchModel` (which owns the table, its
 ``tenant-time`` index and its TTL attribute).
 
-- :class:`AuditLinkModel` — one link of a writer's hash chain (``W#<writer>#<seq:012d>``): the foundation's
-  batch item plus ``digests``, the SHA-256 of each packed event, so verification can name the one event
-  that was altered, inserted or reordered inside a link.
+- ``AuditLinkModel`` — one link of a writer's hash chain (``W#<writer>#<seq:012d>``): the foundation's
+  batch item, whose ``digests`` (SHA-256 of each packed event) let verification name the one event that
+  was altered, inserted or reordered inside a link.
 - :class:`AuditCheckpointModel` — a signed checkpoint (``C#<seq:012d>``) joining the heads of a tenant's
   writer chains. No ``first_time``, so checkpoints stay out of the time index.
 - :class:`AuditArchiveModel` — the manifest of an archived segment (``A#<seq:06d>``).
@@ -17,47 +17,16 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     BinaryAttribute,
-    ListAttribute,
     NumberAttribute,
-    TTLAttribute,
     UnicodeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from openkcm.storage.models import AuditBatchModel
 
-
-class AuditLinkTimeIndex(GlobalSecondaryIndex["AuditLinkModel"]):
-    class Meta:
-        index_name = "tenant-time"
-        projection = AllProjection()
-
-    tenant_id = UnicodeAttribute(hash_key=True)
-    first_time = UnicodeAttribute(range_key=True)
-
-
-class AuditLinkModel(Model):
-    class Meta:
-        table_name = AuditBatchModel.Meta.table_name
-        region = AuditBatchModel.Meta.region
-
-    tenant_id = UnicodeAttribute(hash_key=True)
-    sk = UnicodeAttribute(range_key=True)
-    writer = UnicodeAttribute()
-    seq = NumberAttribute()
-    prev_hash = UnicodeAttribute()
-    hash = UnicodeAttribute()
-    events_json = UnicodeAttribute()
-    digests = ListAttribute(of=UnicodeAttribute, null=True)
-    mac = UnicodeAttribute(null=True)
-    event_count = NumberAttribute()
-    first_time = UnicodeAttribute()
-    last_time = UnicodeAttribute()
-    kinds = ListAttribute(of=UnicodeAttribute, default=list)
-    expire_at = TTLAttribute(null=True)
-
-    time_index = AuditLinkTimeIndex()
+# One link of a writer's hash chain is the foundation's batch item itself (it owns the table, the
+# ``tenant-time`` index and the TTL attribute); the name says what the audit code uses it for.
+AuditLinkModel = AuditBatchModel
 
 
 class AuditCheckpointModel(Model):

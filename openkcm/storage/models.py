@@ -29,6 +29,7 @@ from pynamodb.exceptions import DeleteError, PutError, TransactWriteError, Updat
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+
 def _session_sharing_one_loader() -> botocore.session.Session:
     """pynamodb opens a new botocore session per model connection, and each session parses the DynamoDB
     service model JSON again: measured 8 x ~125 ms at every cold start. Sessions sharing one data
@@ -246,6 +247,8 @@ class AuditBatchModel(Model):
     prev_hash = UnicodeAttribute()
     hash = UnicodeAttribute()
     events_json = UnicodeAttribute()
+    digests = ListAttribute(of=UnicodeAttribute, null=True)  # SHA-256 of each packed event
+    mac = UnicodeAttribute(null=True)  # the writer's link MAC (key wrapped by the root key)
     event_count = NumberAttribute()
     first_time = UnicodeAttribute()
     last_time = UnicodeAttribute()
