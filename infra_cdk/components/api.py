@@ -138,7 +138,7 @@ class Api(Construct):
             description="OpenKCM CMK REST API",
             environment={
                 **base_env,
-                infra("OPENKCM_CA_SECRET_ARN"): self.ca_secret.secret_arn,
+                setting("ca_secret_arn"): self.ca_secret.secret_arn,
                 setting("audit_archive_bucket"): data.audit_archive.bucket_name,
             },
             reserved_concurrency=config.api_reserved_concurrency,

@@ -12,13 +12,13 @@ PREFIX = "OPENKCM_"
 
 INFRA_ONLY = frozenset(
     {
-        "OPENKCM_CA_SECRET_ARN",  # Secrets Manager: {"ca_cert_pem", "ca_key_pem"} (CMK API issues certs)
         # read by kmip_fargate.main (not Settings):
         "OPENKCM_KMIP_PORT",  # 5696
         "OPENKCM_KMIP_HEALTH_PORT",  # 5697: plain-HTTP health endpoint for the NLB
         "OPENKCM_KMIP_CERT",  # PEM file paths, written by the task's entry point from Secrets Manager
         "OPENKCM_KMIP_KEY",
         "OPENKCM_KMIP_CA",
+        "OPENKCM_KMIP_PROCESSES",  # one server process per vCPU of the task, sharing the port (SO_REUSEPORT)
     }
 )
 

@@ -132,6 +132,8 @@ class Kmip(Construct):
                 infra("OPENKCM_KMIP_CERT"): f"{tls_dir}/server.pem",
                 infra("OPENKCM_KMIP_KEY"): f"{tls_dir}/server.key",
                 infra("OPENKCM_KMIP_CA"): f"{tls_dir}/ca.pem",
+                # One asyncio process per vCPU: a single process tops out at one core (bench/README.md).
+                infra("OPENKCM_KMIP_PROCESSES"): str(max(1, config.kmip_cpu // 1024)),
             },
             secrets={
                 variable: ecs.Secret.from_secrets_manager(self.tls_secret, field)
