@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,14 +25,12 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from openkcm.domain.pki import CertificateAuthority  # noqa: E402
+from openkcm.domain.pki import CertificateAuthority
+from openkcm.files import write_private
 
 
 def _write_private(path: Path, payload: dict[str, str]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle)
-    os.chmod(path, 0o600)
+    write_private(path, json.dumps(payload).encode())
 
 
 def make_secrets(directory: Path, trust_domain: str, hosts: list[str]) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kmip_fargate.server import KmipServer, ServerConfig
 from openkcm.config import Settings
-from openkcm.domain.pki import _write_private
+from openkcm.files import write_private
 from openkcm.kmip.core import KmipConfig, KmipCore
 from openkcm.ops.runtime import Runtime, build_runtime
 
@@ -39,7 +39,7 @@ def write_server_certificate(
     cert_pem, key_pem = ca.issue_server(hostnames)
     cert, key, ca_path = directory / "kmip-server.pem", directory / "kmip-server.key", directory / "ca.pem"
     cert.write_bytes(cert_pem)
-    _write_private(key, key_pem)
+    write_private(key, key_pem)
     if not ca_path.exists():
         ca_path.write_bytes(ca.cert_pem)
     return cert, key, ca_path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.errors import InvalidRequest, Unauthenticated
+from openkcm.files import write_private
 
 _SEGMENT = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 SPIFFE_PATTERN = re.compile(rf"^spiffe://([A-Za-z0-9.-]+)/tenant/({_SEGMENT})/service/([A-Za-z0-9._-]{{1,128}})$")
@@ -35,18 +35,6 @@ class ClientIdentity:
     service_id: str
     subject: str
     serial_hex: str
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret file with 0600 permissions atomically (write-then-rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -89,7 +77,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(key_path, _pem_key(key))
+        write_private(key_path, _pem_key(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(key, cert, trust_domain, clock)
 
@@ -193,7 +181,7 @@ def write_client_bundle(ca: CertificateAuthority, tenant_id: str, service_id: st
     cert, key_pem = ca.issue_client(tenant_id, service_id)
     paths = {"cert": out / "client.pem", "key": out / "client.key", "ca": out / "ca.pem"}
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(paths["key"], key_pem)
+    write_private(paths["key"], key_pem)
     paths["ca"].write_bytes(ca.cert_pem)
     return paths
 

@@ -32,6 +32,8 @@ from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import serialization
 
+from openkcm.files import fsync_dir
+
 SERVICES = ("dynamodb", "kms", "sqs", "sns", "events", "secretsmanager", "s3", "sts", "iam", "scheduler")
 
 _DYNAMODB_READS = frozenset(
@@ -69,14 +71,6 @@ class _BackendPickler(pickle.Pickler):
             )
             return _load_private_key, (der,)
         return NotImplemented
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def classify(environ: dict[str, Any], body: bytes) -> str:
@@ -180,7 +174,7 @@ class DurableStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.snapshot_path)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             old = self.journal_path(self.generation)
             if self._journal is not None:
                 self._journal.close()

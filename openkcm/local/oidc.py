@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import re
 import secrets
 import threading
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from openkcm.errors import InvalidRequest, Unauthenticated
+from openkcm.files import write_private
 
 AUDIENCE = "openkcm-api"
 ALGORITHM = "ES256"
@@ -51,17 +51,6 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def load_signing_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
     """The issuer's key: ``<data-dir>/oidc/signing-key.pem`` (0600), created on first use."""
     directory = Path(data_dir) / "oidc"
@@ -73,7 +62,7 @@ def load_signing_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
             raise InvalidRequest(f"{path} is not an EC private key")
         return key
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return key
 

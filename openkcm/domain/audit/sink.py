@@ -28,6 +28,7 @@ from openkcm.domain.audit.chain import (
 from openkcm.domain.audit.events import AuditEvent
 from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import AuditUnavailable
+from openkcm.files import write_private
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
 
@@ -468,18 +469,7 @@ class ChainedAuditSink(AuditSink):
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def _count_usage(links: list[Link]) -> None:
