@@ -768,7 +768,7 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--wal-fsync", choices=("default", "on", "off"), default=d.wal_fsync)
     p.add_argument(
         "--variant",
-        choices=("stock", "inline", "protocol"),
+        choices=("stock", "inline"),
         default=d.variant,
         help="bench-only server experiment (bench/variants.py); figures are labelled",
     )

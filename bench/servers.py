@@ -77,7 +77,6 @@ def run_openkcm(cfg: dict[str, Any]) -> None:
             server,
             inline=variant == "inline",
             reuse_port=bool(cfg.get("reuse_port")),
-            protocol=variant == "protocol",
         )
 
     async def main() -> None:
