@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # True: a record is fsync'd before the operation is acknowledged; False: handed to the OS (survives a
     # killed process) and fsync'd by the flusher within 0.2 s (a machine crash can lose that window).
     audit_wal_fsync: bool = True
+    # WAL mode: pending events become a link item once a full link (4,000 events) is pending or the
+    # oldest waited this long; fewer, bigger items are what keeps the trail cheap under load.
+    audit_flush_seconds: float = Field(1.0, gt=0, le=60)
 
     @property
     def root_kms_key_list(self) -> list[str]:

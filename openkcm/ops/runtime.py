@@ -94,6 +94,7 @@ def build_runtime(
         clock=clock,
         wal_dir=audit_wal_dir,
         max_pending=settings.audit_max_pending,
+        flush_max_delay=settings.audit_flush_seconds,
         authenticator=root,  # link MACs: the writer key is wrapped by the root key (KMS in AWS)
     )
     runtime = Runtime(settings, clock, root, Tenants(clock), keyring, sink)

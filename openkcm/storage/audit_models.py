@@ -2,8 +2,8 @@
 ``tenant-time`` index and its TTL attribute).
 
 - ``AuditLinkModel`` — one link of a writer's hash chain (``W#<writer>#<seq:012d>``): the foundation's
-  batch item, whose ``digests`` (SHA-256 of each packed event) let verification name the one event that
-  was altered, inserted or reordered inside a link.
+  batch item: compressed events (``events_z``) and their SHA-256 digests (``digests_bin``), which let
+  verification name the one event that was altered, inserted or reordered inside a link.
 - :class:`AuditCheckpointModel` — a signed checkpoint (``C#<seq:012d>``) joining the heads of a tenant's
   writer chains. No ``first_time``, so checkpoints stay out of the time index.
 - :class:`AuditArchiveModel` — the manifest of an archived segment (``A#<seq:06d>``).

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 
 from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit.chain import pack_digests, pack_events, unpack_events
 from openkcm.storage.models import AuditBatchModel
 
 
@@ -32,7 +33,16 @@ def items(tenant_id: str, prefix: str = "W#") -> list[dict[str, Any]]:
 
 
 def events_of(item: dict[str, Any]) -> list[dict[str, Any]]:
-    return json.loads(item["events_json"])
+    return unpack_events(bytes(item["events_z"]))
+
+
+def with_events(item: dict[str, Any], events: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+    """The raw item with its packed events replaced (and ``digests`` as hex strings, if given)."""
+    digests = changes.pop("digests", None)
+    edited = {**item, **changes, "events_z": pack_events(json.dumps(events).encode())}
+    if digests is not None:
+        edited["digests_bin"] = pack_digests(digests)
+    return edited
 
 
 def put(item: dict[str, Any]) -> None:

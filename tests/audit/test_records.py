@@ -3,15 +3,13 @@ wrote them; the no-WAL sink writes before it returns."""
 
 from __future__ import annotations
 
-import json
-
 import boto3
 
 from openkcm.domain.audit import AuditEvent
 from openkcm.domain.audit.events import SCHEMA_VERSION
 from openkcm.ops import keystores as ks
 from openkcm.ops.rotation import rotate_tenant
-from tests.audit.helpers import items
+from tests.audit.helpers import events_of, items
 
 FIELDS = {
     "tenant_id",
@@ -36,9 +34,7 @@ FIELDS = {
 
 
 def _events(tenant_id: str) -> list[dict]:
-    return sorted(
-        (e for item in items(tenant_id) for e in json.loads(item["events_json"])), key=lambda e: e["time"]
-    )
+    return sorted((e for item in items(tenant_id) for e in events_of(item)), key=lambda e: e["time"])
 
 
 def test_records_have_the_schema_and_the_key_chain(runtime, tenant_factory):

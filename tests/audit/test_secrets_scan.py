@@ -16,6 +16,7 @@ import boto3
 from cryptography.hazmat.primitives import serialization
 
 from openkcm.domain.audit import AuditEvent, ChainedAuditSink
+from openkcm.domain.audit.chain import unpack_events
 from openkcm.ops import audit
 from openkcm.ops import keystores as ks
 from openkcm.ops.rotation import rotate_tenant
@@ -43,6 +44,10 @@ def _scan_table(name: str) -> list[str]:
     while True:
         page = client.scan(**kwargs)
         found += [json.dumps(item, default=str) for item in page["Items"]]
+        # Packed audit events are compressed: scan what they decode to as well as the raw item.
+        found += [
+            json.dumps(unpack_events(item["events_z"]["B"])) for item in page["Items"] if "events_z" in item
+        ]
         if "LastEvaluatedKey" not in page:
             return found
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

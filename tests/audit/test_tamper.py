@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from openkcm.domain.audit import ChainedAuditSink
 from openkcm.ops import audit
-from tests.audit.helpers import event, events_of, items, put, table
+from tests.audit.helpers import event, events_of, items, put, table, with_events
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_deleted_single_record_inside_a_link(runtime, trail):
     item = links[0]
     events = events_of(item)
     del events[4]
-    put({**item, "events_json": json.dumps(events), "event_count": 9})
+    put(with_events(item, events, event_count=9))
     problem = first_problem(runtime, tenant_id)
     assert problem["kind"] == "missing" and problem["seq"] == 1 and problem["position"] == 4
 
@@ -82,7 +82,7 @@ def test_modified_record_is_named_altered(runtime, trail):
     events = events_of(item)
     victim = events[3]
     events[3] = {**victim, "result": "denied", "reason": "edited"}
-    put({**item, "events_json": json.dumps(events)})
+    put(with_events(item, events))
     problem = first_problem(runtime, tenant_id)
     assert problem["kind"] == "altered" and problem["event_id"] == victim["event_id"] and problem["seq"] == 2
 
@@ -97,7 +97,7 @@ def test_modified_record_with_recomputed_hashes_is_caught(runtime, trail):
     events = events_of(item)
     events[0] = {**events[0], "actor": "CN=somebody-else"}
     forged = Link.build(tenant_id, item["writer"], 1, item["prev_hash"], events)
-    put({**item, "events_json": json.dumps(events), "digests": forged.digests, "hash": forged.hash})
+    put(with_events(item, events, digests=forged.digests, hash=forged.hash))
     problem = first_problem(runtime, tenant_id)
     assert (problem["kind"], problem["seq"]) == ("altered", 1) and "MAC" in problem["message"]
 
@@ -113,16 +113,16 @@ def test_well_formed_forged_link_after_the_checkpoint_is_named_inserted(runtime,
     events = [{**events_of(last)[0], "event_id": "e" * 32, "operation": "Destroy"}]
     forged = Link.build(tenant_id, last["writer"], 4, last["hash"], events)
     put(
-        {
-            **last,
-            "sk": link_sk(last["writer"], 4),
-            "seq": 4,
-            "prev_hash": last["hash"],
-            "hash": forged.hash,
-            "digests": forged.digests,
-            "events_json": json.dumps(events),
-            "event_count": 1,
-        }
+        with_events(
+            last,
+            events,
+            sk=link_sk(last["writer"], 4),
+            seq=4,
+            prev_hash=last["hash"],
+            hash=forged.hash,
+            digests=forged.digests,
+            event_count=1,
+        )
     )
     problem = first_problem(runtime, tenant_id)
     assert (problem["kind"], problem["seq"]) == ("inserted", 4)
@@ -138,18 +138,18 @@ def test_forged_writer_without_a_key_record_is_named_inserted(runtime, trail):
     events = [{**events_of(links[0])[0], "event_id": "d" * 32}]
     forged = Link.build(tenant_id, "ghost-1-abcdef12", 1, "0" * 64, events)
     put(
-        {
-            **links[0],
-            "sk": link_sk("ghost-1-abcdef12", 1),
-            "writer": "ghost-1-abcdef12",
-            "seq": 1,
-            "prev_hash": "0" * 64,
-            "hash": forged.hash,
-            "digests": forged.digests,
-            "events_json": json.dumps(events),
-            "event_count": 1,
-            "mac": "f" * 64,
-        }
+        with_events(
+            links[0],
+            events,
+            sk=link_sk("ghost-1-abcdef12", 1),
+            writer="ghost-1-abcdef12",
+            seq=1,
+            prev_hash="0" * 64,
+            hash=forged.hash,
+            digests=forged.digests,
+            event_count=1,
+            mac="f" * 64,
+        )
     )
     problem = first_problem(runtime, tenant_id)
     assert problem["kind"] == "inserted" and problem["writer"] == "ghost-1-abcdef12"
@@ -160,7 +160,7 @@ def test_reordered_records_inside_a_link(runtime, trail):
     item = links[2]
     events = events_of(item)
     events[5], events[6] = events[6], events[5]
-    put({**item, "events_json": json.dumps(events)})
+    put(with_events(item, events))
     problem = first_problem(runtime, tenant_id)
     assert (
         problem["kind"] == "reordered"
@@ -186,7 +186,7 @@ def test_inserted_record_is_named(runtime, trail):
     events = events_of(item)
     fake = {**events[2], "event_id": "f" * 32, "operation": "Destroy", "object_id": "obj-fake"}
     events.insert(3, fake)
-    put({**item, "events_json": json.dumps(events), "event_count": 11})
+    put(with_events(item, events, event_count=11))
     problem = first_problem(runtime, tenant_id)
     assert problem["kind"] == "inserted" and problem["event_id"] == "f" * 32
 
@@ -244,7 +244,7 @@ def test_checkpointer_refuses_to_sign_a_broken_chain(runtime, trail):
     item = writer_items[0]
     events = events_of(item)
     events[0]["operation"] = "Destroy"
-    put({**item, "events_json": json.dumps(events)})
+    put(with_events(item, events))
     with pytest.raises(ChainBroken):
         audit.checkpoint_tenant(runtime, tenant_id)
 

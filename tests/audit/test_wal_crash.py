@@ -3,7 +3,6 @@ the next process on the same WAL directory starts (replay), and the chain verifi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 from openkcm.domain.audit import ChainedAuditSink
 from openkcm.ops import audit
-from tests.audit.helpers import items
+from tests.audit.helpers import events_of, items
 from tests.conftest import free_port
 
 SCRIPT = Path(__file__).with_name("writer_process.py")
@@ -44,7 +43,7 @@ def _env(runtime) -> dict[str, str]:
 
 
 def _stored_ids(tenant_id: str) -> set[str]:
-    return {e["event_id"] for item in items(tenant_id) for e in json.loads(item["events_json"])}
+    return {e["event_id"] for item in items(tenant_id) for e in events_of(item)}
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from openkcm.domain.audit.chain import (
     store_writer_key,
     writer_key_context,
 )
-from openkcm.domain.audit.events import AuditEvent
+from openkcm.domain.audit.events import AuditEvent, canonical
 from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import AuditUnavailable
 from openkcm.files import write_private
@@ -38,6 +39,12 @@ SecurityListener = Callable[[AuditEvent], None]
 Checkpointer = Callable[[str], Any]
 ChainResolver = Callable[[str, int], str]  # (tenant, L2 version) -> parent (L1 or root key) reference
 MAX_PENDING = 20_000  # the bound can only be made stricter (smaller), never looser
+# A link packs at most this many bytes of events (before compression) and its stored item (compressed
+# events + 32-byte digests) at most MAX_ITEM_BYTES: DynamoDB's item limit is 400 KB. Big links are what
+# make the trail cheap: a KMIP event compresses to ~20 bytes, and each item write has a fixed cost.
+MAX_LINK_BYTES = 1 << 20
+MAX_ITEM_BYTES = 300_000
+Pending = tuple[dict[str, Any], bytes, str]  # (record, canonical encoding, its SHA-256 hex)
 
 
 class AuditSink(ABC):
@@ -87,9 +94,10 @@ class ChainedAuditSink(AuditSink):
         writer_id: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         wal_dir: Path | None = None,
-        batch_events: int = 50,
+        batch_events: int = 4000,
         max_pending: int = MAX_PENDING,
         flush_interval: float = 0.2,
+        flush_max_delay: float | None = None,
         probe_interval: float = 2.0,
         on_security_event: SecurityListener | None = None,
         checkpointer: Checkpointer | None = None,
@@ -101,6 +109,12 @@ class ChainedAuditSink(AuditSink):
         self.writer_id = new_writer_id(writer_id or "")
         self._clock = clock
         self._batch = max(1, batch_events)
+        # The flusher wakes every ``flush_interval`` (fsyncs the WAL, retries the store) but writes links
+        # only once a full link is pending or the oldest pending event waited ``flush_max_delay``.
+        self._max_delay = flush_interval if flush_max_delay is None else max(flush_interval, flush_max_delay)
+        self._flushed_at = time.monotonic()
+        self._retired: list[tuple[Any, Path]] = []  # events WAL files whose events are being linked
+        self._retire_counter = 0
         self._max_pending = max_pending
         self._probe_interval = probe_interval
         self._probed_at = -1e18
@@ -121,8 +135,10 @@ class ChainedAuditSink(AuditSink):
         self._keyed: set[tuple[str, str]] = set()  # (writer, tenant) whose K# item is stored
         self._lock = threading.Lock()  # guards pending, heads, unwritten and the WAL files
         self._flush_lock = threading.Lock()  # one flusher at a time
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Pending] = []
         self._unwritten: list[Link] = []
+        self._unwritten_events = 0
+        self._linking = 0  # events the flusher took from pending and is turning into links
         self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (last seq, last hash)
         self._last_error: str | None = None
         self._events_wal: Any = None
@@ -141,8 +157,8 @@ class ChainedAuditSink(AuditSink):
             self._events_path, self._links_path = slot / "events.wal", slot / "links.wal"
             self._writers_path = slot / "writers.json"
             self._replay()
-            self._events_wal = open(self._events_path, "a", encoding="utf-8")  # noqa: SIM115
-            self._links_wal = open(self._links_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._events_wal = open(self._events_path, "ab")  # noqa: SIM115
+            self._links_wal = open(self._links_path, "ab")  # noqa: SIM115
             self._thread = threading.Thread(
                 target=self._run, args=(flush_interval,), daemon=True, name="audit"
             )
@@ -151,7 +167,7 @@ class ChainedAuditSink(AuditSink):
     # ---- writing -------------------------------------------------------------------------------
     def backlog(self) -> int:
         with self._lock:
-            return len(self._pending) + sum(len(link.events) for link in self._unwritten)
+            return len(self._pending) + self._linking + self._unwritten_events
 
     def ensure_writable(self) -> None:
         backlog = self.backlog()
@@ -183,11 +199,14 @@ class ChainedAuditSink(AuditSink):
             record["l1_ref"] = self._l1_ref(record["tenant_id"], record["l2_version"])
         if not record["time"]:
             record["time"] = self._clock.now().isoformat(timespec="microseconds")
+        # Encoded once: the same bytes are the WAL line, the digest's input and the link item's content.
+        line = canonical(record)
+        digest = hashlib.sha256(line).hexdigest()
         with self._lock:
             if self._events_wal is not None:
-                self._events_wal.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+                self._events_wal.write(line + b"\n")
                 self._dirty = True
-            self._pending.append(record)
+            self._pending.append((record, line, digest))
             if event.kind == "security":
                 self._security.append(event)
         if self._events_wal is None:
@@ -214,7 +233,8 @@ class ChainedAuditSink(AuditSink):
             if self._synced_gen >= mine:
                 return
             target = self._written_gen  # every generation up to here is in the OS already
-            os.fsync(handle.fileno())
+            with contextlib.suppress(ValueError):  # closed: retired, its events are in the fsync'd links.wal
+                os.fsync(handle.fileno())
             self._synced_gen = target
 
     def set_security_listener(self, listener: SecurityListener | None) -> None:
@@ -256,16 +276,31 @@ class ChainedAuditSink(AuditSink):
 
     def flush(self) -> None:
         with self._flush_lock:
+            self._flushed_at = time.monotonic()
             with self._lock:
-                links = self._link_pending()
-                if links and self._links_wal is not None:
-                    for link in links:
-                        self._links_wal.write(link.to_json() + "\n")
-                    self._links_wal.flush()
-                    os.fsync(self._links_wal.fileno())
-                    self._truncate(self._events_wal)  # every pending event now lives in links.wal
-                    self._dirty = False
+                pending, self._pending = self._pending, []
+                self._linking = len(pending)
+                if pending and self._links_wal is not None:
+                    self._retire_events_wal()  # new events go to a fresh file while these are linked
+            try:
+                links = self._link(pending)  # outside the lock: hashing and compressing take a while
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = pending
+                    self._linking = 0
+                raise
+            if links and self._links_wal is not None:
+                # Outside the recorders' lock: this fsync took 2-60 ms on the benchmark's disk and held
+                # every KMIP answer while it ran.
+                for link in links:
+                    self._links_wal.write(link.to_json().encode("utf-8") + b"\n")
+                self._links_wal.flush()
+                os.fsync(self._links_wal.fileno())
+                self._drop_retired()  # every event they held now lives in links.wal
+            with self._lock:
                 self._unwritten.extend(links)
+                self._unwritten_events += sum(len(link.events) for link in links)
+                self._linking = 0
                 todo = list(self._unwritten)
             written: list[Link] = []
             try:
@@ -274,7 +309,8 @@ class ChainedAuditSink(AuditSink):
                     if link.store():
                         written.append(link)
                     with self._lock:
-                        self._unwritten.pop(0)
+                        done = self._unwritten.pop(0)
+                        self._unwritten_events -= len(done.events)
             except Exception as exc:  # the store is down: keep the rest, fail closed past the bound
                 self._last_error = type(exc).__name__
                 self._after_store(written)
@@ -284,8 +320,44 @@ class ChainedAuditSink(AuditSink):
             self._last_error = None
             self._after_store(written)
             with self._lock:
-                if not self._unwritten and self._links_wal is not None:
-                    self._truncate(self._links_wal)
+                stored_all = not self._unwritten
+            if stored_all and self._links_wal is not None:
+                self._truncate(self._links_wal)
+
+    def _retire_events_wal(self) -> None:
+        """Under ``_lock``: move the events file aside (a rename, no I/O wait) and start a fresh one. The
+        old handle stays open until links.wal holds its events (a concurrent :meth:`sync` may still
+        fsync it); replay reads retired files too."""
+        self._events_wal.flush()
+        self._retire_counter += 1
+        retired = self.wal_dir / f"events-retired-{self._retire_counter:012d}.wal"
+        os.replace(self._events_path, retired)
+        self._retired.append((self._events_wal, retired))
+        self._events_wal = open(self._events_path, "ab")  # noqa: SIM115
+        self._dirty = False
+
+    def _drop_retired(self) -> None:
+        while self._retired:
+            handle, path = self._retired.pop()
+            handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _due(self) -> bool:
+        with self._lock:
+            pending = len(self._pending)
+            return bool(
+                self._unwritten
+                or pending >= self._batch
+                or (pending and time.monotonic() - self._flushed_at >= self._max_delay)
+            )
+
+    def _fsync_wal(self) -> None:
+        """Between flushes: put what recorders handed to the OS on disk (the no-fsync mode's window)."""
+        with self._flush_lock:  # no retirement can close the handle meanwhile
+            handle = self._events_wal
+            if handle is not None:
+                os.fsync(handle.fileno())
 
     def _after_store(self, written: list[Link]) -> None:
         self.stats["stored_links"] += len(written)
@@ -326,7 +398,7 @@ class ChainedAuditSink(AuditSink):
                 self._authenticator = authenticator
 
     def _ensure_writer_key(self) -> None:
-        """Called under ``_lock`` before pending events are linked; a failure leaves them pending."""
+        """Called by the flusher before pending events are linked; a failure leaves them pending."""
         if self._authenticator is None or self._writer_key is not None:
             return
         key = os.urandom(32)
@@ -364,20 +436,32 @@ class ChainedAuditSink(AuditSink):
             )
         self._keyed.add((link.writer, link.tenant_id))
 
-    def _link_pending(self) -> list[Link]:
-        if self._pending:
+    def _link(self, pending: list[Pending]) -> list[Link]:
+        """Under ``_flush_lock`` (heads and the writer key belong to the flusher)."""
+        if pending:
             self._ensure_writer_key()
-        by_tenant: dict[str, list[dict[str, Any]]] = {}
-        for record in self._pending:
-            by_tenant.setdefault(record["tenant_id"], []).append(record)
-        self._pending = []
+        by_tenant: dict[str, list[Pending]] = {}
+        for entry in pending:
+            by_tenant.setdefault(entry[0]["tenant_id"], []).append(entry)
         links = []
-        for tenant_id, records in by_tenant.items():
-            for start in range(0, len(records), self._batch):
+        for tenant_id, entries in by_tenant.items():
+            chunks = _chunks(entries, self._batch, MAX_LINK_BYTES)
+            while chunks:
+                chunk = chunks.pop(0)
                 seq, prev = self._heads.get(tenant_id, (0, GENESIS))
                 link = Link.build(
-                    tenant_id, self.writer_id, seq + 1, prev, records[start : start + self._batch]
+                    tenant_id,
+                    self.writer_id,
+                    seq + 1,
+                    prev,
+                    [entry[0] for entry in chunk],
+                    lines=[entry[1] for entry in chunk],
+                    digests=[entry[2] for entry in chunk],
                 )
+                if len(chunk) > 1 and link.item_size() > MAX_ITEM_BYTES:  # events that barely compress
+                    half = len(chunk) // 2
+                    chunks[:0] = [chunk[:half], chunk[half:]]
+                    continue
                 if self._writer_key is not None:
                     link.mac = link_mac(self._writer_key, link.hash)
                 self._heads[tenant_id] = (link.seq, link.hash)
@@ -419,37 +503,42 @@ class ChainedAuditSink(AuditSink):
             except (ValueError, KeyError, TypeError):
                 pass  # written by write-then-rename: only a damaged disk gets here
         if self._links_path.exists():
-            for line in self._links_path.read_text(encoding="utf-8").splitlines():
+            for line in self._links_path.read_bytes().splitlines():
                 try:
-                    link = Link.from_json(line)
+                    link = Link.from_json(line.decode("utf-8"))
                 except (ValueError, TypeError):
                     continue  # a torn last line was never acknowledged
                 linked.update(e["event_id"] for e in link.events)
                 self._unwritten.append(link)
-        if self._events_path.exists():
-            for line in self._events_path.read_text(encoding="utf-8").splitlines():
+                self._unwritten_events += len(link.events)
+        event_files = sorted(self.wal_dir.glob("events-retired-*.wal")) + [self._events_path]
+        for path in (p for p in event_files if p.exists()):
+            for line in path.read_bytes().splitlines():
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(record, dict) and record.get("event_id") not in linked:
-                    self._pending.append(record)
+                    encoded = canonical(record)
+                    self._pending.append((record, encoded, hashlib.sha256(encoded).hexdigest()))
         pending_writers = {link.writer for link in self._unwritten}
         self._writer_keys = {w: k for w, k in self._writer_keys.items() if w in pending_writers}
         self._save_writers()
         self.stats["replayed_links"] = len(self._unwritten)
         self.stats["replayed_events"] = len(self._pending) + sum(len(link.events) for link in self._unwritten)
         _rewrite(self._links_path, [link.to_json() for link in self._unwritten])
-        _rewrite(
-            self._events_path,
-            [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in self._pending],
-        )
+        _rewrite(self._events_path, [entry[1].decode("utf-8") for entry in self._pending])
+        for path in event_files[:-1]:  # their events are in the rewritten events.wal or links.wal
+            path.unlink(missing_ok=True)
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
                 self.sync()  # hand any unsynced lines to the OS before they are linked
-                self.flush()
+                if self._due():
+                    self.flush()
+                elif not self._wal_fsync:
+                    self._fsync_wal()
             except Exception as exc:  # noqa: BLE001
                 log.warning("audit flush failed: %s", type(exc).__name__)
             self._maybe_checkpoint()
@@ -466,6 +555,24 @@ class ChainedAuditSink(AuditSink):
                 self._checkpointer(tenant_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("audit checkpoint of a tenant failed: %s", type(exc).__name__)
+
+
+def _chunks(entries: list[Pending], most: int, max_bytes: int) -> list[list[Pending]]:
+    """Cut one tenant's pending events into links of at most ``most`` events and ``max_bytes`` bytes
+    (events plus their hex digests; a single event is never split)."""
+    chunks: list[list[Pending]] = []
+    current: list[Pending] = []
+    size = 0
+    for entry in entries:
+        cost = len(entry[1]) + 70
+        if current and (len(current) >= most or size + cost > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:

@@ -1,0 +1,144 @@
+"""How the WAL-mode sink packs events into link items: compressed, sized under DynamoDB's item limit,
+written only when a link is full or the oldest event has waited long enough, and replayable from a WAL
+file that was moved aside while its events were being linked."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from openkcm.domain.audit import ChainedAuditSink
+from openkcm.domain.audit import sink as sink_module
+from openkcm.domain.audit.events import new_event_id
+from openkcm.ops import audit
+from tests.audit.helpers import event, events_of, items
+
+
+def _stored(tenant_id: str, writer: str) -> list[dict]:
+    links = sorted((i for i in items(tenant_id) if i["writer"] == writer), key=lambda i: i["sk"])
+    return [e for item in links for e in events_of(item)]
+
+
+def test_items_stay_under_the_size_limit_when_events_barely_compress(
+    runtime, tenant_factory, tmp_path, monkeypatch
+):
+    tenant = tenant_factory()
+    monkeypatch.setattr(sink_module, "MAX_ITEM_BYTES", 1_500)
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    for n in range(40):  # a random 64-character reason per event: ~50 bytes that do not compress
+        sink.record(event(tenant.tenant_id, n, reason=os.urandom(24).hex()[:47] + " x"), sync=False)
+    sink.sync()
+    sink.flush()
+    sink.close()
+    links = [i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id]
+    assert len(links) > 1, "40 incompressible events cannot fit one 1,500-byte item"
+    for item in links:
+        assert len(bytes(item["events_z"])) + len(bytes(item["digests_bin"])) <= 1_500
+    assert [e["object_id"] for e in _stored(tenant.tenant_id, sink.writer_id)] == [
+        f"obj-{n}" for n in range(40)
+    ]
+    assert audit.verify_tenant(runtime, tenant.tenant_id)["intact"]
+
+
+def test_one_item_packs_many_events_compressed(runtime, tenant_factory, tmp_path):
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    for n in range(2000):
+        sink.record(event(tenant.tenant_id, n), sync=False)
+    sink.sync()
+    sink.flush()
+    sink.close()
+    links = [i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id]
+    assert len(links) == 1 and int(links[0]["event_count"]) == 2000
+    raw = sum(len(str(e)) for e in events_of(links[0]))
+    assert len(bytes(links[0]["events_z"])) * 5 < raw  # compressed well below the JSON it holds
+    assert audit.verify_tenant(runtime, tenant.tenant_id)["intact"]
+
+
+def test_links_wait_for_the_max_delay_then_are_written(runtime, tenant_factory, tmp_path):
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(
+        wal_dir=tmp_path / "wal", flush_interval=0.05, flush_max_delay=1.5, authenticator=runtime.root
+    )
+    try:
+        started = time.monotonic()
+        for n in range(3):
+            sink.record(event(tenant.tenant_id, n))
+        time.sleep(0.5)
+        if time.monotonic() - started < 1.4:  # (a stalled box may have passed the delay already)
+            assert sink.stats["stored_events"] == 0, "written before a full link or the max delay"
+        deadline = time.monotonic() + 20
+        while sink.stats["stored_events"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats["stored_events"] == 3
+    finally:
+        sink.close()
+
+
+def test_a_full_link_is_written_without_waiting(runtime, tenant_factory, tmp_path):
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(
+        wal_dir=tmp_path / "wal",
+        batch_events=10,
+        flush_interval=0.05,
+        flush_max_delay=3600,
+        authenticator=runtime.root,
+    )
+    try:
+        for n in range(10):
+            sink.record(event(tenant.tenant_id, n))
+        deadline = time.monotonic() + 20
+        while sink.stats["stored_events"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats["stored_events"] == 10
+    finally:
+        sink.close()
+
+
+def test_events_in_a_retired_wal_file_are_replayed(runtime, tenant_factory, tmp_path: Path):
+    """A process that died after moving its events file aside, before links.wal held them."""
+    tenant = tenant_factory()
+    wal = tmp_path / "wal"
+    first = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)
+    ids = []
+    for n in range(5):
+        e = event(tenant.tenant_id, n)
+        ids.append(e.event_id)
+        first.record(e)
+    with first._lock:
+        first._retire_events_wal()
+    for n in range(5, 8):
+        e = event(tenant.tenant_id, n)
+        ids.append(e.event_id)
+        first.record(e)
+    assert list(first.wal_dir.glob("events-retired-*.wal"))
+    os.close(first._lock_fd)  # the process is gone: its slot is free, nothing was flushed
+    first._lock_fd = None
+    first._stop.set()
+
+    second = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)
+    assert second.wal_dir == first.wal_dir and second.stats["replayed_events"] == 8
+    assert not list(second.wal_dir.glob("events-retired-*.wal"))
+    second.flush()
+    second.close()
+    assert [e["event_id"] for e in _stored(tenant.tenant_id, second.writer_id)] == ids
+
+
+def _child_event_id(queue) -> None:
+    queue.put(new_event_id())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_forked_workers_draw_their_own_event_id_prefix():
+    queue = multiprocessing.get_context("fork").Queue()
+    process = multiprocessing.get_context("fork").Process(target=_child_event_id, args=(queue,))
+    process.start()
+    child = queue.get(timeout=30)
+    process.join(30)
+    mine = new_event_id()
+    assert len(child) == len(mine) == 32
+    assert child[:16] != mine[:16]
