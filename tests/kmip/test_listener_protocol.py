@@ -392,3 +392,53 @@ def test_garbage_never_leaks_a_trace_and_the_loop_survives(listener, tenant_fact
     assert not [r for r in caplog.records if r.name == "openkcm.kmip.server" and r.exc_info]
     with KmipConnection(server.port, paths) as conn:
         assert response(conn.call(QUERY))[1][0].status == Status.SUCCESS
+
+
+def test_certificate_naming_no_tenant_is_audited_and_closed(runtime, listener, tmp_path):
+    """A certificate from the deployment CA that names no tenant passes TLS but is refused by the listener:
+    the refusal is audited (in the worker pool) before the connection closes, and holds no slot."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from openkcm.domain.audit import read_events
+
+    server = listener()
+    ca = runtime.certificate_authority()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anonymous-listener-probe")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    (tmp_path / "anon.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "anon.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    paths = {"cert": tmp_path / "anon.pem", "key": tmp_path / "anon.key", "ca": server.config.ca_file}
+    with KmipConnection(server.port, paths) as conn:  # the handshake succeeds: same CA
+        try:
+            conn.sock.sendall(QUERY)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        assert _closed(conn.sock, within=5)
+    assert server._connections == 0 and not server._per_client
+    server.core.services.audit.flush()
+    refusals = [
+        e
+        for e in read_events("_platform", since="2000-01-01T00:00:00+00:00")
+        if e["operation"] == "Connect" and "anonymous-listener-probe" in e.get("actor", "")
+    ]
+    assert refusals and refusals[0]["result"] == "denied" and refusals[0]["kind"] == "security"
