@@ -107,6 +107,7 @@ class KmipConnection(asyncio.Protocol):
         "buf",
         "busy",
         "closed",
+        "held_paused",
         "identity",
         "key",
         "loop",
@@ -128,6 +129,7 @@ class KmipConnection(asyncio.Protocol):
         self.address = ""
         self.key = ""  # tenant/serial while it holds a per-client slot
         self.busy = False
+        self.held_paused = False  # reading paused because data came while an answer was held
         self.closed = False
         self.write_paused = False
         self.stamp = _monotonic()
@@ -205,6 +207,9 @@ class KmipConnection(asyncio.Protocol):
         buf += data
         if not self.busy and not self.write_paused:
             self._process()
+        elif self.busy and not self.held_paused:
+            self.held_paused = True  # pipelining while an answer is held: read on once it is answered
+            self.transport.pause_reading()
 
     def _process(self) -> None:
         """Answer the complete frames in the buffer, in order, until one needs the pool, the transport
@@ -246,13 +251,26 @@ class KmipConnection(asyncio.Protocol):
     def _dispatch(self, core: KmipCore, request: bytes, identity: ClientIdentity, address: str) -> None:
         # Warm read-only requests are answered on the loop (no worker hand-off); anything that may touch
         # the store goes to the bounded worker pool. Audit is synced before either answer.
-        response = core.try_inline(request, identity, address)
+        response = core.try_inline(request, identity, address, defer_sync=True)
         if response is None:
             self._offload(core.handle, request, identity, address)
-        elif core.inline_needs_sync:
-            self._offload(_synced, core.sync_audit, response)
         else:
-            self._answer(response)
+            self.busy = True  # the answer waits for its audit record (KmipServer._commit)
+            self.server._hold(self, response)
+
+    def _release(self, response: bytes) -> None:
+        """A held answer whose audit record the server has made durable: send it, go on reading."""
+        if self.closed or self.transport.is_closing():
+            self.closed = True
+            return
+        self.busy = False
+        self._answer(response)
+        if self.closed or self.write_paused:
+            return
+        self._process()  # frames that arrived meanwhile, first
+        if self.held_paused and not (self.busy or self.write_paused or self.closed):
+            self.held_paused = False
+            self.transport.resume_reading()
 
     def _offload(self, function: Any, *args: Any) -> None:
         """Run ``function(*args)`` -> response bytes in the pool; reading pauses until it is written."""
@@ -282,6 +300,7 @@ class KmipConnection(asyncio.Protocol):
         if self.closed:
             return
         if not self.write_paused:
+            self.held_paused = False
             self.transport.resume_reading()
             self._process()  # frames that arrived (pipelined) while the pool worked
 
@@ -301,6 +320,7 @@ class KmipConnection(asyncio.Protocol):
         self.stamp = _monotonic()
         if self.closed or self.busy:
             return
+        self.held_paused = False
         self.transport.resume_reading()
         self._process()
 
@@ -344,11 +364,6 @@ class KmipConnection(asyncio.Protocol):
         self.buf = bytearray()
 
 
-def _synced(sync: Any, response: bytes) -> bytes:
-    sync()
-    return response
-
-
 class KmipServer:
     connection_class: type[KmipConnection] = KmipConnection
 
@@ -365,6 +380,7 @@ class KmipServer:
         self._thread: threading.Thread | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._held: list[tuple[KmipConnection, bytes]] = []  # inline answers waiting for one audit sync
         self.port = config.port
         self.health_port = config.health_port
 
@@ -468,6 +484,38 @@ class KmipServer:
                     client_address=address,
                 )
             )
+
+    # ---- audit group commit ------------------------------------------------------------------------
+    def _hold(self, connection: KmipConnection, response: bytes) -> None:
+        """Answers computed in one pass of the event loop share one audit sync: one WAL write to the OS
+        (or one fsync in the pool, with ``audit_wal_fsync``) instead of one per request. That write
+        was ~8 us of every Get on the benchmark box; held answers wait one loop pass, never longer."""
+        self._held.append((connection, response))
+        if len(self._held) == 1:
+            self._loop.call_soon(self._commit)  # type: ignore[union-attr]
+
+    def _commit(self) -> None:
+        held, self._held = self._held, []
+        if not self.core.inline_needs_sync:
+            self.core.sync_audit()
+            self._release(held, None)
+            return
+        try:
+            future = self._loop.run_in_executor(self._pool, self.core.sync_audit)  # type: ignore[union-attr]
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            for connection, _ in held:
+                connection.abort()
+            return
+        future.add_done_callback(lambda done: self._release(held, done))
+
+    @staticmethod
+    def _release(held: list[tuple[KmipConnection, bytes]], done: asyncio.Future[Any] | None) -> None:
+        failed = done is not None and (done.cancelled() or done.exception() is not None)
+        for connection, response in held:
+            if failed:
+                connection.abort()
+            else:
+                connection._release(response)
 
     def _sweep_interval(self) -> float:
         cfg = self.config

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(300.0, ge=0)  # 0: only the scheduled job checkpoints
     audit_max_pending: int = Field(20_000, ge=1, le=20_000)  # fail-closed bound; only stricter
     # True: a record is fsync'd before the operation is acknowledged; False: handed to the OS (survives a
-    # killed process) and fsync'd by the flusher within 0.2 s (a machine crash can lose that window).
+    # killed process) and fsync'd with its link within audit_flush_seconds (a machine crash can lose that
+    # window; on Fargate the WAL is task storage, lost with the task either way).
     audit_wal_fsync: bool = True
     # WAL mode: pending events become a link item once a full link (4,000 events) is pending or the
     # oldest waited this long; fewer, bigger items are what keeps the trail cheap under load.

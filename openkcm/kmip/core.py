@@ -199,26 +199,39 @@ class KmipCore:
         request_id: str = "",
         details: dict[str, str] | None = None,
     ) -> None:
-        fields: dict[str, Any] = {
-            "tenant_id": tenant_id,
-            "source": "kmip",
-            "operation": operation,
-            "result": result,
-            "kind": kind,
-            "actor": identity.subject[:256] if identity else "",
-            "actor_role": identity.service_id if identity else "",
-            "object_id": object_id,
-            "reason": reason[:200],
-            "l2_version": l2_version,
-            "client_address": client_address,
-            "request_id": request_id,
-            "details": details or {},
-        }
+        actor, role = (identity.subject[:256], identity.service_id) if identity else ("", "")
         try:
-            event = AuditEvent(**fields)
+            event = AuditEvent(
+                tenant_id=tenant_id,
+                source="kmip",
+                operation=operation,
+                result=result,
+                kind=kind,
+                actor=actor,
+                actor_role=role,
+                object_id=object_id,
+                reason=reason[:200],
+                l2_version=l2_version,
+                request_id=request_id,
+                client_address=client_address,
+                details=details or {},
+            )
         except InvalidRequest:  # a client-chosen identifier the schema refuses: keep the event, not the id
-            fields["object_id"] = "<unprintable>"
-            event = AuditEvent(**fields)
+            event = AuditEvent(
+                tenant_id=tenant_id,
+                source="kmip",
+                operation=operation,
+                result=result,
+                kind=kind,
+                actor=actor,
+                actor_role=role,
+                object_id="<unprintable>",
+                reason=reason[:200],
+                l2_version=l2_version,
+                request_id=request_id,
+                client_address=client_address,
+                details=details or {},
+            )
         self.services.audit.record(event, sync=False)
 
     # ---- the core ------------------------------------------------------------------------------
@@ -241,10 +254,14 @@ class KmipCore:
     def sync_audit(self) -> None:
         self._sync()
 
-    def try_inline(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes | None:
+    def try_inline(
+        self, request: bytes, identity: ClientIdentity, client_address: str = "", *, defer_sync: bool = False
+    ) -> bytes | None:
         """The response when the request can be answered from memory alone (warm caches, read-only
         operations, a WAL-backed audit sink), else None: the caller then uses :meth:`handle` in a worker.
-        Audit records are kept; with ``inline_needs_sync`` the caller syncs them before answering."""
+        Audit records are kept; with ``inline_needs_sync`` the caller syncs them before answering. With
+        ``defer_sync`` the caller always does: one :meth:`sync_audit` for all the answers it holds (a
+        listener answering many connections in one loop pass pays one WAL write instead of one each)."""
         if not self._inline_ok:
             return None
         started = time.perf_counter()
@@ -254,7 +271,8 @@ class KmipCore:
             return None  # rare: the ordinary path answers it
         if not self._warm(message, identity):
             return None
-        return self._process(message, identity, client_address, started, sync=not self._inline_fsync)
+        sync = not (defer_sync or self._inline_fsync)
+        return self._process(message, identity, client_address, started, sync=sync)
 
     def _warm(self, message: RequestMessage, identity: ClientIdentity) -> bool:
         keyring, store = self.services.keyring, self.services.store

@@ -142,3 +142,23 @@ def test_forked_workers_draw_their_own_event_id_prefix():
     mine = new_event_id()
     assert len(child) == len(mine) == 32
     assert child[:16] != mine[:16]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"details": {"zeta": "1", "alpha": "ünïcödé", "mid": 'quote " and \\ backslash'}},
+        {"reason": "naïve — text", "object_id": "ключ-1", "l2_version": 7, "l1_ref": "arn:aws:kms:x"},
+    ],
+)
+def test_the_hot_path_encoding_is_the_canonical_one(fields):
+    """The sink encodes records without sorting keys again; the digests verification recomputes use
+    ``canonical``. Both must give the same bytes, or every chain would read as altered."""
+    from openkcm.domain.audit.events import canonical, encode_record
+
+    record = event("t-1", 1, **fields).to_record()
+    record["time"] = "2026-11-29T12:00:00.000000+00:00"
+    record["l1_ref"] = record["l1_ref"] or "root:v2"
+    assert encode_record(record) == canonical(record)
+    assert list(record) == sorted(record)

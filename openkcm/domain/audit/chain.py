@@ -151,8 +151,12 @@ class Link:
         return len(body) + len(digests)
 
     def to_json(self) -> str:
+        return self.to_json_bytes().decode("utf-8")
+
+    def to_json_bytes(self) -> bytes:
         header = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT and k != "events"}
-        return json.dumps(header, separators=(",", ":"))[:-1] + ',"events":' + self.events_json() + "}"
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return head[:-1] + b',"events":' + self.events_bytes() + b"}"
 
     @classmethod
     def from_json(cls, line: str) -> Link:

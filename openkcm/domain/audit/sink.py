@@ -26,7 +26,7 @@ from openkcm.domain.audit.chain import (
     store_writer_key,
     writer_key_context,
 )
-from openkcm.domain.audit.events import AuditEvent, canonical
+from openkcm.domain.audit.events import AuditEvent, canonical, encode_record
 from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import AuditUnavailable
 from openkcm.files import write_private
@@ -200,7 +200,7 @@ class ChainedAuditSink(AuditSink):
         if not record["time"]:
             record["time"] = self._clock.now().isoformat(timespec="microseconds")
         # Encoded once: the same bytes are the WAL line, the digest's input and the link item's content.
-        line = canonical(record)
+        line = encode_record(record)
         digest = hashlib.sha256(line).hexdigest()
         with self._lock:
             if self._events_wal is not None:
@@ -228,7 +228,7 @@ class ChainedAuditSink(AuditSink):
                 self._written_gen += 1
                 mine = self._written_gen
         if handle is None or not self._wal_fsync:
-            return  # in the OS: survives a killed process; the flusher fsyncs within flush_interval
+            return  # in the OS: survives a killed process; on disk once the flusher fsyncs its link
         with self._sync_lock:
             if self._synced_gen >= mine:
                 return
@@ -243,8 +243,10 @@ class ChainedAuditSink(AuditSink):
     def set_wal_fsync(self, enabled: bool) -> None:
         """``True`` (default): :meth:`sync` returns after fsync — a record survives a machine crash.
         ``False``: after the OS has the line — it survives a killed process (the SIGKILL tests), and the
-        flusher's fsync'd ``links.wal`` covers it within ``flush_interval``; a machine crash can lose that
-        window. Each deployment chooses; the fail-closed bound is unaffected."""
+        flusher's fsync'd ``links.wal`` covers it within ``flush_max_delay``; a machine crash can lose that
+        window. The flusher deliberately does not fsync ``events.wal`` in between: an fsync there made
+        the event loop's next WAL write wait for the disk (stable pages). Each deployment chooses; the
+        fail-closed bound is unaffected."""
         self._wal_fsync = enabled
 
     def set_chain_resolver(self, resolver: ChainResolver | None, ttl: float = 60.0) -> None:
@@ -293,7 +295,7 @@ class ChainedAuditSink(AuditSink):
                 # Outside the recorders' lock: this fsync took 2-60 ms on the benchmark's disk and held
                 # every KMIP answer while it ran.
                 for link in links:
-                    self._links_wal.write(link.to_json().encode("utf-8") + b"\n")
+                    self._links_wal.write(link.to_json_bytes() + b"\n")
                 self._links_wal.flush()
                 os.fsync(self._links_wal.fileno())
                 self._drop_retired()  # every event they held now lives in links.wal
@@ -351,13 +353,6 @@ class ChainedAuditSink(AuditSink):
                 or pending >= self._batch
                 or (pending and time.monotonic() - self._flushed_at >= self._max_delay)
             )
-
-    def _fsync_wal(self) -> None:
-        """Between flushes: put what recorders handed to the OS on disk (the no-fsync mode's window)."""
-        with self._flush_lock:  # no retirement can close the handle meanwhile
-            handle = self._events_wal
-            if handle is not None:
-                os.fsync(handle.fileno())
 
     def _after_store(self, written: list[Link]) -> None:
         self.stats["stored_links"] += len(written)
@@ -537,8 +532,6 @@ class ChainedAuditSink(AuditSink):
                 self.sync()  # hand any unsynced lines to the OS before they are linked
                 if self._due():
                     self.flush()
-                elif not self._wal_fsync:
-                    self._fsync_wal()
             except Exception as exc:  # noqa: BLE001
                 log.warning("audit flush failed: %s", type(exc).__name__)
             self._maybe_checkpoint()
