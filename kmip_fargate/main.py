@@ -12,11 +12,14 @@ each with its own runtime, caches and audit WAL slot; the per-client connection 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from openkcm.config import Settings
 from openkcm.files import write_private
 from openkcm.kmip.core import KmipConfig, KmipCore
 from openkcm.ops.runtime import Runtime, build_runtime
+
+log = logging.getLogger("openkcm.kmip.main")
 
 
 def audit_wal_dir(settings: Settings) -> Path:
@@ -91,6 +96,9 @@ def run(runtime: Runtime, config: ServerConfig) -> None:
         runtime.close()
 
 
+MAX_RESTARTS = 5  # worker restarts per minute before the task gives up (and ECS replaces it)
+
+
 def _serve_one(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
@@ -106,24 +114,50 @@ def main() -> None:
         _serve_one(config)
         return
     config = replace(config, reuse_port=True)
+    raise SystemExit(_supervise(config, processes))
+
+
+def _supervise(config: ServerConfig, processes: int) -> int:
+    """Run ``processes`` workers on one port and replace any that dies before shutdown: the replacement
+    claims the dead worker's audit WAL slot and replays its records (they reached the OS before their
+    answers, so a crashed worker loses none). Restarting more than ``MAX_RESTARTS`` times a minute
+    exits non-zero instead, so ECS replaces the task."""
     context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=_serve_one, args=(config,), name=f"kmip-{i}") for i in range(processes)
-    ]
-    for child in children:
+    stopping = False
+    restarts: list[float] = []
+
+    def spawn(index: int) -> multiprocessing.process.BaseProcess:
+        child = context.Process(target=_serve_one, args=(config,), name=f"kmip-{index}")
         child.start()
+        return child
+
+    children = [spawn(i) for i in range(processes)]
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
-    failed = [child.exitcode for child in children if child.exitcode]
-    raise SystemExit(1 if failed else 0)
+    failed = False
+    while any(child.is_alive() for child in children):
+        multiprocessing.connection.wait([c.sentinel for c in children if c.is_alive()], timeout=1.0)
+        for index, child in enumerate(children):
+            if child.is_alive() or child.exitcode is None or stopping:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            log.error(json.dumps({"event": "kmip_worker_died", "worker": index, "exitcode": child.exitcode}))
+            if len(restarts) > MAX_RESTARTS:
+                failed = True
+                forward(signal.SIGTERM, None)
+                break
+            children[index] = spawn(index)
+    failed = failed or any(child.exitcode for child in children)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

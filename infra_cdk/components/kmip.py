@@ -134,6 +134,11 @@ class Kmip(Construct):
                 infra("OPENKCM_KMIP_CA"): f"{tls_dir}/ca.pem",
                 # One asyncio process per vCPU: a single process tops out at one core (bench/README.md).
                 infra("OPENKCM_KMIP_PROCESSES"): str(max(1, config.kmip_cpu // 1024)),
+                # The audit WAL lives on task storage, which does not outlive the task: an fsync per
+                # answer (1.5-60 ms on disk) would buy nothing there. Records reach the OS before the
+                # answer (they survive a crashed worker, which the task's next worker replays) and the
+                # DynamoDB trail within audit_flush_seconds (bench/README.md, "Performance").
+                setting("audit_wal_fsync"): "false",
             },
             secrets={
                 variable: ecs.Secret.from_secrets_manager(self.tls_secret, field)

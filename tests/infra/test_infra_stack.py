@@ -477,6 +477,7 @@ def test_nlb_tcp_listener_on_5696_and_fargate_service(synth) -> None:
     assert env["OPENKCM_KMIP_PORT"] == "5696" and env["OPENKCM_KMIP_HEALTH_PORT"] == "5697"
     assert env["OPENKCM_KMIP_CERT"].startswith(env["OPENKCM_DATA_DIR"])
     assert env["OPENKCM_KMIP_PROCESSES"] == str(max(1, int(task["Cpu"]) // 1024))  # one process per vCPU
+    assert env["OPENKCM_AUDIT_WAL_FSYNC"] == "false"  # task storage dies with the task (see kmip.py)
     # The TLS material is an ECS secret (JSON fields of the TLS secret), never a plain variable.
     secrets = {s["Name"]: json.dumps(s["ValueFrom"]) for s in container["Secrets"]}
     assert set(secrets) == {"KMIP_TLS_SERVER_CERT_PEM", "KMIP_TLS_SERVER_KEY_PEM", "KMIP_TLS_CA_CERT_PEM"}

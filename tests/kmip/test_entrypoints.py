@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,6 +119,7 @@ def test_container_entry_point_with_two_processes_sharing_the_port(runtime, sett
         "OPENKCM_KMIP_KEY": str(key),
         "OPENKCM_KMIP_CA": str(ca),
         "OPENKCM_KMIP_PROCESSES": "2",
+        "OPENKCM_AUDIT_FLUSH_SECONDS": "60",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "kmip_fargate"],
@@ -135,9 +137,44 @@ def test_container_entry_point_with_two_processes_sharing_the_port(runtime, sett
             _, results = response(conn.call(request((1, 2), (Op.QUERY, []))))
             assert results[0].status == Status.SUCCESS
             conn.close()
+        # A worker that dies is replaced; the replacement replays the dead worker's audit WAL at once
+        # (records reach the OS before answers). Both original workers are killed in turn, and flushes
+        # are held back (OPENKCM_AUDIT_FLUSH_SECONDS=60), so every stored Query record came by replay.
+        for _ in range(2):
+            victim = _children(proc.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            assert _until(lambda v=victim: v not in _children(proc.pid) and len(_children(proc.pid)) == 2, 30)
+        assert _until(lambda: _stored_queries("two-procs") >= 6, 30), _stored_queries("two-procs")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes (not multiprocessing's resource tracker) of the entry point ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
+    return sorted(found)
+
+
+def _until(predicate, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _stored_queries(tenant_id: str) -> int:
+    from openkcm.domain.audit.analytics import read_events
+
+    return sum(1 for e in read_events(tenant_id) if e["operation"] == "Query" and e["source"] == "kmip")

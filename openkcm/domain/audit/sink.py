@@ -157,6 +157,8 @@ class ChainedAuditSink(AuditSink):
             self._events_path, self._links_path = slot / "events.wal", slot / "links.wal"
             self._writers_path = slot / "writers.json"
             self._replay()
+            if self._pending:
+                self._flushed_at = float("-inf")  # a dead writer's records go to the store at once
             self._events_wal = open(self._events_path, "ab")  # noqa: SIM115
             self._links_wal = open(self._links_path, "ab")  # noqa: SIM115
             self._thread = threading.Thread(
