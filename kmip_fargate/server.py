@@ -12,15 +12,20 @@ read), and a bounded worker pool running the core (no global lock). Requests of 
 answered in order, one at a time.
 
 Why an ``asyncio.Protocol`` and not streams: under load, ``StreamReader.readexactly``, a timeout context
-per read and ``drain`` were ~24 % of a worker's CPU (bench/README.md, "Performance"); framing in
-``data_received`` with the core called inline measured 55 µs less per request than the streams
-(bench/variants.py experiment, null audit sink: 163 -> 109 µs of server CPU per request). So a
-connection is a small state machine:
+per read and ``drain`` were ~20-24 % of a worker's CPU (bench/README.md, "Performance"; the bench's
+Protocol experiment measured 163 -> 109 µs per request against the older ``wait_for`` streams). Against
+the streams with ``asyncio.timeout`` it replaced (bench/kmip_load.py, 2 processes, 16 connections,
+before/after runs interleaved on the shared box, 11:41-11:55 UTC, medians of 6 / 5 runs): null audit
+sink, server CPU per Get 114 -> 99 µs and per Encrypt 140 -> 127 µs; the "streams, timeouts, event
+loop" share of a loaded worker's profile 20 % -> 5 %. With the fsync'd audit sink the per-request sync
+hand-off dominated and the figures moved within noise (Get 325 vs 339 µs). So a connection is a small
+state machine:
 
 - frames are cut from a ``bytearray`` in ``data_received``; a warm read-only request is answered on the
-  loop (``KmipCore.try_inline``), its audit synced in the pool first when the sink needs it; anything else
-  runs in the worker pool (``KmipCore.handle``) while the connection's reading is paused, and buffered
-  (pipelined) frames are processed once that answer is written;
+  loop (``KmipCore.try_inline``) and its answer held until one audit sync covers every answer computed in
+  that loop pass (``KmipServer._commit``: a write to the OS on the loop, or one fsync in the pool);
+  anything else runs in the worker pool (``KmipCore.handle``) while the connection's reading is paused,
+  and buffered (pipelined) frames are processed once that answer is written;
 - when the transport's write buffer passes its high-water mark (``pause_writing``) the connection stops
   processing and reading until it drains, so a client that never reads holds at most one read chunk plus
   the transport's buffer;
