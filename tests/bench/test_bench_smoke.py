@@ -39,13 +39,18 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     load = json.loads((tmp_path / "kmip_load.json").read_text())
     assert load["config"]["machine"]["cpus"] >= 1
     runs = {(r["server"], r["operation"]): r for r in load["results"]}
-    for server in ("openkcm", "openkcm (null audit)", "pykmip"):
+    processes = load["config"]["options"]["processes"]
+    ours = f"openkcm[x{processes}]" if processes > 1 else "openkcm"  # one server process per core
+    for server in (ours, f"{ours} (null audit)", "pykmip"):
         for op in ("get", "encrypt", "decrypt", "locate", "create"):
             run = runs[(server, op)]
             assert run["count"] > 0, (server, op)
             assert run["errors"] == 0, (server, op, run)
+    for op in ("get", "encrypt"):  # the stricter audit setting, fsync before each answer
+        assert runs[(f"{ours} (audit fsync)", op)]["count"] > 0
+    assert "Goal (issue 9)" in out and "Goal (issue 11)" in out
     assert runs[("echo (generator ceiling)", "echo")]["count"] > 0
-    resumed = [row for row in load["connections"] if row["server"] == "openkcm" and row["resume"]]
+    resumed = [row for row in load["connections"] if row["server"] == ours and row["resume"]]
     assert resumed and resumed[0]["errors"] == 0 and resumed[0]["connections"] > 0
 
     crypt = json.loads((tmp_path / "mongocrypt.json").read_text())
