@@ -22,7 +22,9 @@ from openkcm.storage.audit_models import AuditLinkModel, AuditWriterKeyModel, bi
 from openkcm.storage.models import condition_guard
 
 GENESIS = "0" * 64
-_TRANSIENT = frozenset({"sk", "lines", "_packed"})  # Link attributes that are not part of the record
+_TRANSIENT = frozenset(
+    {"sk", "lines", "_packed", "_events_bytes"}
+)  # Link attributes that are not part of the record
 LINK_PREFIX = "W#"
 _SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
 
@@ -131,9 +133,15 @@ class Link:
         )
 
     def events_bytes(self) -> bytes:
-        if self.lines:
-            return b"[" + b",".join(self.lines) + b"]"
-        return json.dumps(self.events, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """The events as one JSON array (built once: the WAL copy and the stored item both use it)."""
+        cached = self.__dict__.get("_events_bytes")
+        if cached is None:
+            if self.lines:
+                cached = b"[" + b",".join(self.lines) + b"]"
+            else:
+                cached = json.dumps(self.events, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            self.__dict__["_events_bytes"] = cached
+        return cached
 
     def events_json(self) -> str:
         return self.events_bytes().decode("utf-8")

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -577,21 +577,21 @@ def _rewrite(path: Path, lines: list[str]) -> None:
 def _count_usage(links: list[Link]) -> None:
     """Per tenant/day/operation/service counters with atomic ADD. Only links this writer stored for the
     first time are counted, so a replay does not count twice."""
-    counts: dict[tuple[str, str, str, str], tuple[int, str]] = {}
-    for link in links:
-        for event in link.events:
-            if event["kind"] != "operation" or event["result"] != "success":
-                continue
-            key = (event["tenant_id"], event["time"][:10], event["operation"], event.get("actor_role") or "-")
-            count, last = counts.get(key, (0, ""))
-            counts[key] = (count + 1, max(last, event["time"]))
-    for (tenant_id, day, operation, service), (count, last_seen) in counts.items():
+    # Comprehensions and Counter rather than one Python loop with tuple updates: this ran once per event
+    # in the flusher (~1.3 us each in the KMIP benchmark). Events are in record order, so the last time
+    # seen for a key is its latest.
+    used = [e for link in links for e in link.events if e["kind"] == "operation" and e["result"] == "success"]
+    keys = [(e["tenant_id"], e["time"][:10], e["operation"], e.get("actor_role") or "-") for e in used]
+    counts = Counter(keys)
+    last_seen = {key: e["time"] for key, e in zip(keys, used, strict=True)}
+    for key, count in counts.items():
+        tenant_id, day, operation, service = key
         UsageModel(tenant_id, f"U#{day}#{operation}#{service}").update(
             actions=[
                 UsageModel.count.add(count),
                 UsageModel.day.set(day),
                 UsageModel.operation.set(operation),
                 UsageModel.service.set(service),
-                UsageModel.last_seen.set(last_seen),
+                UsageModel.last_seen.set(last_seen[key]),
             ]
         )
