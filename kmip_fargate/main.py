@@ -156,6 +156,8 @@ def _supervise(config: ServerConfig, processes: int) -> int:
                 forward(signal.SIGTERM, None)
                 break
             children[index] = spawn(index)
+            if stopping:  # SIGTERM arrived while it started: it must not outlive the others
+                forward(signal.SIGTERM, None)
     failed = failed or any(child.exitcode for child in children)
     return 1 if failed else 0
 

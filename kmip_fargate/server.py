@@ -502,7 +502,12 @@ class KmipServer:
     def _commit(self) -> None:
         held, self._held = self._held, []
         if not self.core.inline_needs_sync:
-            self.core.sync_audit()
+            try:
+                self.core.sync_audit()
+            except Exception:  # the records are not in the WAL: no answer leaves (fail closed)
+                log.exception("kmip audit sync failed; held answers dropped")
+                self._release(held, None, failed=True)
+                return
             self._release(held, None)
             return
         try:
@@ -514,13 +519,20 @@ class KmipServer:
         future.add_done_callback(lambda done: self._release(held, done))
 
     @staticmethod
-    def _release(held: list[tuple[KmipConnection, bytes]], done: asyncio.Future[Any] | None) -> None:
-        failed = done is not None and (done.cancelled() or done.exception() is not None)
+    def _release(
+        held: list[tuple[KmipConnection, bytes]], done: asyncio.Future[Any] | None, *, failed: bool = False
+    ) -> None:
+        failed = failed or (done is not None and (done.cancelled() or done.exception() is not None))
         for connection, response in held:
-            if failed:
-                connection.abort()
-            else:
-                connection._release(response)
+            try:
+                if failed:
+                    connection.abort()
+                else:
+                    connection._release(response)
+            except Exception:  # one broken transport must not strand the others of the batch
+                log.exception("kmip answer release failed")
+                with contextlib.suppress(Exception):
+                    connection.abort()
 
     def _sweep_interval(self) -> float:
         cfg = self.config

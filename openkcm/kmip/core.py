@@ -252,7 +252,9 @@ class KmipCore:
         return self._inline_fsync
 
     def sync_audit(self) -> None:
-        self._sync()
+        """Make the records of answers the caller holds durable; raises if they cannot be (the caller
+        then sends none of those answers)."""
+        self.services.audit.sync()
 
     def try_inline(
         self, request: bytes, identity: ClientIdentity, client_address: str = "", *, defer_sync: bool = False

@@ -248,8 +248,11 @@ class AuditBatchModel(Model):
     hash = UnicodeAttribute()
     # zlib (level 1) of the JSON array of the events' canonical encodings: ~20x smaller than the JSON
     # itself, which made serialising and storing big links most of the audit's cost (bench/README.md).
-    events_z = BinaryAttribute(legacy_encoding=False)
-    digests_bin = BinaryAttribute(legacy_encoding=False)  # the 32-byte SHA-256 of each event, concatenated
+    events_z = BinaryAttribute(legacy_encoding=False, null=True)
+    digests_bin = BinaryAttribute(legacy_encoding=False, null=True)  # each event's 32-byte SHA-256, in order
+    # Links written before the compressed format (read, never written): the events as JSON, hex digests.
+    events_json = UnicodeAttribute(null=True)
+    digests = ListAttribute(of=UnicodeAttribute, null=True)
     mac = UnicodeAttribute(null=True)  # the writer's link MAC (key wrapped by the root key)
     event_count = NumberAttribute()
     first_time = UnicodeAttribute()

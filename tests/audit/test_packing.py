@@ -162,3 +162,78 @@ def test_the_hot_path_encoding_is_the_canonical_one(fields):
     record["l1_ref"] = record["l1_ref"] or "root:v2"
     assert encode_record(record) == canonical(record)
     assert list(record) == sorted(record)
+
+
+def test_fsync_mode_sync_covers_a_file_moved_aside_by_the_flusher(
+    runtime, tenant_factory, tmp_path, monkeypatch
+):
+    """A record still buffered when the flusher moves the events file aside must be fsync'd by the next
+    sync() (in the moved file), not only later with its link."""
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(sink_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    try:
+        sink.record(event(tenant.tenant_id, 1), sync=False)
+        with sink._lock:
+            sink._retire_events_wal()
+        moved = sink._retired[-1][0].fileno()
+        sink.sync()
+        assert moved in synced, "the moved-aside file holding the record was not fsync'd"
+    finally:
+        sink.close()
+
+
+def test_a_failed_links_wal_write_loses_nothing(runtime, tenant_factory, tmp_path, monkeypatch):
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    ids = []
+    for n in range(5):
+        e = event(tenant.tenant_id, n)
+        ids.append(e.event_id)
+        sink.record(e)
+    real = ChainedAuditSink._append_links
+
+    def disk_full(self, links):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ChainedAuditSink, "_append_links", disk_full)
+    with pytest.raises(OSError):
+        sink.flush()
+    assert sink.backlog() == 5 and list(sink.wal_dir.glob("events-retired-*.wal"))
+    monkeypatch.setattr(ChainedAuditSink, "_append_links", real)
+    sink.record(event(tenant.tenant_id, 5))
+    sink.flush()
+    sink.close()
+    stored = _stored(tenant.tenant_id, sink.writer_id)
+    assert [e["object_id"] for e in stored] == [f"obj-{n}" for n in range(6)]
+    first = min(int(i["seq"]) for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id)
+    assert first == 1 and audit.verify_tenant(runtime, tenant.tenant_id)["intact"]
+
+
+def test_links_in_the_earlier_json_format_still_read_and_verify(runtime, tenant_factory, tmp_path):
+    """Trails written before the compressed item format (a local stack's data directory) stay readable."""
+    import json
+
+    from tests.audit.helpers import put
+
+    tenant = tenant_factory()
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    for n in range(4):
+        sink.record(event(tenant.tenant_id, n))
+    sink.flush()
+    sink.close()
+    for item in [i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id]:
+        events = events_of(item)
+        legacy = {k: v for k, v in item.items() if k not in ("events_z", "digests_bin")}
+        legacy["events_json"] = json.dumps(events)
+        legacy["digests"] = [
+            bytes(item["digests_bin"])[i : i + 32].hex() for i in range(0, len(events) * 32, 32)
+        ]
+        put(legacy)
+    assert all("events_z" not in i for i in items(tenant.tenant_id) if i["writer"] == sink.writer_id)
+    assert audit.verify_tenant(runtime, tenant.tenant_id)["intact"]
+    from openkcm.domain.audit import read_events
+
+    assert {f"obj-{n}" for n in range(4)} <= {e["object_id"] for e in read_events(tenant.tenant_id)}

@@ -67,3 +67,32 @@ def test_concurrent_connections_all_answered_and_recorded(listener, settings, te
         thread.join(60)
     assert not failures
     assert _gets_in_wal(server) == before + 300
+
+
+def test_no_answer_leaves_when_its_record_cannot_be_written(listener, settings, tenant_factory, bundle):  # noqa: F811
+    """Fail closed: a WAL write that fails drops the held answers (the connection is cut) instead of
+    answering without a record; the server keeps serving once the WAL works again."""
+    from tests.kmip.test_listener_protocol import _closed
+
+    settings.audit_wal_fsync = False
+    server = listener()
+    tenant_factory(tenant_id="walfail")
+    paths = bundle("walfail")
+    sink = server.core.services.audit
+    with KmipConnection(server.port, paths) as conn:
+        key_id = _warm_key(conn)
+        get = request((1, 2), (Op.GET, [uid(key_id)]))
+        real_sync = sink.sync
+
+        def broken() -> None:
+            raise OSError(5, "Input/output error")
+
+        sink.sync = broken
+        try:
+            conn.sock.sendall(get)
+            assert _closed(conn.sock, within=10), "an answer left without its audit record"
+        finally:
+            sink.sync = real_sync
+    with KmipConnection(server.port, paths) as conn:
+        _, results = response(conn.call(get))
+        assert results[0].status == Status.SUCCESS

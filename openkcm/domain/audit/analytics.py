@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from openkcm.domain.audit.chain import unpack_events
+from openkcm.domain.audit.chain import item_events_and_digests
 from openkcm.errors import InvalidRequest
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
@@ -40,7 +40,7 @@ def read_events(
     for item in AuditLinkModel.time_index.query(tenant_id, AuditLinkModel.first_time.between(start, upper)):
         if item.last_time < lower:
             continue
-        for event in unpack_events(item.events_z):
+        for event in item_events_and_digests(item)[0]:
             if lower <= event["time"] < upper and (not kinds or event["kind"] in kinds):
                 events.append(event)
     events.sort(key=lambda e: (e["time"], e["event_id"]))

@@ -178,8 +178,7 @@ class Link:
             int(item.seq),
             item.prev_hash,
             item.hash,
-            unpack_events(item.events_z),
-            unpack_digests(item.digests_bin),
+            *item_events_and_digests(item),
             item.mac or "",
             item.sk,
         )
@@ -212,6 +211,18 @@ class Link:
         except ConditionFailed:
             return False  # written before a crash; the replay found it there
         return True
+
+
+def item_events_and_digests(item: AuditLinkModel) -> tuple[list[dict[str, Any]], list[str]]:
+    """A stored link's events and digests, in the compressed format or the earlier JSON one."""
+    if item.events_z is None and item.events_json is not None:
+        try:
+            events = json.loads(item.events_json)
+        except ValueError:
+            events = []
+        events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+        return events, list(item.digests or [])
+    return unpack_events(item.events_z), unpack_digests(item.digests_bin)
 
 
 def pack_events(events_json: bytes) -> bytes:

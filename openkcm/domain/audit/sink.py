@@ -234,9 +234,14 @@ class ChainedAuditSink(AuditSink):
         with self._sync_lock:
             if self._synced_gen >= mine:
                 return
-            target = self._written_gen  # every generation up to here is in the OS already
-            with contextlib.suppress(ValueError):  # closed: retired, its events are in the fsync'd links.wal
-                os.fsync(handle.fileno())
+            with self._lock:
+                target = self._written_gen  # every generation up to here is in the OS already
+                # A file the flusher moved aside may still hold lines not yet on disk: fsync it too.
+                # Handles are closed only under _sync_lock (``_drop_retired``), once links.wal holds them.
+                handles = [h for h, _ in self._retired] + [self._events_wal]
+            for each in handles:
+                if each is not None and not each.closed:
+                    os.fsync(each.fileno())
             self._synced_gen = target
 
     def set_security_listener(self, listener: SecurityListener | None) -> None:
@@ -286,20 +291,22 @@ class ChainedAuditSink(AuditSink):
                 self._linking = len(pending)
                 if pending and self._links_wal is not None:
                     self._retire_events_wal()  # new events go to a fresh file while these are linked
+            heads = dict(self._heads)
             try:
                 links = self._link(pending)  # outside the lock: hashing and compressing take a while
+                if links and self._links_wal is not None:
+                    # Outside the recorders' lock: this fsync took 2-60 ms on the benchmark's disk and
+                    # held every KMIP answer while it ran.
+                    self._append_links(links)
             except BaseException:
+                # Nothing is lost: the events go back in front of the pending ones, the chains back to
+                # where they were, and the moved-aside WAL files stay until a later flush succeeds.
+                self._heads = heads
                 with self._lock:
                     self._pending[:0] = pending
                     self._linking = 0
                 raise
             if links and self._links_wal is not None:
-                # Outside the recorders' lock: this fsync took 2-60 ms on the benchmark's disk and held
-                # every KMIP answer while it ran.
-                for link in links:
-                    self._links_wal.write(link.to_json_bytes() + b"\n")
-                self._links_wal.flush()
-                os.fsync(self._links_wal.fileno())
                 self._drop_retired()  # every event they held now lives in links.wal
             with self._lock:
                 self._unwritten.extend(links)
@@ -328,11 +335,31 @@ class ChainedAuditSink(AuditSink):
             if stored_all and self._links_wal is not None:
                 self._truncate(self._links_wal)
 
+    def _append_links(self, links: list[Link]) -> None:
+        """Write and fsync the links to links.wal, or leave the file as it was (a failed write is cut off
+        so a retry never follows a torn line)."""
+        handle = self._links_wal
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            for link in links:
+                handle.write(link.to_json_bytes() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                handle.close()
+            with contextlib.suppress(OSError):
+                os.truncate(self._links_path, size)
+            self._links_wal = open(self._links_path, "ab")  # noqa: SIM115
+            raise
+
     def _retire_events_wal(self) -> None:
         """Under ``_lock``: move the events file aside (a rename, no I/O wait) and start a fresh one. The
         old handle stays open until links.wal holds its events (a concurrent :meth:`sync` may still
         fsync it); replay reads retired files too."""
         self._events_wal.flush()
+        if self._dirty:  # in the OS, not yet on disk: a sync() from now on must fsync the moved file
+            self._written_gen += 1
         self._retire_counter += 1
         retired = self.wal_dir / f"events-retired-{self._retire_counter:012d}.wal"
         os.replace(self._events_path, retired)
@@ -341,9 +368,11 @@ class ChainedAuditSink(AuditSink):
         self._dirty = False
 
     def _drop_retired(self) -> None:
-        while self._retired:
-            handle, path = self._retired.pop()
-            handle.close()
+        with self._sync_lock, self._lock:  # no sync() is between choosing a handle and fsyncing it
+            retired, self._retired = self._retired, []
+            for handle, _ in retired:
+                handle.close()
+        for _, path in retired:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -379,9 +408,9 @@ class ChainedAuditSink(AuditSink):
             self._thread.join(timeout=5)
         with contextlib.suppress(AuditUnavailable):
             self.flush()
-        for handle in (self._events_wal, self._links_wal):
-            if handle is not None:
-                handle.close()
+        for handle in [self._events_wal, self._links_wal] + [h for h, _ in self._retired]:
+            if handle is not None and not handle.closed:
+                handle.close()  # moved-aside files stay on disk for the next process's replay
         self._events_wal = self._links_wal = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -516,6 +545,7 @@ class ChainedAuditSink(AuditSink):
                 except ValueError:
                     continue
                 if isinstance(record, dict) and record.get("event_id") not in linked:
+                    linked.add(record.get("event_id"))  # a crash during an earlier replay left copies
                     encoded = canonical(record)
                     self._pending.append((record, encoded, hashlib.sha256(encoded).hexdigest()))
         pending_writers = {link.writer for link in self._unwritten}
