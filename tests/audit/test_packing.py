@@ -237,3 +237,25 @@ def test_links_in_the_earlier_json_format_still_read_and_verify(runtime, tenant_
     from openkcm.domain.audit import read_events
 
     assert {f"obj-{n}" for n in range(4)} <= {e["object_id"] for e in read_events(tenant.tenant_id)}
+
+
+def test_replay_keeps_one_copy_of_an_event_found_twice(runtime, tenant_factory, tmp_path: Path):
+    """A crash during an earlier replay can leave an event both in the rewritten events.wal and in a
+    moved-aside file that was not deleted yet: it is stored once."""
+    tenant = tenant_factory()
+    wal = tmp_path / "wal"
+    first = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)
+    e = event(tenant.tenant_id, 1)
+    first.record(e)
+    slot = first.wal_dir
+    line = (slot / "events.wal").read_bytes()
+    (slot / "events-retired-000000000001.wal").write_bytes(line)  # the same event, twice on disk
+    os.close(first._lock_fd)
+    first._lock_fd = None
+    first._stop.set()
+
+    second = ChainedAuditSink(wal_dir=wal, flush_interval=3600, authenticator=runtime.root)
+    assert second.stats["replayed_events"] == 1
+    second.flush()
+    second.close()
+    assert [x["event_id"] for x in _stored(tenant.tenant_id, second.writer_id)] == [e.event_id]
