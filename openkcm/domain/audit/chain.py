@@ -143,9 +143,6 @@ class Link:
             self.__dict__["_events_bytes"] = cached
         return cached
 
-    def events_json(self) -> str:
-        return self.events_bytes().decode("utf-8")
-
     def packed(self) -> tuple[bytes, bytes]:
         """What the item stores: the compressed events and the raw digests (see ``AuditLinkModel``).
         Computed once per link (the writer sizes links by it before storing them)."""
