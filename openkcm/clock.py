@@ -17,6 +17,20 @@ class Clock:
     def timestamp(self) -> float:
         return time.time()
 
+    def iso_now(self) -> str:
+        """``now().isoformat(timespec="microseconds")``, the time of every audit record. The date part is
+        formatted once per second: building a datetime and formatting it cost ~1.2 us of every KMIP
+        request, this ~0.3 us. Subclasses that override :meth:`now` must override this too."""
+        now = time.time()
+        second = int(now)
+        cached = self._iso_second
+        if cached[0] != second:
+            cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+            self._iso_second = cached  # one tuple: a racing thread sees an old or a new pair, never a mix
+        return f"{cached[1]}.{int((now - second) * 1_000_000):06d}+00:00"
+
+    _iso_second: tuple[int, str] = (-1, "")
+
 
 class ManualClock(Clock):
     """A clock that only moves when told to (used by tests and by replay tools)."""
@@ -31,6 +45,9 @@ class ManualClock(Clock):
 
     def timestamp(self) -> float:
         return self.now().timestamp()
+
+    def iso_now(self) -> str:
+        return self.now().isoformat(timespec="microseconds")
 
     def advance(self, seconds: float) -> None:
         with self._lock:

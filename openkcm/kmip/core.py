@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from openkcm.domain.audit import AuditEvent, NullAuditSink
+from openkcm.domain.audit import AuditEvent, EventTemplate, NullAuditSink
 from openkcm.domain.hierarchy import derive_l4
 from openkcm.domain.objects import ManagedObject, ObjectStore
 from openkcm.domain.pki import ClientIdentity
@@ -138,6 +138,9 @@ class KmipCore:
         self.services = KmipServices(runtime, self.config, store)
         self.metrics = Metrics()
         self._cert_cache: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        # One audit template per (tenant, certificate subject, service, client address): a connection's
+        # events share those fields, validated and encoded once (see EventTemplate).
+        self._templates: dict[tuple[str, str, str, str], EventTemplate] = {}
         self._cert_lock = threading.Lock()
         self._poll = runtime.settings.epoch_poll_seconds
         # request ids: unique per process start + a counter (no random syscall per request)
@@ -200,6 +203,23 @@ class KmipCore:
         details: dict[str, str] | None = None,
     ) -> None:
         actor, role = (identity.subject[:256], identity.service_id) if identity else ("", "")
+        if not details:
+            try:
+                template = self._template(tenant_id, actor, role, client_address)
+                self.services.audit.record_from(
+                    template,
+                    operation,
+                    result=result,
+                    kind=kind,
+                    object_id=object_id,
+                    reason=reason[:200],
+                    l2_version=l2_version,
+                    request_id=request_id,
+                    sync=False,
+                )
+                return
+            except InvalidRequest:
+                pass  # a field the schema refuses: the path below keeps the event without it
         try:
             event = AuditEvent(
                 tenant_id=tenant_id,
@@ -233,6 +253,22 @@ class KmipCore:
                 details=details or {},
             )
         self.services.audit.record(event, sync=False)
+
+    def _template(self, tenant_id: str, actor: str, role: str, client_address: str) -> EventTemplate:
+        key = (tenant_id, actor, role, client_address)
+        template = self._templates.get(key)
+        if template is None:
+            template = EventTemplate(
+                tenant_id=tenant_id,
+                source="kmip",
+                actor=actor,
+                actor_role=role,
+                client_address=client_address,
+            )
+            if len(self._templates) > 10_000:  # client addresses churn: a bound, not an LRU
+                self._templates.clear()
+            self._templates[key] = template
+        return template
 
     # ---- the core ------------------------------------------------------------------------------
     def handle(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes:

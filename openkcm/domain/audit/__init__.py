@@ -80,7 +80,15 @@ from openkcm.domain.audit.checkpoints import (
     LocalCheckpointSigner,
     make_checkpoint,
 )
-from openkcm.domain.audit.events import KINDS, RESULTS, SCHEMA_VERSION, AuditEvent, canonical, event_digest
+from openkcm.domain.audit.events import (
+    KINDS,
+    RESULTS,
+    SCHEMA_VERSION,
+    AuditEvent,
+    EventTemplate,
+    canonical,
+    event_digest,
+)
 from openkcm.domain.audit.sink import MAX_PENDING, AuditSink, ChainedAuditSink, NullAuditSink
 from openkcm.domain.audit.verify import verify_tenant_chain
 
@@ -97,6 +105,7 @@ __all__ = [
     "ChainedAuditSink",
     "Checkpoint",
     "CheckpointSigner",
+    "EventTemplate",
     "KmsCheckpointSigner",
     "Link",
     "LocalArchiveStore",

@@ -26,7 +26,7 @@ from openkcm.domain.audit.chain import (
     store_writer_key,
     writer_key_context,
 )
-from openkcm.domain.audit.events import AuditEvent, canonical, encode_record
+from openkcm.domain.audit.events import AuditEvent, EventTemplate, canonical, encode_record, new_event_id
 from openkcm.domain.wrapping import WrappingKey
 from openkcm.errors import AuditUnavailable
 from openkcm.files import write_private
@@ -42,9 +42,18 @@ MAX_PENDING = 20_000  # the bound can only be made stricter (smaller), never loo
 # A link packs at most this many bytes of events (before compression) and its stored item (compressed
 # events + 32-byte digests) at most MAX_ITEM_BYTES: DynamoDB's item limit is 400 KB. Big links are what
 # make the trail cheap: a KMIP event compresses to ~20 bytes, and each item write has a fixed cost.
-MAX_LINK_BYTES = 1 << 20
+MAX_LINK_BYTES = 3 << 20  # a full link of 4,000 KMIP events (~540 bytes each) fits
 MAX_ITEM_BYTES = 300_000
-Pending = tuple[dict[str, Any], bytes, str]  # (record, canonical encoding, its SHA-256 hex)
+UsageKey = tuple[str, str, str, str]  # (tenant, day, operation, service) of a successful operation
+# What the flusher needs of an event, without the record dict: (tenant, canonical encoding, its SHA-256
+# hex, time, kind, usage key or None).
+Pending = tuple[str, bytes, str, str, str, UsageKey | None]
+
+
+def pending_entry(record: dict[str, Any], line: bytes, digest: str) -> Pending:
+    used = record["kind"] == "operation" and record["result"] == "success"
+    usage = (record["tenant_id"], record["time"][:10], record["operation"], record.get("actor_role") or "-")
+    return (record["tenant_id"], line, digest, record["time"], record["kind"], usage if used else None)
 
 
 class AuditSink(ABC):
@@ -55,6 +64,31 @@ class AuditSink(ABC):
     @abstractmethod
     def record(self, event: AuditEvent, *, sync: bool = True) -> None:
         """Keep the event. With ``sync=False`` the caller promises a :meth:`sync` before it answers."""
+
+    def record_from(
+        self,
+        template: EventTemplate,
+        operation: str,
+        *,
+        result: str = "success",
+        kind: str = "operation",
+        object_id: str = "",
+        reason: str = "",
+        l2_version: int = 0,
+        request_id: str = "",
+        sync: bool = True,
+    ) -> None:
+        """:meth:`record` of ``template.event(...)``; sinks may keep it without building the event."""
+        event = template.event(
+            operation,
+            result=result,
+            kind=kind,
+            object_id=object_id,
+            reason=reason,
+            l2_version=l2_version,
+            request_id=request_id,
+        )
+        self.record(event, sync=sync)
 
     def sync(self) -> None:
         """Make every event recorded so far durable (group commit)."""
@@ -76,6 +110,9 @@ class NullAuditSink(AuditSink):
         return None
 
     def record(self, event: AuditEvent, *, sync: bool = True) -> None:
+        return None
+
+    def record_from(self, template: EventTemplate, operation: str, **fields: Any) -> None:
         return None
 
 
@@ -137,14 +174,16 @@ class ChainedAuditSink(AuditSink):
         self._flush_lock = threading.Lock()  # one flusher at a time
         self._pending: list[Pending] = []
         self._unwritten: list[Link] = []
-        self._unwritten_events = 0
-        self._linking = 0  # events the flusher took from pending and is turning into links
+        self._backlog = 0  # events recorded and not yet stored (pending, being linked, or unwritten links)
         self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (last seq, last hash)
         self._last_error: str | None = None
         self._events_wal: Any = None
         self._links_wal: Any = None
         self._lock_fd: int | None = None
-        self._dirty = False
+        self._dirty = False  # records added since the last sync()
+        # Lines not yet handed to the OS: one write per sync() (a KMIP listener syncs once per loop pass)
+        # instead of a buffered-file write per record.
+        self._unsent: list[bytes] = []
         self._sync_lock = threading.Lock()
         self._wal_fsync = True
         self._written_gen = self._synced_gen = 0
@@ -159,7 +198,7 @@ class ChainedAuditSink(AuditSink):
             self._replay()
             if self._pending:
                 self._flushed_at = float("-inf")  # a dead writer's records go to the store at once
-            self._events_wal = open(self._events_path, "ab")  # noqa: SIM115
+            self._events_wal = open(self._events_path, "ab", buffering=0)  # noqa: SIM115
             self._links_wal = open(self._links_path, "ab")  # noqa: SIM115
             self._thread = threading.Thread(
                 target=self._run, args=(flush_interval,), daemon=True, name="audit"
@@ -168,11 +207,10 @@ class ChainedAuditSink(AuditSink):
 
     # ---- writing -------------------------------------------------------------------------------
     def backlog(self) -> int:
-        with self._lock:
-            return len(self._pending) + self._linking + self._unwritten_events
+        return self._backlog  # one int, updated under the lock: reading it needs none
 
     def ensure_writable(self) -> None:
-        backlog = self.backlog()
+        backlog = self._backlog
         if backlog >= self._max_pending:
             raise AuditUnavailable(f"audit store unreachable ({self._last_error or 'backlog full'})")
         if self._events_wal is not None:
@@ -200,19 +238,73 @@ class ChainedAuditSink(AuditSink):
         if record["l2_version"] and not record["l1_ref"]:
             record["l1_ref"] = self._l1_ref(record["tenant_id"], record["l2_version"])
         if not record["time"]:
-            record["time"] = self._clock.now().isoformat(timespec="microseconds")
+            record["time"] = self._clock.iso_now()
         # Encoded once: the same bytes are the WAL line, the digest's input and the link item's content.
         line = encode_record(record)
-        digest = hashlib.sha256(line).hexdigest()
+        entry = pending_entry(record, line, hashlib.sha256(line).hexdigest())
         with self._lock:
             if self._events_wal is not None:
-                self._events_wal.write(line + b"\n")
+                self._unsent.append(line)
                 self._dirty = True
-            self._pending.append((record, line, digest))
+            self._pending.append(entry)
+            self._backlog += 1
             if event.kind == "security":
                 self._security.append(event)
         if self._events_wal is None:
             self.flush()  # no WAL: durable means written to the store before we return
+        elif sync:
+            self.sync()
+
+    def record_from(
+        self,
+        template: EventTemplate,
+        operation: str,
+        *,
+        result: str = "success",
+        kind: str = "operation",
+        object_id: str = "",
+        reason: str = "",
+        l2_version: int = 0,
+        request_id: str = "",
+        sync: bool = True,
+    ) -> None:
+        """The KMIP hot path: the same record as :meth:`record` of ``template.event(...)`` (same rules,
+        same bytes), without building the event object, its dict, or a second backlog check. Security
+        events and sinks without a WAL take the ordinary path (they need the object, or a store write)."""
+        if kind == "security" or self._events_wal is None:
+            super().record_from(
+                template,
+                operation,
+                result=result,
+                kind=kind,
+                object_id=object_id,
+                reason=reason,
+                l2_version=l2_version,
+                request_id=request_id,
+                sync=sync,
+            )
+            return
+        template.check(operation, result, kind, object_id, reason, l2_version, request_id)
+        tenant_id = template.tenant_id
+        l1_ref = self._l1_ref(tenant_id, l2_version) if l2_version else ""
+        when = self._clock.iso_now()
+        line = template.encode(
+            new_event_id(), when, operation, result, kind, object_id, reason, l1_ref, l2_version, request_id
+        )
+        used = result == "success" and kind == "operation"
+        usage = (tenant_id, when[:10], operation, template.actor_role or "-") if used else None
+        entry = (tenant_id, line, hashlib.sha256(line).hexdigest(), when, kind, usage)
+        with self._lock:
+            if self._backlog >= self._max_pending:
+                raise AuditUnavailable(f"audit store unreachable ({self._last_error or 'backlog full'})")
+            wal = self._events_wal
+            if wal is not None:  # None once closed: then the record goes to the store below
+                self._unsent.append(line)
+                self._dirty = True
+            self._pending.append(entry)
+            self._backlog += 1
+        if wal is None:
+            self.flush()
         elif sync:
             self.sync()
 
@@ -225,7 +317,7 @@ class ChainedAuditSink(AuditSink):
             if handle is None or not self._dirty:
                 mine = self._written_gen
             else:
-                handle.flush()
+                self._send(handle)
                 self._dirty = False
                 self._written_gen += 1
                 mine = self._written_gen
@@ -243,6 +335,15 @@ class ChainedAuditSink(AuditSink):
                 if each is not None and not each.closed:
                     os.fsync(each.fileno())
             self._synced_gen = target
+
+    def _send(self, handle: Any) -> None:
+        """Under ``_lock``: hand the unsent lines to the OS in one write."""
+        if not self._unsent:
+            return
+        data = memoryview(b"\n".join(self._unsent) + b"\n")
+        self._unsent.clear()  # a failed write leaves them pending in memory; replay skips a torn line
+        while data:
+            data = data[handle.write(data) :]
 
     def set_security_listener(self, listener: SecurityListener | None) -> None:
         self._on_security = listener
@@ -288,7 +389,6 @@ class ChainedAuditSink(AuditSink):
             self._flushed_at = time.monotonic()
             with self._lock:
                 pending, self._pending = self._pending, []
-                self._linking = len(pending)
                 if pending and self._links_wal is not None:
                     self._retire_events_wal()  # new events go to a fresh file while these are linked
             heads = dict(self._heads)
@@ -304,14 +404,11 @@ class ChainedAuditSink(AuditSink):
                 self._heads = heads
                 with self._lock:
                     self._pending[:0] = pending
-                    self._linking = 0
                 raise
             if links and self._links_wal is not None:
                 self._drop_retired()  # every event they held now lives in links.wal
             with self._lock:
                 self._unwritten.extend(links)
-                self._unwritten_events += sum(len(link.events) for link in links)
-                self._linking = 0
                 todo = list(self._unwritten)
             written: list[Link] = []
             try:
@@ -321,7 +418,7 @@ class ChainedAuditSink(AuditSink):
                         written.append(link)
                     with self._lock:
                         done = self._unwritten.pop(0)
-                        self._unwritten_events -= len(done.events)
+                        self._backlog -= done.count
             except Exception as exc:  # the store is down: keep the rest, fail closed past the bound
                 self._last_error = type(exc).__name__
                 self._after_store(written)
@@ -342,7 +439,7 @@ class ChainedAuditSink(AuditSink):
         size = os.fstat(handle.fileno()).st_size
         try:
             for link in links:
-                handle.write(link.to_json_bytes() + b"\n")
+                handle.write(link.to_wal_bytes() + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         except BaseException:
@@ -357,14 +454,14 @@ class ChainedAuditSink(AuditSink):
         """Under ``_lock``: move the events file aside (a rename, no I/O wait) and start a fresh one. The
         old handle stays open until links.wal holds its events (a concurrent :meth:`sync` may still
         fsync it); replay reads retired files too."""
-        self._events_wal.flush()
+        self._send(self._events_wal)
         if self._dirty:  # in the OS, not yet on disk: a sync() from now on must fsync the moved file
             self._written_gen += 1
         self._retire_counter += 1
         retired = self.wal_dir / f"events-retired-{self._retire_counter:012d}.wal"
         os.replace(self._events_path, retired)
         self._retired.append((self._events_wal, retired))
-        self._events_wal = open(self._events_path, "ab")  # noqa: SIM115
+        self._events_wal = open(self._events_path, "ab", buffering=0)  # noqa: SIM115
         self._dirty = False
 
     def _drop_retired(self) -> None:
@@ -387,7 +484,7 @@ class ChainedAuditSink(AuditSink):
 
     def _after_store(self, written: list[Link]) -> None:
         self.stats["stored_links"] += len(written)
-        self.stats["stored_events"] += sum(len(link.events) for link in written)
+        self.stats["stored_events"] += sum(link.count for link in written)
         for link in written:
             self._touched.add(link.tenant_id)
         try:
@@ -408,6 +505,9 @@ class ChainedAuditSink(AuditSink):
             self._thread.join(timeout=5)
         with contextlib.suppress(AuditUnavailable):
             self.flush()
+        with self._lock, contextlib.suppress(OSError):
+            if self._events_wal is not None:
+                self._send(self._events_wal)
         for handle in [self._events_wal, self._links_wal] + [h for h, _ in self._retired]:
             if handle is not None and not handle.closed:
                 handle.close()  # moved-aside files stay on disk for the next process's replay
@@ -468,7 +568,7 @@ class ChainedAuditSink(AuditSink):
             self._ensure_writer_key()
         by_tenant: dict[str, list[Pending]] = {}
         for entry in pending:
-            by_tenant.setdefault(entry[0]["tenant_id"], []).append(entry)
+            by_tenant.setdefault(entry[0], []).append(entry)
         links = []
         for tenant_id, entries in by_tenant.items():
             chunks = _chunks(entries, self._batch, MAX_LINK_BYTES)
@@ -480,9 +580,15 @@ class ChainedAuditSink(AuditSink):
                     self.writer_id,
                     seq + 1,
                     prev,
-                    [entry[0] for entry in chunk],
+                    None,
                     lines=[entry[1] for entry in chunk],
                     digests=[entry[2] for entry in chunk],
+                )
+                link.describe(
+                    chunk[0][3],
+                    chunk[-1][3],
+                    sorted({entry[4] for entry in chunk}),
+                    [(entry[5], entry[3]) for entry in chunk if entry[5] is not None],
                 )
                 if len(chunk) > 1 and link.item_size() > MAX_ITEM_BYTES:  # events that barely compress
                     half = len(chunk) // 2
@@ -531,12 +637,11 @@ class ChainedAuditSink(AuditSink):
         if self._links_path.exists():
             for line in self._links_path.read_bytes().splitlines():
                 try:
-                    link = Link.from_json(line.decode("utf-8"))
-                except (ValueError, TypeError):
+                    link = Link.from_wal(line)
+                except (ValueError, TypeError, KeyError):
                     continue  # a torn last line was never acknowledged
-                linked.update(e["event_id"] for e in link.events)
+                linked.update(e["event_id"] for e in link.events or [])
                 self._unwritten.append(link)
-                self._unwritten_events += len(link.events)
         event_files = sorted(self.wal_dir.glob("events-retired-*.wal")) + [self._events_path]
         for path in (p for p in event_files if p.exists()):
             for line in path.read_bytes().splitlines():
@@ -547,13 +652,14 @@ class ChainedAuditSink(AuditSink):
                 if isinstance(record, dict) and record.get("event_id") not in linked:
                     linked.add(record.get("event_id"))  # a crash during an earlier replay left copies
                     encoded = canonical(record)
-                    self._pending.append((record, encoded, hashlib.sha256(encoded).hexdigest()))
+                    self._pending.append(pending_entry(record, encoded, hashlib.sha256(encoded).hexdigest()))
         pending_writers = {link.writer for link in self._unwritten}
         self._writer_keys = {w: k for w, k in self._writer_keys.items() if w in pending_writers}
         self._save_writers()
         self.stats["replayed_links"] = len(self._unwritten)
-        self.stats["replayed_events"] = len(self._pending) + sum(len(link.events) for link in self._unwritten)
-        _rewrite(self._links_path, [link.to_json() for link in self._unwritten])
+        self.stats["replayed_events"] = len(self._pending) + sum(link.count for link in self._unwritten)
+        self._backlog = self.stats["replayed_events"]
+        _rewrite(self._links_path, [link.to_wal_bytes().decode() for link in self._unwritten])
         _rewrite(self._events_path, [entry[1].decode("utf-8") for entry in self._pending])
         for path in event_files[:-1]:  # their events are in the rewritten events.wal or links.wal
             path.unlink(missing_ok=True)
@@ -585,6 +691,8 @@ class ChainedAuditSink(AuditSink):
 def _chunks(entries: list[Pending], most: int, max_bytes: int) -> list[list[Pending]]:
     """Cut one tenant's pending events into links of at most ``most`` events and ``max_bytes`` bytes
     (events plus their hex digests; a single event is never split)."""
+    if len(entries) <= most and sum([len(entry[1]) for entry in entries]) + 70 * len(entries) <= max_bytes:
+        return [entries]  # the usual case: one link
     chunks: list[list[Pending]] = []
     current: list[Pending] = []
     size = 0
@@ -610,10 +718,9 @@ def _count_usage(links: list[Link]) -> None:
     # Comprehensions and Counter rather than one Python loop with tuple updates: this ran once per event
     # in the flusher (~1.3 us each in the KMIP benchmark). Events are in record order, so the last time
     # seen for a key is its latest.
-    used = [e for link in links for e in link.events if e["kind"] == "operation" and e["result"] == "success"]
-    keys = [(e["tenant_id"], e["time"][:10], e["operation"], e.get("actor_role") or "-") for e in used]
-    counts = Counter(keys)
-    last_seen = {key: e["time"] for key, e in zip(keys, used, strict=True)}
+    used = [pair for link in links for pair in link.usage()]
+    counts = Counter([key for key, _ in used])
+    last_seen = dict(used)
     for key, count in counts.items():
         tenant_id, day, operation, service = key
         UsageModel(tenant_id, f"U#{day}#{operation}#{service}").update(
