@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from openkcm.domain.audit import ChainedAuditSink, EventTemplate, NullAuditSink, usage_counts
 from openkcm.domain.audit.chain import Link, link_hash
 from openkcm.domain.audit.events import canonical, encode_record
+from openkcm.domain.audit.sink import _chunks
 from openkcm.errors import AuditUnavailable, InvalidRequest
 from openkcm.ops import audit
 from tests.audit.helpers import events_of, items
@@ -209,3 +210,41 @@ def test_links_wal_lines_round_trip_and_old_lines_still_read():
     for torn in [line[:-10], b'{"seq": 1}', b"[1]", line.replace(b'"events_z":"', b'"events_z":"!!')]:
         with pytest.raises((ValueError, TypeError, KeyError)):
             Link.from_wal(torn)
+
+
+def _chunks_reference(entries, most, max_bytes):
+    chunks, current, size = [], [], 0
+    for entry in entries:
+        cost = len(entry[1]) + 70
+        if current and (len(current) >= most or size + cost > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=300), max_size=40),
+    most=st.integers(min_value=1, max_value=12),
+    max_bytes=st.integers(min_value=1, max_value=2000),
+)
+def test_links_are_cut_by_count_and_bytes(sizes, most, max_bytes):
+    entries = [("t", b"x" * size) for size in sizes]
+    assert _chunks(entries, most, max_bytes) == _chunks_reference(entries, most, max_bytes)
+
+
+def test_system_clock_iso_time_is_datetime_isoformat():
+    from datetime import UTC, datetime
+
+    from openkcm.clock import SYSTEM_CLOCK
+
+    before = datetime.now(UTC)
+    text = SYSTEM_CLOCK.iso_now()
+    after = datetime.now(UTC)
+    parsed = datetime.fromisoformat(text)
+    assert before <= parsed <= after
+    assert text == parsed.isoformat(timespec="microseconds")

@@ -285,12 +285,13 @@ class EventTemplate:
         l2_version: int,
         request_id: str,
     ) -> bytes:
-        """:func:`encode_record` of the event; the varying fields must have passed :meth:`check`
-        (``event_id`` and ``time`` come from :func:`new_event_id` and the clock)."""
+        """:func:`encode_record` of the event; the varying fields must have passed :meth:`check` (so
+        ``kind`` and ``result`` are schema words that need no escaping; ``event_id`` and ``time`` come from
+        :func:`new_event_id` and the clock)."""
         return (
-            f'{self._head}"{event_id}","kind":{encode_basestring(kind)},"l1_ref":{encode_basestring(l1_ref)},'
+            f'{self._head}"{event_id}","kind":"{kind}","l1_ref":{encode_basestring(l1_ref)},'
             f'"l2_version":{l2_version},"object_id":{encode_basestring(object_id)},'
             f'"operation":{encode_basestring(operation)},"reason":{encode_basestring(reason)},'
-            f'"request_id":{encode_basestring(request_id)},"result":{encode_basestring(result)}'
+            f'"request_id":{encode_basestring(request_id)},"result":"{result}"'
             f'{self._middle}"{time}","v":{SCHEMA_VERSION}}}'
         ).encode()
