@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -248,3 +249,24 @@ def test_system_clock_iso_time_is_datetime_isoformat():
     parsed = datetime.fromisoformat(text)
     assert before <= parsed <= after
     assert text == parsed.isoformat(timespec="microseconds")
+
+
+def test_replay_skips_a_damaged_record_and_keeps_the_others(tmp_path: Path, aws_endpoint):
+    first = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600)
+    template = EventTemplate(tenant_id="t-replay", source="kmip")
+    first.record_from(template, "Get", request_id="kept", sync=True)
+    slot = first.wal_dir
+    first._events_wal.close()  # a crash: no flush, the WAL stays on disk
+    first._events_wal = None
+    os.close(first._lock_fd)
+    first._lock_fd = None
+    with open(slot / "events.wal", "ab") as handle:
+        handle.write(b'{"event_id":"damaged","v":1}\n')  # parses, but is no record
+    second = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600)
+    try:
+        assert second.wal_dir == slot
+        assert [json.loads(entry[1])["request_id"] for entry in second._pending] == ["kept"]
+        assert second.backlog() == 1
+    finally:
+        second._pending.clear()
+        second.close()

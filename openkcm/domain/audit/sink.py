@@ -662,9 +662,13 @@ class ChainedAuditSink(AuditSink):
                 except ValueError:
                     continue
                 if isinstance(record, dict) and record.get("event_id") not in linked:
-                    linked.add(record.get("event_id"))  # a crash during an earlier replay left copies
                     encoded = canonical(record)
-                    self._pending.append(pending_entry(record, encoded, hashlib.sha256(encoded).digest()))
+                    try:
+                        entry = pending_entry(record, encoded, hashlib.sha256(encoded).digest())
+                    except (KeyError, TypeError):
+                        continue  # not a record this sink wrote (damaged on disk): it cannot be chained
+                    linked.add(record.get("event_id"))  # a crash during an earlier replay left copies
+                    self._pending.append(entry)
         pending_writers = {link.writer for link in self._unwritten}
         self._writer_keys = {w: k for w, k in self._writer_keys.items() if w in pending_writers}
         self._save_writers()
