@@ -49,6 +49,9 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     for op in ("get", "encrypt"):  # the stricter audit setting, fsync before each answer
         assert runs[(f"{ours} (audit fsync)", op)]["count"] > 0
     assert "Goal (issue 9)" in out and "Goal (issue 11)" in out
+    for sink in ("audit", "null"):  # one A/B round in the quick run; the goal is also judged on its median
+        assert runs[(f"{ours} (A/B 1 {sink})", "get")]["count"] > 0
+    assert "A/B median" in out
     assert runs[("echo (generator ceiling)", "echo")]["count"] > 0
     resumed = [row for row in load["connections"] if row["server"] == ours and row["resume"]]
     assert resumed and resumed[0]["errors"] == 0 and resumed[0]["connections"] > 0
