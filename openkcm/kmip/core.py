@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from openkcm.domain.audit import AuditEvent, EventTemplate, NullAuditSink
+from openkcm.domain.audit import EventTemplate, NullAuditSink, acceptable_text
 from openkcm.domain.hierarchy import derive_l4
 from openkcm.domain.objects import ManagedObject, ObjectStore
 from openkcm.domain.pki import ClientIdentity
@@ -203,56 +203,43 @@ class KmipCore:
         details: dict[str, str] | None = None,
     ) -> None:
         actor, role = (identity.subject[:256], identity.service_id) if identity else ("", "")
-        if not details:
-            try:
-                template = self._template(tenant_id, actor, role, client_address)
-                self.services.audit.record_from(
-                    template,
-                    operation,
-                    result=result,
-                    kind=kind,
-                    object_id=object_id,
-                    reason=reason[:200],
-                    l2_version=l2_version,
-                    request_id=request_id,
-                    sync=False,
-                )
-                return
-            except InvalidRequest:
-                pass  # a field the schema refuses: the path below keeps the event without it
+        if details:  # refusals name the claimed tenant and serial: rare, not worth a cached template
+            template = EventTemplate(
+                tenant_id=tenant_id,
+                source="kmip",
+                actor=actor,
+                actor_role=role,
+                client_address=client_address,
+                details=details,
+            )
+        else:
+            template = self._template(tenant_id, actor, role, client_address)
+        record, reason = self.services.audit.record_from, reason[:200]
         try:
-            event = AuditEvent(
-                tenant_id=tenant_id,
-                source="kmip",
-                operation=operation,
+            record(
+                template,
+                operation,
                 result=result,
                 kind=kind,
-                actor=actor,
-                actor_role=role,
                 object_id=object_id,
-                reason=reason[:200],
+                reason=reason,
                 l2_version=l2_version,
                 request_id=request_id,
-                client_address=client_address,
-                details=details or {},
+                sync=False,
             )
-        except InvalidRequest:  # a client-chosen identifier the schema refuses: keep the event, not the id
-            event = AuditEvent(
-                tenant_id=tenant_id,
-                source="kmip",
-                operation=operation,
+        except InvalidRequest:  # client-chosen text the schema refuses (an id, an echoed value): keep the
+            # event without it rather than lose it or fail the request
+            record(
+                template,
+                operation,
                 result=result,
                 kind=kind,
-                actor=actor,
-                actor_role=role,
-                object_id="<unprintable>",
-                reason=reason[:200],
+                object_id=object_id if acceptable_text(object_id) else "<unprintable>",
+                reason=reason if acceptable_text(reason) else "<unprintable>",
                 l2_version=l2_version,
                 request_id=request_id,
-                client_address=client_address,
-                details=details or {},
+                sync=False,
             )
-        self.services.audit.record(event, sync=False)
 
     def _template(self, tenant_id: str, actor: str, role: str, client_address: str) -> EventTemplate:
         key = (tenant_id, actor, role, client_address)

@@ -94,6 +94,7 @@ from openkcm.domain.audit.events import (
     SCHEMA_VERSION,
     AuditEvent,
     EventTemplate,
+    acceptable_text,
     canonical,
     event_digest,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "LocalCheckpointSigner",
     "NullAuditSink",
     "S3ArchiveStore",
+    "acceptable_text",
     "archive_tenant",
     "canonical",
     "event_digest",

@@ -117,6 +117,15 @@ def _check_text(name: str, value: object) -> None:
         raise InvalidRequest(f"audit field {name!r} looks like key material or a secret; refused")
 
 
+def acceptable_text(value: object) -> bool:
+    """Whether an event may hold ``value`` in a text field (the rules of :func:`_check_text`)."""
+    try:
+        _check_text("value", value)
+    except InvalidRequest:
+        return False
+    return True
+
+
 def _looks_encoded(run: str) -> bool:
     """Hex, or base64 with upper case, lower case and digits mixed (a path or a name rarely is)."""
     if _HEX.match(run):
