@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openkcm.domain.audit import ChainedAuditSink, EventTemplate, NullAuditSink, usage_counts
+from openkcm.domain.audit import ChainedAuditSink, EventTemplate, usage_counts
 from openkcm.domain.audit.chain import Link, link_hash
 from openkcm.domain.audit.events import canonical, encode_record
 from openkcm.domain.audit.sink import _chunks
@@ -168,10 +168,6 @@ def test_security_events_from_a_template_reach_the_listener(tmp_path: Path, aws_
         sink._pending.clear()
         sink._security.clear()
         sink.close()
-
-
-def test_null_sink_keeps_nothing_from_templates():
-    NullAuditSink().record_from(EventTemplate(tenant_id="t", source="kmip"), "Get", request_id="1")
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
