@@ -153,11 +153,11 @@ def audit(
 
 
 # ---- pagination -------------------------------------------------------------------------------------
-def _encode_cursor(after: str) -> str:
+def encode_cursor(after: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(token: str) -> str:
+def decode_cursor(token: str) -> str:
     try:
         padded = token + "=" * (-len(token) % 4)
         after = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))["after"]
@@ -172,13 +172,13 @@ def paginate(
     items: Iterable[T], key: Callable[[T], str], limit: int, next_token: str | None, *, newest_first: bool = False
 ) -> tuple[list[T], str | None]:
     """Sort by ``key`` and return the page after the cursor plus the cursor of the next page (or None)."""
-    after = _decode_cursor(next_token) if next_token else None
+    after = decode_cursor(next_token) if next_token else None
     ordered: Sequence[T] = sorted(items, key=key, reverse=newest_first)
     if after is not None:
         ordered = [item for item in ordered if (key(item) < after if newest_first else key(item) > after)]
     page = list(ordered[:limit])
     more = len(ordered) > limit
-    return page, (_encode_cursor(key(page[-1])) if more and page else None)
+    return page, (encode_cursor(key(page[-1])) if more and page else None)
 
 
 def page_body(items: list[dict[str, Any]], next_token: str | None) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from openkcm.domain.audit import (
     S3ArchiveStore,
     archive_tenant,
     make_checkpoint,
-    page_events,
     read_events,
+    read_page,
     summarize_usage,
     usage_counts,
     verify_tenant_chain,
@@ -245,8 +245,8 @@ def query_events(
     if end <= start:
         raise InvalidRequest("until must be after since")
     runtime.audit.flush()
-    events = read_events(tenant_id, since=start, until=end, kinds=set(kinds) if kinds else None)
-    return page_events(events, limit, next_token)
+    kinds_wanted = set(kinds) if kinds else None
+    return read_page(tenant_id, since=start, until=end, kinds=kinds_wanted, limit=limit, next_token=next_token)
 
 
 def usage(runtime: Runtime, tenant_id: str, days: int = 30) -> dict[str, Any]:

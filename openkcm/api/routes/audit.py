@@ -4,7 +4,9 @@ JSON lines; chain verification and the compliance report where the audit feature
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -12,10 +14,10 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from openkcm.api import auth
-from openkcm.api.context import page_body, paginate, runtime, tenant_in_scope
+from openkcm.api.context import decode_cursor, encode_cursor, page_body, runtime, tenant_in_scope
 from openkcm.api.errors import json_response, optional_ops
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken
-from openkcm.domain.audit import KINDS, read_events
+from openkcm.domain.audit import KINDS, iter_events
 from openkcm.errors import InvalidRequest
 
 router = Router()
@@ -39,32 +41,42 @@ def _time(value: str | None, field: str, default: str) -> str:
     return parsed.isoformat(timespec="microseconds")
 
 
-def _events(tenant_id: str, since: str | None, until: str | None, kind: str | None) -> list[dict[str, Any]]:
+def _events(tenant_id: str, since: str | None, until: str | None, kind: str | None,
+            after: tuple[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Matching events, oldest first, read lazily (a page reads the links around it, not the whole trail)."""
     if kind is not None and kind not in KINDS:
         raise InvalidRequest(f"kind must be one of {sorted(KINDS)}", field="kind")
     start, end = _time(since, "since", ""), _time(until, "until", "~")
     if start and end != "~" and start >= end:
         raise InvalidRequest("since must be before until", field="since")
     runtime().audit.flush()  # a process with a write-ahead log (the local stack) stores its links first
-    events = read_events(tenant_id, since=start or EPOCH, until=end)
-    # filter each event by its own time as well (batches are indexed by their first event)
-    return [e for e in events if (not start or e["time"] >= start) and e["time"] < end and (not kind or e["kind"] == kind)]
+    return iter_events(tenant_id, since=start or EPOCH, until=end, kinds={kind} if kind else None, after=after)
+
+
+def _after(next_token: str | None) -> tuple[str, str] | None:
+    if not next_token:
+        return None
+    time, _, event_id = decode_cursor(next_token).partition("|")
+    if not event_id:
+        raise InvalidRequest("next_token is not a token this API issued", field="next_token")
+    return time, event_id
 
 
 @router.get("/<tenant_id>/audit")
 def query_audit(tenant_id: str, since: Since = None, until: Until = None, kind: Kind = None,
                 limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None) -> dict[str, Any]:
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
-    events = _events(tenant_id, since, until, kind)
-    page, token = paginate(events, lambda e: f"{e['time']}|{e['event_id']}", limit, next_token)
-    return page_body(page, token)
+    events = list(islice(_events(tenant_id, since, until, kind, _after(next_token)), limit + 1))
+    page = events[:limit]
+    more = len(events) > limit and page
+    return page_body(page, encode_cursor(f"{page[-1]['time']}|{page[-1]['event_id']}") if more else None)
 
 
 @router.get("/<tenant_id>/audit/export")
 def export_audit(tenant_id: str, since: Since = None, until: Until = None, kind: Kind = None) -> Response[str]:
     """Every matching event as JSON lines (``application/x-ndjson``), oldest first."""
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
-    events = _events(tenant_id, since, until, kind)
+    events = list(islice(_events(tenant_id, since, until, kind), MAX_EXPORT + 1))
     if len(events) > MAX_EXPORT:
         raise InvalidRequest(f"more than {MAX_EXPORT} events; narrow the time range", field="since")
     body = "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in events)

@@ -77,7 +77,13 @@ proves; a machine crash can lose at most one ``flush_interval``). The KMIP-level
 real sink vs NullAuditSink) belongs to the KMIP benchmark.
 """
 
-from openkcm.domain.audit.analytics import page_events, read_events, summarize_usage, usage_counts
+from openkcm.domain.audit.analytics import (
+    iter_events,
+    read_events,
+    read_page,
+    summarize_usage,
+    usage_counts,
+)
 from openkcm.domain.audit.archive import ArchiveStore, LocalArchiveStore, S3ArchiveStore, archive_tenant
 from openkcm.domain.audit.chain import GENESIS, Link, link_hash, new_writer_id
 from openkcm.domain.audit.checkpoints import (
@@ -125,11 +131,12 @@ __all__ = [
     "archive_tenant",
     "canonical",
     "event_digest",
+    "iter_events",
     "link_hash",
     "make_checkpoint",
     "new_writer_id",
-    "page_events",
     "read_events",
+    "read_page",
     "summarize_usage",
     "usage_counts",
     "verify_tenant_chain",

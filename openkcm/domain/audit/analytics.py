@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from openkcm.domain.audit.chain import item_events_and_digests
+from openkcm.domain.audit.chain import LINK_MAX_SPAN, item_events_and_digests
 from openkcm.errors import InvalidRequest
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
 
-# A link's events span at most one flush interval (links are cut at every flush attempt, even while the
-# store is down), so a link that started this long before ``since`` cannot hold a later event.
-LINK_SPAN_SLACK = timedelta(hours=1)
+# Links written before ``first_time``/``last_time`` became the earliest/latest event time used the first
+# and last event in record order: events timed on different threads (KMIP pool workers) can be out of order
+# by the few milliseconds between taking the time and taking the sink's lock. Links written since carry
+# the exact bounds. The merge holds this much of the trail in memory (~1,600 events at 16,000/s).
+ORDER_SLACK = timedelta(milliseconds=100)
 
 
 def _iso(value: datetime | str) -> str:
@@ -24,35 +29,90 @@ def _iso(value: datetime | str) -> str:
     return str(value)
 
 
+def _shifted(value: str, delta: timedelta, field: str) -> str:
+    try:
+        return (datetime.fromisoformat(value) + delta).isoformat(timespec="microseconds")
+    except ValueError:
+        raise InvalidRequest(f"{field} must be an ISO 8601 time", field=field) from None
+
+
+Cursor = tuple[str, str]  # (time, event id) of the last event a reader has seen
+
+
+def iter_events(
+    tenant_id: str,
+    *,
+    since: datetime | str = "",
+    until: datetime | str = "~",
+    kinds: set[str] | None = None,
+    after: Cursor | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Events of one tenant with ``since <= time < until`` (and after the cursor), oldest first, read lazily.
+
+    Why lazily: a busy KMIP tenant writes millions of events an hour, and a page of the audit log must not
+    read them all. Links come from the time index in ``first_time`` order, starting LINK_MAX_SPAN before
+    the page (no earlier link can reach into it), and their events are merged through a heap: an event is
+    final once it is earlier than the next link's first event, so memory holds the links around the page.
+    """
+    bind_audit_models()
+    lower, upper = _iso(since), _iso(until)
+    if after is not None and after[0] > lower:
+        lower = after[0]
+    latest = upper if upper == "~" else _shifted(upper, ORDER_SLACK, "until")
+    if lower:  # DynamoDB refuses an empty key value, hence two forms
+        earliest = _shifted(lower, -(LINK_MAX_SPAN + ORDER_SLACK), "since")
+        query = AuditLinkModel.time_index.query(
+            tenant_id,
+            AuditLinkModel.first_time.between(earliest, latest),
+            # links that end before the page are left on the server (they would only be skipped here)
+            filter_condition=AuditLinkModel.last_time >= _shifted(lower, -ORDER_SLACK, "since"),
+        )
+    else:
+        query = AuditLinkModel.time_index.query(tenant_id, AuditLinkModel.first_time <= latest)
+    heap: list[tuple[Cursor, int, dict[str, Any]]] = []
+    order = itertools.count()  # ties (the same event twice) never compare the dicts
+    for item in query:
+        try:  # a stored time that does not parse (a damaged item) only costs the slack, not the read
+            fence = (datetime.fromisoformat(item.first_time) - ORDER_SLACK).isoformat(timespec="microseconds")
+        except (TypeError, ValueError):
+            fence = ""
+        while heap and heap[0][0][0] < fence:
+            yield heapq.heappop(heap)[2]
+        for event in item_events_and_digests(item)[0]:
+            when = event.get("time")
+            if not isinstance(when, str) or not lower <= when < upper:
+                continue
+            if kinds and event.get("kind") not in kinds:
+                continue
+            key = (when, str(event.get("event_id", "")))
+            if after is None or key > after:
+                heapq.heappush(heap, (key, next(order), event))
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
 def read_events(
     tenant_id: str, *, since: datetime | str = "", until: datetime | str = "~", kinds: set[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Events of one tenant with ``since <= time < until``, oldest first."""
-    bind_audit_models()
-    lower, upper = _iso(since), _iso(until)
-    start = lower or "0"  # DynamoDB refuses an empty key value; "0" sorts before every ISO time
-    if lower:
-        try:
-            start = (datetime.fromisoformat(lower) - LINK_SPAN_SLACK).isoformat(timespec="microseconds")
-        except ValueError:
-            raise InvalidRequest("since must be an ISO 8601 time") from None
-    events: list[dict[str, Any]] = []
-    for item in AuditLinkModel.time_index.query(tenant_id, AuditLinkModel.first_time.between(start, upper)):
-        if item.last_time < lower:
-            continue
-        for event in item_events_and_digests(item)[0]:
-            if lower <= event["time"] < upper and (not kinds or event["kind"] in kinds):
-                events.append(event)
-    events.sort(key=lambda e: (e["time"], e["event_id"]))
+    """Every event of one tenant with ``since <= time < until``, oldest first (reports; bounded ranges)."""
+    events = list(iter_events(tenant_id, since=since, until=until, kinds=kinds))
+    events.sort(key=lambda e: (e["time"], e["event_id"]))  # exact even for links written before min/max
     return events
 
 
-def page_events(
-    events: list[dict[str, Any]], limit: int, next_token: str | None
+def read_page(
+    tenant_id: str,
+    *,
+    since: datetime | str,
+    until: datetime | str,
+    kinds: set[str] | None,
+    limit: int,
+    next_token: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Cursor paging over a time-ordered list: the token is the (time, event id) of the last one returned."""
+    """One page of :func:`iter_events`; the token is the (time, event id) of the last event returned."""
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be 1..1000", field="limit")
+    after = None
     if next_token:
         try:
             after = tuple(json.loads(base64.urlsafe_b64decode(next_token.encode())))
@@ -60,7 +120,11 @@ def page_events(
                 raise ValueError
         except ValueError:
             raise InvalidRequest("next_token is not valid", field="next_token") from None
-        events = [e for e in events if (e["time"], e["event_id"]) > after]
+    events = list(
+        itertools.islice(
+            iter_events(tenant_id, since=since, until=until, kinds=kinds, after=after), limit + 1
+        )
+    )
     page = events[:limit]
     token = None
     if len(events) > limit:

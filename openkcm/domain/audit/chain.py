@@ -15,6 +15,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from openkcm.domain.audit.events import canonical, event_digest
@@ -28,6 +29,12 @@ _TRANSIENT = frozenset(
 )  # Link attributes that are not part of the record
 _PACKED_FIELDS = frozenset({"events", "digests"})  # stored packed (``Link.packed``), not as JSON
 LINK_PREFIX = "W#"
+# A stored link's ``first_time``/``last_time`` are the earliest and latest time of its events, and a writer
+# never lets them lie further apart than this (it splits a backlog that does). Readers rely on it: a link
+# that starts more than LINK_MAX_SPAN before a point in time holds nothing after it, so a page of the
+# audit log reads the links around it instead of the tenant's whole trail. Flushes happen every
+# ``audit_flush_seconds`` (at most 60, default 1) s, so only a backlog left by a store or KMS outage is split.
+LINK_MAX_SPAN = timedelta(seconds=10)
 _SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
 
 
@@ -163,7 +170,8 @@ class Link:
         self, first_time: str, last_time: str, kinds: list[str], usage: list[tuple[Any, str]]
     ) -> None:
         """What :meth:`store` and the usage counters read from the events, given by a writer that knows
-        it without the event dicts: first/last time, sorted kinds, (usage key, time) per counted event."""
+        it without the event dicts: earliest/latest event time, sorted kinds, (usage key, time) per
+        counted event."""
         self.__dict__["_summary"] = (first_time, last_time, kinds, usage)
 
     def summary(self) -> tuple[str, str, list[str], list[tuple[Any, str]]]:
@@ -177,7 +185,8 @@ class Link:
             for e in used
         ]
         kinds = sorted({e["kind"] for e in events})
-        return (events[0]["time"] if events else "", events[-1]["time"] if events else "", kinds, usage)
+        times = [e["time"] for e in events]
+        return (min(times, default=""), max(times, default=""), kinds, usage)
 
     def usage(self) -> list[tuple[Any, str]]:
         """(tenant, day, operation, service) and time of each successful operation in the link."""

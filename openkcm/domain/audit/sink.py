@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.domain.audit.chain import (
     GENESIS,
+    LINK_MAX_SPAN,
     Link,
     link_mac,
     new_writer_id,
@@ -583,6 +585,11 @@ class ChainedAuditSink(AuditSink):
             chunks = _chunks(entries, max(1, min(self._batch, fits)), MAX_LINK_BYTES)
             while chunks:
                 chunk = chunks.pop(0)
+                times = [entry[3] for entry in chunk]
+                first_time, last_time = min(times), max(times)
+                if len(chunk) > 1 and _span(first_time, last_time) > LINK_MAX_SPAN:
+                    chunks[:0] = _split_by_span(chunk)  # a backlog from an outage: readers need the bound
+                    continue
                 seq, prev = self._heads.get(tenant_id, (0, GENESIS))
                 link = Link.build(
                     tenant_id,
@@ -594,8 +601,8 @@ class ChainedAuditSink(AuditSink):
                     digests=b"".join([entry[2] for entry in chunk]).hex(",", 32).split(","),
                 )
                 link.describe(
-                    chunk[0][3],
-                    chunk[-1][3],
+                    first_time,
+                    last_time,
                     sorted({entry[4] for entry in chunk}),
                     [(entry[5], entry[3]) for entry in chunk if entry[5] is not None],
                 )
@@ -716,6 +723,32 @@ def _chunks(entries: list[Pending], most: int, max_bytes: int) -> list[list[Pend
         chunks.append(entries[start:end])
         start, base = end, ends[end - 1]
     return chunks
+
+
+def _span(first_time: str, last_time: str) -> timedelta:
+    """How far apart two event times are (zero when either does not parse: nothing to split by)."""
+    try:
+        return datetime.fromisoformat(last_time) - datetime.fromisoformat(first_time)
+    except (TypeError, ValueError):
+        return timedelta(0)
+
+
+def _split_by_span(chunk: list[Pending]) -> list[list[Pending]]:
+    """Cut events, in record order, into runs whose times lie within LINK_MAX_SPAN of each other."""
+    runs: list[list[Pending]] = []
+    run: list[Pending] = []
+    low = high = ""
+    for entry in chunk:
+        when = entry[3]
+        if run and _span(min(low, when), max(high, when)) > LINK_MAX_SPAN:
+            runs.append(run)
+            run = []
+        if not run:
+            low = high = when
+        run.append(entry)
+        low, high = min(low, when), max(high, when)
+    runs.append(run)
+    return runs
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:
