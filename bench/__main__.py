@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             "1",
         ]
         crypt_args += ["--rounds", "1", "--seconds", "0.3", "--uncached-seconds", "0.3"]
-        provision_args += ["--tenants", "1", "--api-requests", "3"]
+        provision_args += ["--tenants", "1", "--api-requests", "3", "--audit-events", "2000"]
     if a.json is not None:
         a.json.mkdir(parents=True, exist_ok=True)
         load_args += ["--json", str(a.json / "kmip_load.json")]

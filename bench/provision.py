@@ -6,6 +6,10 @@
 - CMK API: GET requests with a JWT from the local OIDC issuer through the same adapter (JWT verification,
   the Lambda handler, DynamoDB), one request in flight: ``/v1/health`` (no auth, no table),
   ``/v1/accounts/<account>/tenants`` and ``/v1/tenants/<tenant>/keys``.
+- Audit log pages: the first tenant's trail is filled with ``--audit-events`` KMIP-like records (written
+  through the real WAL-mode sink, as a KMIP worker writes them, timed as 16,000 records/s), then ``/v1/tenants/<tenant>/audit``
+  pages of 100 are read from the start and from the middle of the trail. Beside them, the time to read
+  the whole trail once: what every page cost before pages were read lazily.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import sys
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -44,10 +50,48 @@ def _signed_event(secret: bytes, customer: str) -> tuple[dict[str, str], bytes]:
     }, body
 
 
-def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[str, Any]:
+def _fill_trail(runtime: Any, tenant_id: str, count: int, work: Any) -> str:
+    """``count`` Get records of one KMIP connection for ``tenant_id``, stored; returns the middle one's time."""
+    from openkcm.clock import ManualClock
+    from openkcm.domain.audit import ChainedAuditSink, EventTemplate
+
+    # Times as a busy KMIP tenant's trail has them (16,000 records/s), whatever the speed of this loop.
+    clock = ManualClock(runtime.clock.now() - timedelta(seconds=count / 16_000 + 60))
+    sink = ChainedAuditSink(
+        wal_dir=work / "bench-audit-wal", clock=clock, flush_interval=3600, authenticator=runtime.root
+    )
+    sink.set_wal_fsync(False)
+    template = EventTemplate(
+        tenant_id=tenant_id,
+        source="kmip",
+        actor=f"CN=mongo,O={tenant_id}",
+        actor_role="mongo",
+        client_address="10.0.0.7:50000",
+    )
+    middle = ""
+    try:
+        for n in range(count):
+            sink.record_from(template, "Get", object_id=f"key-{n % 64}", request_id=f"r-{n}", sync=False)
+            clock.advance(1 / 16_000)
+            if n == count // 2:
+                middle = clock.iso_now()
+            if n % 8000 == 7999:
+                sink.sync()
+                sink.flush()
+        sink.sync()
+        sink.flush()
+    finally:
+        sink.close()
+    return middle
+
+
+def run(
+    tenants: int = 5, api_requests: int = 200, keep: bool = False, audit_events: int = 200_000
+) -> dict[str, Any]:
     config = {
         "tenants": tenants,
         "api_requests_per_route": api_requests,
+        "audit_events": audit_events,
         "machine": machine(),
         "path": "HTTP -> LocalHttpAdapter -> webhook handler -> local queue -> provisioning worker -> moto",
     }
@@ -101,12 +145,26 @@ def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[s
                     time.sleep(0.005)
                 ready_ms.append(time.perf_counter_ns() - start)
             account = TenantModel.get(first_tenant, "TENANT").account_id
+            middle = _fill_trail(runtime, first_tenant, audit_events, harness.work)
+            from openkcm.domain.audit import read_events
+
+            start = time.perf_counter_ns()
+            whole = len(read_events(first_tenant))
+            whole_trail_ms = (time.perf_counter_ns() - start) / 1e6
             token = adapter.issuer.mint(subject="bench@example.com", account=account, roles=["account-admin"])
             auth = {"Authorization": f"Bearer {token}"}
             routes = {
                 "GET /v1/health": (f"{adapter.base_url}/v1/health", {}),
                 "GET /v1/accounts/{a}/tenants": (f"{adapter.base_url}/v1/accounts/{account}/tenants", auth),
                 "GET /v1/tenants/{t}/keys": (f"{adapter.base_url}/v1/tenants/{first_tenant}/keys", auth),
+                "GET /v1/tenants/{t}/audit": (
+                    f"{adapter.base_url}/v1/tenants/{first_tenant}/audit?limit=100",
+                    auth,
+                ),
+                "GET .../audit?since=<middle>": (
+                    f"{adapter.base_url}/v1/tenants/{first_tenant}/audit?limit=100&since={quote(middle)}",
+                    auth,
+                ),
             }
             api: dict[str, dict[str, float]] = {}
             for name, (route, hdrs) in routes.items():
@@ -143,17 +201,30 @@ def run(tenants: int = 5, api_requests: int = 200, keep: bool = False) -> dict[s
             f"{name:<32}{row['per_second']:>8.0f}{row['p50']:>9.2f}{row['p95']:>9.2f}{row['p99']:>9.2f}"
             f"{row['max']:>9.2f}"
         )
-    return {"config": config, "webhook_accepted_ms": accepted, "webhook_to_ready_ms": ready, "api": api}
+    print(
+        f"audit log: {whole:,} events stored for one tenant; reading them all once (what every page of 100 "
+        f"cost before pages were read lazily): {whole_trail_ms:,.0f} ms"
+    )
+    return {
+        "config": config,
+        "webhook_accepted_ms": accepted,
+        "webhook_to_ready_ms": ready,
+        "api": api,
+        "audit_trail": {"events": whole, "read_all_ms": whole_trail_ms},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.provision", description=__doc__.split("\n")[0])
     p.add_argument("--tenants", type=int, default=5)
     p.add_argument("--api-requests", type=int, default=200, help="per route")
+    p.add_argument(
+        "--audit-events", type=int, default=200_000, help="records in the audit-log tenant's trail"
+    )
     p.add_argument("--json", type=str, default=None)
     p.add_argument("--keep", action="store_true")
     a = p.parse_args(argv)
-    summary = run(a.tenants, a.api_requests, a.keep)
+    summary = run(a.tenants, a.api_requests, a.keep, a.audit_events)
     if a.json:
         with open(a.json, "w", encoding="utf-8") as out:
             json.dump(summary, out, indent=2)

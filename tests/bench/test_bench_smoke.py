@@ -68,4 +68,11 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
 
     prov = json.loads((tmp_path / "provision.json").read_text())
     assert prov["webhook_to_ready_ms"]["max"] > 0
-    assert set(prov["api"]) == {"GET /v1/health", "GET /v1/accounts/{a}/tenants", "GET /v1/tenants/{t}/keys"}
+    assert set(prov["api"]) == {
+        "GET /v1/health",
+        "GET /v1/accounts/{a}/tenants",
+        "GET /v1/tenants/{t}/keys",
+        "GET /v1/tenants/{t}/audit",
+        "GET .../audit?since=<middle>",
+    }
+    assert prov["audit_trail"]["events"] >= 2000 and prov["audit_trail"]["read_all_ms"] > 0
