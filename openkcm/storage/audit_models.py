@@ -8,6 +8,7 @@
   writer chains. No ``first_time``, so checkpoints stay out of the time index.
 - :class:`AuditArchiveModel` — the manifest of an archived segment (``A#<seq:06d>``).
 - :class:`AuditWriterKeyModel` — a writer's wrapped link-MAC key (``K#<writer>``).
+- :class:`AuditSpanMarkerModel` — since when the tenant's links are span-bounded (``B#spans``).
 
 The models follow whatever table :func:`openkcm.storage.bind_tables` gave ``AuditBatchModel``
 (:func:`bind_audit_models` is called by every user before it touches them).
@@ -73,11 +74,26 @@ class AuditWriterKeyModel(Model):
     created = UnicodeAttribute()
 
 
+class AuditSpanMarkerModel(Model):
+    """``B#spans``: since when a tenant's links are written span-bounded (see ``chain.LINK_MAX_SPAN``).
+    Readers narrow their time-index queries only for times well after it; links written before (by
+    earlier versions) may span up to an hour."""
+
+    class Meta:
+        table_name = AuditBatchModel.Meta.table_name
+        region = AuditBatchModel.Meta.region
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    since = UnicodeAttribute()
+
+
 AUDIT_MODELS: tuple[type[Model], ...] = (
     AuditLinkModel,
     AuditCheckpointModel,
     AuditArchiveModel,
     AuditWriterKeyModel,
+    AuditSpanMarkerModel,
 )
 
 

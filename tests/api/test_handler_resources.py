@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -247,6 +247,14 @@ def test_audit_query_filters_paginates_and_exports(api, account, make_tenant):
     assert future == []
     assert api.call("GET", path, auditor, query={"since": "yesterday"}).json()["details"]["field"] == "since"
     assert api.call("GET", path, auditor, query={"kind": "bogus"}).status == 400
+    for end in ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.9-01:00"):  # the calendar's end: 4xx or 200
+        assert api.call("GET", path, auditor, query={"until": end}).status in (200, 400), end
+    # a bound with an offset means that instant: everything so far is before 2999-01-01T00:00+14:00
+    offset = api.call("GET", path, auditor, query={"until": "2999-01-01T00:00:00+14:00", "limit": "100"})
+    assert len(offset.json()["items"]) == 5
+    newest = max(e["time"] for e in lifecycle + config["items"] + more.json()["items"])
+    later = datetime.fromisoformat(newest).astimezone(timezone(timedelta(hours=2))).isoformat()
+    assert api.call("GET", path, auditor, query={"since": later}).json()["items"][0]["time"] == newest
     export = api.call("GET", f"{path}/export", auditor)
     assert export.status == 200 and export.headers["Content-Type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in export.text.splitlines()]

@@ -4,17 +4,19 @@ stores a link whose events lie further apart than LINK_MAX_SPAN (the bound the r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from openkcm.clock import ManualClock
 from openkcm.domain.audit import ChainedAuditSink, iter_events, read_events, read_page
-from openkcm.domain.audit.chain import LINK_MAX_SPAN
+from openkcm.domain.audit import sink as sink_module
+from openkcm.domain.audit.chain import LINK_MAX_SPAN, spans_bounded_since
+from openkcm.errors import InvalidRequest
 from openkcm.ops import audit
 from openkcm.storage.audit_models import AuditLinkModel
-from tests.audit.helpers import event, events_of, items
+from tests.audit.helpers import event, events_of, items, table
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -157,8 +159,6 @@ def test_a_backlog_is_split_into_links_that_each_span_at_most_the_bound(runtime,
 
 
 def test_a_bad_token_is_refused(runtime, tenant_factory):
-    from openkcm.errors import InvalidRequest
-
     tenant = tenant_factory().tenant_id
     with pytest.raises(InvalidRequest):
         read_page(
@@ -169,3 +169,69 @@ def test_a_bad_token_is_refused(runtime, tenant_factory):
             limit=5,
             next_token="not-a-token",
         )
+
+
+def test_links_written_before_the_bound_are_still_read(runtime, tenant_factory, tmp_path, monkeypatch):
+    """An earlier version's writer cut one link per flush, whatever it spanned, and left no span marker."""
+    tenant = tenant_factory().tenant_id
+    runtime.audit.flush()
+    table().delete_item(Key={"tenant_id": tenant, "sk": "B#spans"})  # as if it all came from before
+    clock = ManualClock(START)
+    with monkeypatch.context() as old_writer:
+        old_writer.setattr(sink_module, "_span", lambda first, last: timedelta(0))
+        old_writer.setattr(sink_module, "mark_spans_bounded", lambda tenant_id, now: None)
+        sink = _sink(runtime, tmp_path / "old", clock)
+        try:
+            for n in range(30):  # one link of 29 s (a flush interval of 60 s was allowed)
+                sink.record(event(tenant, n), sync=False)
+                clock.advance(1)
+            sink.flush()
+        finally:
+            sink.close()
+    assert spans_bounded_since(tenant) is None
+    until = START + timedelta(hours=1)
+    wanted = [f"obj-{n}" for n in range(20, 30)]
+    since = START + timedelta(seconds=20)
+    assert [e["object_id"] for e in read_events(tenant, since=since, until=until)] == wanted
+    sink = _sink(runtime, tmp_path / "new", clock)  # the upgraded writer marks the tenant: bounded from now
+    try:
+        sink.record(event(tenant, 30), sync=False)
+        sink.flush()
+    finally:
+        sink.close()
+    assert spans_bounded_since(tenant) == clock.now().isoformat(timespec="microseconds")
+    page, _ = read_page(tenant, since=since, until=until, kinds=None, limit=100, next_token=None)
+    assert [e["object_id"] for e in page] == [*wanted, "obj-30"]  # near the old links: the wide margin
+
+
+def test_a_tenant_whose_first_link_is_bounded_is_marked_from_the_start(runtime, tenant_factory, tmp_path):
+    tenant = tenant_factory().tenant_id
+    runtime.audit.flush()  # the tenant's creation record, written by the (Lambda-mode) runtime sink
+    assert spans_bounded_since(tenant) == "0"
+
+
+def test_times_with_offsets_and_the_calendars_ends(runtime, tenant_factory, tmp_path):
+    tenant = tenant_factory().tenant_id
+    clock = ManualClock(START)
+    sink = _sink(runtime, tmp_path / "wal", clock)
+    try:
+        for n in range(3):
+            sink.record(event(tenant, n), sync=False)
+            clock.advance(60)
+        sink.flush()
+    finally:
+        sink.close()
+    plus_two = (START + timedelta(seconds=60)).astimezone(timezone(timedelta(hours=2)))
+    mine = {"obj-0", "obj-1", "obj-2"}
+
+    def ids(events):
+        return [e["object_id"] for e in events if e["object_id"] in mine]
+
+    assert ids(read_events(tenant, since=plus_two)) == ["obj-1", "obj-2"]
+    assert ids(read_events(tenant, since="2026-03-01T12:01:00Z")) == ["obj-1", "obj-2"]
+    assert len(ids(read_events(tenant, since=START, until="9999-12-31T23:59:59.999999+00:00"))) == 3
+    assert len(ids(read_events(tenant, since="0001-01-01T00:00:00+00:00", until="2100-01-01"))) == 3
+    page, token = read_page(tenant, since=START, until="2100-01-01", kinds=None, limit=1, next_token=None)
+    assert token and page[0]["object_id"] == "obj-0"
+    with pytest.raises(InvalidRequest):
+        read_page(tenant, since=START, until="2100-01-01", kinds=None, limit=1, next_token="NQ==")  # 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Annotated, Any
 
@@ -38,7 +38,10 @@ def _time(value: str | None, field: str, default: str) -> str:
         raise InvalidRequest(f"{field} must be an ISO 8601 date or time", field=field) from None
     if parsed.tzinfo is None:
         raise InvalidRequest(f"{field} needs a time zone (e.g. ...Z or +00:00)", field=field)
-    return parsed.isoformat(timespec="microseconds")
+    try:  # stored times are UTC strings: a bound compares with them only in the same form
+        return parsed.astimezone(UTC).isoformat(timespec="microseconds")
+    except OverflowError:  # within a day of the calendar's ends
+        raise InvalidRequest(f"{field} is out of range", field=field) from None
 
 
 def _events(tenant_id: str, since: str | None, until: str | None, kind: str | None,

@@ -8,10 +8,16 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from openkcm.domain.audit.chain import LINK_MAX_SPAN, item_events_and_digests
+from openkcm.domain.audit.chain import (
+    LEGACY_HORIZON,
+    LEGACY_LINK_SPAN,
+    LINK_MAX_SPAN,
+    item_events_and_digests,
+    spans_bounded_since,
+)
 from openkcm.errors import InvalidRequest
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
@@ -24,16 +30,40 @@ ORDER_SLACK = timedelta(milliseconds=100)
 
 
 def _iso(value: datetime | str) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="microseconds")
-    return str(value)
+    """A bound as stored times are written (UTC, ``+00:00``, microseconds), so that strings compare as
+    times; other markers ("", "~") pass through."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        value = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _shifted(value: str, delta: timedelta, field: str) -> str:
+    """``value + delta``; past the calendar's ends, no bound at all ("0" or "~")."""
     try:
         return (datetime.fromisoformat(value) + delta).isoformat(timespec="microseconds")
     except ValueError:
         raise InvalidRequest(f"{field} must be an ISO 8601 time", field=field) from None
+    except OverflowError:
+        return "~" if delta > timedelta(0) else "0"
+
+
+def _bounded_at(tenant_id: str, lower: str) -> bool:
+    """Whether every link that could hold events from ``lower`` on was written span-bounded."""
+    marker = spans_bounded_since(tenant_id)
+    if marker is None:
+        return False
+    if marker == "0":
+        return True
+    try:
+        return lower >= (datetime.fromisoformat(marker) + LEGACY_HORIZON).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):
+        return False
 
 
 Cursor = tuple[str, str]  # (time, event id) of the last event a reader has seen
@@ -51,16 +81,19 @@ def iter_events(
 
     Why lazily: a busy KMIP tenant writes millions of events an hour, and a page of the audit log must not
     read them all. Links come from the time index in ``first_time`` order, starting LINK_MAX_SPAN before
-    the page (no earlier link can reach into it), and their events are merged through a heap: an event is
-    final once it is earlier than the next link's first event, so memory holds the links around the page.
+    the page (no earlier link can reach into it; LEGACY_LINK_SPAN for times near links written before the
+    bound, see ``chain.mark_spans_bounded``), and their events are merged through a heap: an event is final
+    once it is earlier than the next link's first event, so memory holds the links around the page.
     """
     bind_audit_models()
     lower, upper = _iso(since), _iso(until)
-    if after is not None and after[0] > lower:
-        lower = after[0]
+    if after is not None:
+        _shifted(after[0], timedelta(0), "next_token")  # a time, or the token is refused
+        lower = max(lower, after[0])
     latest = upper if upper == "~" else _shifted(upper, ORDER_SLACK, "until")
     if lower:  # DynamoDB refuses an empty key value, hence two forms
-        earliest = _shifted(lower, -(LINK_MAX_SPAN + ORDER_SLACK), "since")
+        span = LINK_MAX_SPAN if _bounded_at(tenant_id, lower) else LEGACY_LINK_SPAN
+        earliest = _shifted(lower, -(span + ORDER_SLACK), "since")
         query = AuditLinkModel.time_index.query(
             tenant_id,
             AuditLinkModel.first_time.between(earliest, latest),
@@ -118,7 +151,7 @@ def read_page(
             after = tuple(json.loads(base64.urlsafe_b64decode(next_token.encode())))
             if len(after) != 2 or not all(isinstance(x, str) for x in after):
                 raise ValueError
-        except ValueError:
+        except (ValueError, TypeError):
             raise InvalidRequest("next_token is not valid", field="next_token") from None
     events = list(
         itertools.islice(

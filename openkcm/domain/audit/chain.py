@@ -20,7 +20,12 @@ from typing import Any
 
 from openkcm.domain.audit.events import canonical, event_digest
 from openkcm.storage import ConditionFailed
-from openkcm.storage.audit_models import AuditLinkModel, AuditWriterKeyModel, bind_audit_models
+from openkcm.storage.audit_models import (
+    AuditLinkModel,
+    AuditSpanMarkerModel,
+    AuditWriterKeyModel,
+    bind_audit_models,
+)
 from openkcm.storage.models import condition_guard
 
 GENESIS = "0" * 64
@@ -35,6 +40,40 @@ LINK_PREFIX = "W#"
 # audit log reads the links around it instead of the tenant's whole trail. Flushes happen every
 # ``audit_flush_seconds`` (at most 60, default 1) s, so only a backlog left by a store or KMS outage is split.
 LINK_MAX_SPAN = timedelta(seconds=10)
+# Links written before the bound (by earlier versions) could span up to an hour; readers allow for that
+# until LEGACY_HORIZON after the tenant's span marker (an hour, plus an hour for a rolling deployment in
+# which earlier writers still run).
+LEGACY_LINK_SPAN = timedelta(hours=1)
+LEGACY_HORIZON = timedelta(hours=2)
+SPAN_MARKER_SK = "B#spans"
+
+
+def mark_spans_bounded(tenant_id: str, now: str) -> None:
+    """Record once per tenant (idempotent) since when its links are span-bounded: from the start ("0") for
+    a tenant without links yet, else from ``now``. (An earlier-version writer that stores a tenant's first
+    link during a rolling deployment, between the check and the marker, is not allowed for; its links span
+    at most ``audit_flush_seconds``.)"""
+    if spans_bounded_since(tenant_id) is not None:
+        return
+    first = AuditLinkModel.query(tenant_id, AuditLinkModel.sk.startswith(LINK_PREFIX), limit=1)
+    since = "0" if next(iter(first), None) is None else now
+    try:
+        with condition_guard():
+            AuditSpanMarkerModel(tenant_id, SPAN_MARKER_SK, since=since).save(
+                condition=AuditSpanMarkerModel.sk.does_not_exist()
+            )
+    except ConditionFailed:
+        pass
+
+
+def spans_bounded_since(tenant_id: str) -> str | None:
+    bind_audit_models()
+    try:
+        return str(AuditSpanMarkerModel.get(tenant_id, SPAN_MARKER_SK).since)
+    except AuditSpanMarkerModel.DoesNotExist:
+        return None
+
+
 _SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
 
 

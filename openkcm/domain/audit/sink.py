@@ -26,6 +26,7 @@ from openkcm.domain.audit.chain import (
     LINK_MAX_SPAN,
     Link,
     link_mac,
+    mark_spans_bounded,
     new_writer_id,
     store_writer_key,
     writer_key_context,
@@ -177,6 +178,7 @@ class ChainedAuditSink(AuditSink):
         self._writer_key: bytes | None = None
         self._writer_keys: dict[str, tuple[bytes, str]] = {}  # writer -> (wrapped key, parent ref)
         self._keyed: set[tuple[str, str]] = set()  # (writer, tenant) whose K# item is stored
+        self._span_marked: set[str] = set()  # tenants whose span marker (chain.mark_spans_bounded) is there
         self._lock = threading.Lock()  # guards pending, heads, unwritten and the WAL files
         self._flush_lock = threading.Lock()  # one flusher at a time
         self._pending: list[Pending] = []
@@ -421,6 +423,11 @@ class ChainedAuditSink(AuditSink):
             try:
                 for link in todo:
                     self._store_writer_key(link)
+                    if link.tenant_id not in self._span_marked:
+                        mark_spans_bounded(
+                            link.tenant_id, self._clock.now().isoformat(timespec="microseconds")
+                        )
+                        self._span_marked.add(link.tenant_id)
                     if link.store():
                         written.append(link)
                     with self._lock:
