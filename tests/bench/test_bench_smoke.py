@@ -76,3 +76,4 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         "GET .../audit?since=<middle>",
     }
     assert prov["audit_trail"]["events"] >= 2000 and prov["audit_trail"]["read_all_ms"] > 0
+    assert prov["audit_trail"]["verify_ms"] > 0 and prov["audit_trail"]["compliance_report_ms"] > 0
