@@ -235,3 +235,38 @@ def test_times_with_offsets_and_the_calendars_ends(runtime, tenant_factory, tmp_
     assert token and page[0]["object_id"] == "obj-0"
     with pytest.raises(InvalidRequest):
         read_page(tenant, since=START, until="2100-01-01", kinds=None, limit=1, next_token="NQ==")  # 5
+
+
+def test_a_wide_link_from_an_earlier_version_does_not_mark_a_fresh_tenant(runtime, tmp_path, monkeypatch):
+    """A link an earlier version computed (say, replayed from its links.wal) may span more than the bound:
+    storing it must not mark the tenant bounded from the start."""
+    tenant = "t-fresh-legacy"
+    clock = ManualClock(START)
+    sink = _sink(runtime, tmp_path / "wal", clock)
+    try:
+        with monkeypatch.context() as old_link:
+            old_link.setattr(sink_module, "_span", _wide)
+            for n in range(30):
+                sink.record(event(tenant, n), sync=False)
+                clock.advance(1)
+            sink.flush()
+        assert spans_bounded_since(tenant) is None
+        since = START + timedelta(seconds=20)
+        assert [e["object_id"] for e in read_events(tenant, since=since)] == [
+            f"obj-{n}" for n in range(20, 30)
+        ]
+        sink.record(event(tenant, 30), sync=False)
+        sink.flush()
+        assert spans_bounded_since(tenant) == clock.now().isoformat(timespec="microseconds")
+    finally:
+        sink.close()
+
+
+def _wide(first: str, last: str) -> timedelta:
+    """What the earlier writer did: no split (zero while linking); what a stored link then spans (real)."""
+    import inspect
+
+    caller = inspect.stack()[1].function
+    if caller == "_link":
+        return timedelta(0)
+    return datetime.fromisoformat(last) - datetime.fromisoformat(first)

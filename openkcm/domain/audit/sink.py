@@ -423,7 +423,7 @@ class ChainedAuditSink(AuditSink):
             try:
                 for link in todo:
                     self._store_writer_key(link)
-                    if link.tenant_id not in self._span_marked:
+                    if link.tenant_id not in self._span_marked and self._bounded(link):
                         mark_spans_bounded(
                             link.tenant_id, self._clock.now().isoformat(timespec="microseconds")
                         )
@@ -445,6 +445,13 @@ class ChainedAuditSink(AuditSink):
                 stored_all = not self._unwritten
             if stored_all and self._links_wal is not None:
                 self._truncate(self._links_wal)
+
+    @staticmethod
+    def _bounded(link: Link) -> bool:
+        """Whether the link keeps LINK_MAX_SPAN (a link replayed from an earlier version's links.wal may
+        not: the tenant is marked with a later one)."""
+        first_time, last_time, _, _ = link.summary()
+        return _span(first_time, last_time) <= LINK_MAX_SPAN
 
     def _append_links(self, links: list[Link]) -> None:
         """Write and fsync the links to links.wal, or leave the file as it was (a failed write is cut off
