@@ -106,10 +106,13 @@ class Principal:
     def role_label(self) -> str:
         return ",".join(sorted(self.roles))
 
-    def permissions(self) -> frozenset[str]:
+    def permissions(self, account_id: str) -> frozenset[str]:
+        """What the caller may do in ``account_id``: the operator role everywhere, the account roles only in
+        the token's own account (a token with both must not carry its account role into other accounts)."""
         granted: set[str] = set()
         for role in self.roles:
-            granted |= ROLE_PERMISSIONS[role]
+            if role == PLATFORM_OPERATOR or account_id == self.account_id:
+                granted |= ROLE_PERMISSIONS[role]
         return frozenset(granted)
 
     def in_scope(self, account_id: str) -> bool:
@@ -119,7 +122,7 @@ class Principal:
         """Scope first (404, indistinguishable from missing), then permission (403)."""
         if not self.in_scope(account_id):
             raise NotFound("no such object")
-        if permission not in self.permissions():
+        if permission not in self.permissions(account_id):
             raise PermissionDenied(f"your role(s) {self.role_label} may not do this ({permission})")
 
     def require_mfa(self, what: str) -> None:

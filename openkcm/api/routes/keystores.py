@@ -207,6 +207,8 @@ def link_l1_key(account_id: str, keystore_id: str, body: L1Link) -> dict[str, An
         tenant = runtime().tenants.get(check_id(tenant_id, ID_PATTERN))
         if tenant.account_id != account_id:
             raise NotFound("no such tenant")
+        if tenant.key_mode == "hyok":  # moving a tenant off its HSM changes a HYOK key chain as well
+            require_mfa(account_router, who, "moving a HYOK tenant to another key", account_id, tenant_id=tenant_id)
     progress = _Progress()
     result = _ops().link_l1_key(runtime(), account_id, keystore_id, body.key_ref, list(body.tenant_ids),
                                 actor=who.subject, progress=progress)

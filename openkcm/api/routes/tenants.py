@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from openkcm.api import auth
-from openkcm.api.context import audit, runtime, tenant_in_scope
+from openkcm.api.context import audit, require_mfa, runtime, tenant_in_scope
 from openkcm.api.models import TenantDelete, TenantDisable, TenantEnable
 from openkcm.api.routes.common import iso, tenant_summary
 from openkcm.domain.tenants import DELETED, DISABLED, FAILED, READY
@@ -66,6 +66,8 @@ def delete_tenant(tenant_id: str, body: TenantDelete) -> dict[str, Any]:
         raise InvalidRequest("confirm must repeat the tenant id exactly", field="confirm")
     if tenant.status == DELETED:
         raise WrongState("the tenant is deleted already", status=tenant.status)
+    if tenant.key_mode == "hyok":  # shredding destroys a HYOK key chain: the same bar as changing it
+        require_mfa(router, who, "deleting a HYOK tenant", tenant.account_id, tenant_id=tenant_id)
     rt = runtime()
     retention = float(rt.settings.shred_retention_days if body.retention_days is None else body.retention_days)
     now = rt.clock.now()
