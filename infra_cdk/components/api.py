@@ -419,6 +419,13 @@ class Api(Construct):
                 callback_urls=[f"{origin}/callback" for origin in callback_origins],
                 logout_urls=[f"{origin}/" for origin in callback_origins],
             ),
+            # Users may not write their own attributes: custom:account and custom:roles become the token's
+            # account and roles (pretoken trigger), and an app client without WriteAttributes lets a user
+            # with an SRP-issued access token set them through UpdateUserAttributes. Administrators set them.
+            write_attributes=cognito.ClientAttributes().with_standard_attributes(fullname=True),
+            read_attributes=cognito.ClientAttributes()
+            .with_standard_attributes(email=True, email_verified=True, fullname=True)
+            .with_custom_attributes("account", "roles"),
             prevent_user_existence_errors=True,
             access_token_validity=Duration.minutes(60),
             id_token_validity=Duration.minutes(60),

@@ -379,6 +379,9 @@ def test_cognito_pool_requires_mfa_and_maps_claims(synth) -> None:
     client = synth.resources("AWS::Cognito::UserPoolClient").popitem()[1]["Properties"]
     assert client["GenerateSecret"] is False
     assert client["AllowedOAuthFlows"] == ["code"]
+    # nobody grants themselves an account or a role: the client may write no custom attribute
+    assert client["WriteAttributes"] == ["name"]
+    assert {"custom:account", "custom:roles"} <= set(client["ReadAttributes"])
 
 
 def test_pretoken_trigger_claims() -> None:
