@@ -229,5 +229,8 @@ def idempotent(router: BaseRouter, who: Principal, operation: str, body: dict[st
 
     run.__name__ = run.__qualname__ = f"openkcm_api_{operation}"
     wrapped = idempotent_function(data_keyword_argument="request", persistence_store=_persistence(), config=config)(run)
-    scope = f"{who.subject}|{who.account_id}|{operation}|{key}"
+    # The path is part of the scope: the same key sent to another tenant's or account's resource is a
+    # different request, never the first one's answer.
+    event = router.current_event
+    scope = f"{who.subject}|{who.account_id}|{operation}|{event.http_method} {event.path}|{key}"
     return wrapped(request={"scope": scope, "body": body})

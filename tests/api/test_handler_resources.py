@@ -287,6 +287,12 @@ def test_idempotent_create(api, account):
     assert len(listed) == 1
     clash = api.call("POST", f"/v1/accounts/{account}/tenants", admin, body={"name": "other"}, headers=headers)
     assert clash.status == 409 and clash.json()["error"] == "idempotency_conflict"
+    # the same key and body for another account's collection is another request, not the first's answer
+    operator = claims("", "platform-operator")
+    here = api.call("POST", f"/v1/accounts/{account}/tenants", operator, body={"name": "op"}, headers=headers)
+    there = api.call("POST", f"/v1/accounts/{account}-b/tenants", operator, body={"name": "op"}, headers=headers)
+    assert here.status == there.status == 201, there.text
+    assert there.json()["account_id"] == f"{account}-b" != here.json()["account_id"]
 
 
 def test_cross_account_is_404_everywhere(api, account, make_tenant):
