@@ -400,6 +400,12 @@ def provision_tenant(
 ) -> dict[str, Any]:
     """Create (or finish creating) a platform-managed tenant. Safe to run again after any failure."""
     runtime.audit.ensure_writable()
+    try:  # a tenant of another account (created through the API, say) is neither touched nor claimed
+        owner = TenantModel.get(tenant_id, TenantModel.SORT_KEY).account_id
+    except TenantModel.DoesNotExist:
+        owner = None
+    if owner is not None and owner != customer:
+        raise NotFound("no such tenant")  # indistinguishable from missing; its status stays as it is
     progress = _progress(runtime, tenant_id, customer, event_id)
     if progress.shredded_at is not None:
         raise AlreadyExists(
@@ -472,7 +478,11 @@ def _mark_failed(
                 ProvisioningModel.updated_at.set(runtime.clock.now()),
             ]
         )
-        if TenantModel.count(progress.tenant_id, TenantModel.sk == TenantModel.SORT_KEY):
+        if TenantModel.count(
+            progress.tenant_id,
+            TenantModel.sk == TenantModel.SORT_KEY,
+            filter_condition=TenantModel.account_id == progress.customer,  # only the customer's own tenant
+        ):
             runtime.tenants.set_status(progress.tenant_id, FAILED, reason)
         runtime.audit.record(
             AuditEvent(

@@ -133,6 +133,23 @@ def test_another_customers_tenant_id_is_never_adopted(rt):
     assert TenantModel.get("shared-name", "TENANT").account_id == "acme-corp-12345"
 
 
+def test_an_event_naming_an_api_created_tenant_of_another_account_changes_nothing(rt):
+    """A tenant made through the CMK API has no provisioning record: another customer's signed event that
+    names it must not mark it Provisioning or Failed (the KMIP server refuses tenants that are not Ready),
+    nor notify its account."""
+    from openkcm.ops.tenants import create_platform_tenant
+
+    victim = create_platform_tenant(rt, "victim-acct", actor="test", source="cli")
+    with pytest.raises(Exception) as info:
+        provisioning.process_event(
+            rt, marketplace_event("tenant_created", customer="mallory-co", tenant=victim.tenant_id)
+        )
+    assert getattr(info.value, "http_status", None) == 404
+    after = TenantModel.get(victim.tenant_id, "TENANT")
+    assert (after.account_id, after.status) == ("victim-acct", "Ready")
+    assert not [n for n in list_notifications(rt, "victim-acct") if "mallory" in str(n)]
+
+
 def test_handler_through_the_local_queue(rt, secret):
     queue = provisioning.LocalProvisioningQueue(rt)
     provisioning.set_local_queue(queue)
