@@ -49,6 +49,13 @@ def test_keystore_crud_test_and_keys(api, account, aws_endpoint, kms_key):
     assert kms_key in keys.text
     bad = api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "x", "config": {"region": "nowhere"}})
     assert bad.status == 400
+    # requests to a customer-chosen endpoint would carry OpenKCM's own signed credentials: AWS KMS hosts only
+    for url in ("http://127.0.0.1:9/", "https://kms.us-east-1.amazonaws.com.example.net", "https://attacker.test"):
+        ssrf = api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "x",
+                                                      "config": {"region": "us-east-1", "endpoint_url": url}})
+        assert ssrf.status == 400 and ssrf.json()["details"]["field"] == "endpoint_url", (url, ssrf.text)
+    vpce = {"region": "eu-central-1", "endpoint_url": "https://vpce-0a1b2c3d-abcd.kms.eu-central-1.vpce.amazonaws.com"}
+    assert api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "vpc", "config": vpce}).status == 201
     unknown = api.call("POST", base, keyadmin, body={"provider": "vault", "name": "x"})
     assert unknown.status == 400 and unknown.json()["details"]["field"] == "provider"
     assert api.call("DELETE", f"{base}/{ks}", keyadmin).status == 200

@@ -147,10 +147,11 @@ def test_cross_account_role_with_external_id(kms, aws_endpoint):
         AwsKmsConnector({"region": "us-east-1", "role_arn": "arn:aws:iam::1:user/x"}, {})
 
 
-def test_unreachable_endpoint_and_hanging_endpoint_time_out():
+def test_unreachable_endpoint_and_hanging_endpoint_time_out(monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("OPENKCM_KMS_ENDPOINTS_ALLOWED", f"http://127.0.0.1:{closed_port}")  # (tests only)
     conn = connector("alias/x", endpoint_url=f"http://127.0.0.1:{closed_port}")
     with pytest.raises(KeystoreUnreachable):
         conn.test_connection()
@@ -172,6 +173,7 @@ def test_unreachable_endpoint_and_hanging_endpoint_time_out():
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
+    monkeypatch.setenv("OPENKCM_KMS_ENDPOINTS_ALLOWED", f"http://127.0.0.1:{listener.getsockname()[1]}")
     try:
         slow = AwsKmsConnector(
             {"region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{listener.getsockname()[1]}"},

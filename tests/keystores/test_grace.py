@@ -100,7 +100,7 @@ def test_disabled_l1_fails_closed_after_grace_while_other_tenant_works(clock_run
     assert readable(rt, byok, byok_obj)
 
 
-def test_unreachable_keystore_is_bridged_by_the_grace_period(clock_runtime, kms):
+def test_unreachable_keystore_is_bridged_by_the_grace_period(clock_runtime, kms, monkeypatch):
     rt, clock = clock_runtime
     store = ks.create_keystore(rt, ACCOUNT, "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
     key = kms.create_key()["KeyMetadata"]
@@ -112,6 +112,7 @@ def test_unreachable_keystore_is_bridged_by_the_grace_period(clock_runtime, kms)
     with socket.socket() as sock:  # the network path to the keystore goes away
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("OPENKCM_KMS_ENDPOINTS_ALLOWED", dead)  # a test's address; deployments: AWS hosts only
     ks.update_keystore(rt, ACCOUNT, store.keystore_id, config={"region": "us-east-1", "endpoint_url": dead}, actor="ops")
 
     clock.advance(TTL + GRACE - 5)

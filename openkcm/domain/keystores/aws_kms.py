@@ -17,6 +17,7 @@ material.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import threading
 import time
@@ -45,6 +46,12 @@ _KEY_REF = re.compile(
 )
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# A customer-chosen endpoint receives requests signed with OpenKCM's own credentials when the keystore has
+# no keys or role of its own: only AWS KMS endpoints (regional, FIPS, VPC interface endpoints; the China
+# partition) qualify, and the deployment's own AWS endpoint (AWS_ENDPOINT_URL: moto in the local stack).
+_KMS_ENDPOINT = re.compile(
+    r"^https://((vpce-[a-z0-9-]+\.)?kms(-fips)?\.[a-z]{2}(-[a-z]+)+-\d\.(vpce\.)?amazonaws\.com(\.cn)?)/?$"
+)
 _ACTIONS = {
     "wrap": "kms:Encrypt",
     "unwrap": "kms:Decrypt",
@@ -76,6 +83,15 @@ _STATE_FIX = {
 
 def _role_session_name(keystore_id: str) -> str:
     return ("openkcm-" + re.sub(r"[^\w+=,.@-]", "-", keystore_id or "keystore"))[:64]
+
+
+def _endpoint_allowed(endpoint: str) -> bool:
+    """An AWS KMS endpoint, the deployment's own AWS endpoint, or one the operator lists (comma-separated,
+    exact) in OPENKCM_KMS_ENDPOINTS_ALLOWED: a proxy of their own, or a test's unreachable address."""
+    wanted = endpoint.rstrip("/")
+    own = {os.environ.get("AWS_ENDPOINT_URL", "").rstrip("/")}
+    own |= {e.strip().rstrip("/") for e in os.environ.get("OPENKCM_KMS_ENDPOINTS_ALLOWED", "").split(",")}
+    return bool(_KMS_ENDPOINT.match(endpoint)) or (bool(wanted) and wanted in own - {""})
 
 
 class AwsKmsConnector(KeystoreConnector):
@@ -111,6 +127,13 @@ class AwsKmsConnector(KeystoreConnector):
     def validate_config(cls, config: dict[str, Any]) -> None:
         if not _REGION.match(str(config.get("region", ""))):
             raise KeystoreConfigInvalid("region must be an AWS region such as eu-central-1", field="region")
+        endpoint = config.get("endpoint_url")
+        if endpoint and not _endpoint_allowed(str(endpoint)):
+            raise KeystoreConfigInvalid(
+                "endpoint_url must be an AWS KMS endpoint (https://kms[-fips].<region>.amazonaws.com or a VPC "
+                "endpoint's https://vpce-....kms.<region>.vpce.amazonaws.com)",
+                field="endpoint_url",
+            )
         role = config.get("role_arn")
         if role and not _ROLE_ARN.match(str(role)):
             raise KeystoreConfigInvalid(
