@@ -59,7 +59,11 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     @app.exception_handler(RequestValidationError)
     def _validation(exc: RequestValidationError) -> Response:
         errors = [
-            {"field": _field(e.get("loc")), "reason": str(e.get("msg", "invalid")), "type": str(e.get("type", ""))}
+            {
+                "field": "body" if e.get("type") == "json_invalid" else _field(e.get("loc")),
+                "reason": str(e.get("msg", "invalid")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "body", "reason": "invalid request"}
@@ -90,6 +94,18 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
         status = int(exc.status_code)
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
         return error_response(status, code, str(exc.msg))
+
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:  # a JSON body nested thousands of levels deep
+        return error_response(400, "invalid_request", "body: nested too deeply",
+                              {"field": "body", "reason": "nested too deeply"})
+
+    @app.exception_handler(ValueError)
+    def _value(exc: ValueError) -> Response:
+        if "integer string conversion" in str(exc):  # a JSON number of thousands of digits
+            return error_response(400, "invalid_request", "body: a number is too long",
+                                  {"field": "body", "reason": "number too long"})
+        return _unexpected(exc)
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -228,7 +228,10 @@ def _as_time(value: datetime | date | str | None, *, end: bool = False) -> datet
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     start = datetime.combine(value, time.min, tzinfo=UTC)
-    return start + timedelta(days=1) if end else start  # a date as the end includes that whole day
+    try:
+        return start + timedelta(days=1) if end else start  # a date as the end includes that whole day
+    except OverflowError:
+        raise InvalidRequest(f"{value} is out of range") from None
 
 
 def query_events(

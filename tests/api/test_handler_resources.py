@@ -270,7 +270,17 @@ def test_validation_errors_name_field_and_reason_and_refuse_unknown_fields(api, 
     reply = api.call("POST", f"/v1/accounts/{account}/tenants", admin, body={"tenant_id": "UPPER_case"})
     assert reply.status == 400 and reply.json()["details"]["field"] == "tenant_id"
     reply = api.call("POST", f"/v1/accounts/{account}/tenants", admin, body="{not json")
-    assert reply.status == 400
+    assert reply.status == 400 and reply.json()["details"]["field"] == "body"
+    # bodies the JSON parser itself gives up on: a number of thousands of digits, nesting thousands deep
+    tenant = api.call("POST", f"/v1/accounts/{account}/tenants", admin, body={"name": "n"}).json()["tenant_id"]
+    huge = '{"rotation_period_days": ' + "9" * 5000 + "}"
+    reply = api.call("PUT", f"/v1/tenants/{tenant}/rotation-policy", admin, body=huge)
+    assert reply.status == 400 and reply.json()["details"]["field"] == "body", reply.text
+    deep = '{"name": "x", "config": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    reply = api.call("POST", f"/v1/accounts/{account}/keystores", claims(account, "key-admin"), body=deep)
+    assert reply.status == 400 and reply.json()["details"]["field"] == "body", reply.text
+    report = f"/v1/tenants/{tenant}/audit/compliance-report"
+    assert api.call("GET", report, claims(account, "auditor"), query={"until": "9999-12-31"}).status == 400
     reply = api.call("GET", f"/v1/accounts/{account}/tenants", admin, query={"limit": "1000"})
     assert reply.status == 400 and reply.json()["details"]["field"] == "limit"
     assert "input" not in reply.text  # the offending value is never echoed
