@@ -127,3 +127,10 @@ def test_aws_trust_template(api, account):
     bad = api.call("GET", f"/v1/accounts/{account}/trust-template/aws", claims(account), query={"key_arn": "nope"})
     assert bad.status == 400 and bad.json()["details"]["field"] == "key_arn"
     assert api.call("GET", f"/v1/accounts/{account}/trust-template/aws", claims("other")).status == 404
+
+
+def test_the_credential_filter_keeps_a_pkcs11_token_label():
+    from openkcm.api.routes.keystores import _safe
+
+    shown = _safe({"config": {"token_label": "hsm-1", "slot": 0}, "session_token": "x", "user_pin": "1234"})
+    assert shown == {"config": {"token_label": "hsm-1", "slot": 0}}

@@ -46,6 +46,7 @@ account_router = Router()
 tenant_router = Router()
 HYOK_PROVIDER = "pkcs11"
 _HIDDEN = ("secret", "password", "pin", "credential", "token", "private")
+_SHOWN = frozenset({"token_label"})  # a PKCS#11 token's name, not a credential
 
 
 def _ops() -> Any:
@@ -56,7 +57,7 @@ def _safe(value: Any) -> Any:
     """Drop anything that looks like a credential from what goes back to the caller."""
     if isinstance(value, dict):
         return {k: _safe(v) for k, v in value.items()
-                if isinstance(v, bool) or not any(h in str(k).lower() for h in _HIDDEN)}
+                if isinstance(v, bool) or k in _SHOWN or not any(h in str(k).lower() for h in _HIDDEN)}
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
     if isinstance(value, bytes):
