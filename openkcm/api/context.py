@@ -81,15 +81,25 @@ def tenant_in_scope(router: BaseRouter, tenant_id: str, permission: str) -> tupl
 
     who = principal(router)
     check_id(tenant_id, ID_PATTERN)
-    tenant = runtime().tenants.get(tenant_id)
+    try:
+        tenant = runtime().tenants.get(tenant_id)
+    except NotFound:
+        # Recorded like a probe of another account's tenant (same answer, same one audit write), in the
+        # caller's own account: a missing id and a foreign one are indistinguishable to the caller.
+        record_refusal(router, who, who.account_id, "", permission, "no such tenant")
+        raise NotFound("no such object") from None
     authorize(router, who, permission, tenant.account_id, tenant_id=tenant_id)
     return who, tenant
 
 
 def authorize(router: BaseRouter, who: Principal, permission: str, account_id: str, *, tenant_id: str = "") -> None:
-    """Scope (404) and role (403) check; a refusal inside the caller's scope is a security audit event."""
+    """Scope (404) and role (403) check. Every refusal is a security audit event: outside the caller's
+    scope it goes to the addressed tenant's (or account's) trail, where its owner sees the probe."""
     try:
         who.require(permission, account_id)
+    except NotFound:
+        record_refusal(router, who, account_id, tenant_id, permission, "outside the caller's account")
+        raise
     except PermissionDenied as exc:
         record_refusal(router, who, account_id, tenant_id, permission, exc.message)
         raise

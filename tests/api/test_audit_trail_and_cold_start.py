@@ -30,10 +30,18 @@ def test_refused_calls_are_recorded_as_security_events(api, account, make_tenant
     platform = [e for e in read_events(PLATFORM_TENANT, since=EPOCH)
                 if e["result"] == "denied" and e["account_id"] == account]
     assert [e["details"]["permission"] for e in platform] == ["mfa"]
-    # a cross-account probe is a plain 404 and leaves nothing in the victim's trail
+    # a cross-account probe answers exactly like a missing tenant, and is recorded in the victim's trail
     before = len(read_events(tenant.tenant_id, since=EPOCH))
-    assert api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", claims("intruder"), body={}).status == 404
-    assert len(read_events(tenant.tenant_id, since=EPOCH)) == before
+    probe = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", claims("intruder"), body={})
+    missing = api.call("POST", "/v1/tenants/t-doesnotexist0000/rotate", claims("intruder"), body={})
+    assert probe.status == missing.status == 404 and probe.text == missing.text
+    after = read_events(tenant.tenant_id, since=EPOCH)
+    assert len(after) == before + 1
+    assert (after[-1]["result"], after[-1]["actor"], after[-1]["reason"]) == (
+        "denied", "user-account-admin", "outside the caller's account")
+    # ... and a probe of a missing id in the caller's own account partition (one audit write either way)
+    probes = [e for e in read_events(PLATFORM_TENANT, since=EPOCH) if e["account_id"] == "intruder"]
+    assert [e["reason"] for e in probes] == ["no such tenant"]
 
 
 def test_lambda_cold_start_builds_its_runtime_from_the_environment(api_runtime, account, make_tenant, tmp_path):

@@ -93,9 +93,11 @@ def test_resources_through_the_adapter(adapter, account):
     assert requests.get(f"{base}/tenants/{tenant_id}", headers=other, timeout=10).status_code == 404
     auditor = _auth(_token(adapter, account, "auditor"))
     assert requests.post(f"{base}/tenants/{tenant_id}/rotate", headers=auditor, json={}, timeout=10).status_code == 403
-    assert [(e["operation"], e["result"], e["actor"]) for e in read_events(tenant_id, since=EPOCH)] == [
+    trail = read_events(tenant_id, since=EPOCH)
+    assert [(e["operation"], e["result"], e["actor"]) for e in trail] == [
         ("CreateTenant", "success", "dev@example.com"), ("RotateL2", "success", "dev@example.com"),
-        ("ApiRequest", "denied", "dev@example.com")]
+        ("ApiRequest", "denied", "dev@example.com"), ("ApiRequest", "denied", "dev@example.com")]
+    assert trail[2]["account_id"] == account and trail[2]["reason"] == "outside the caller's account"
 
 
 def test_hyok_keystore_change_needs_mfa_over_http(adapter, account):
