@@ -99,10 +99,15 @@ def decrypt(
     if p.mode == Mode.GCM:
         if tag is None or not 12 <= len(tag) <= 16:
             raise invalid("Authenticated Encryption Tag is required", Reason.MISSING_DATA)
-        if len(tag) != 16:
-            raise KmipError(Reason.FEATURE_NOT_SUPPORTED, "only 16-byte GCM tags can be verified")
         try:
-            return AESGCM(key).decrypt(iv, data + tag, aad or None)
+            if len(tag) == 16:
+                return AESGCM(key).decrypt(iv, data + tag, aad or None)
+            # A shortened tag (Encrypt gives one when asked for Tag Length 12-15): the streaming interface
+            # verifies it; AESGCM only takes full 16-byte tags.
+            decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag, min_tag_length=len(tag))).decryptor()
+            if aad:
+                decryptor.authenticate_additional_data(aad)
+            return decryptor.update(data) + decryptor.finalize()
         except InvalidTag:
             raise _failure() from None
     if len(iv) != 16 or len(data) % 16 or not data:

@@ -22,6 +22,8 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
         if current is not None and current.type == ttlv.STRUCTURE and len(current.children) == 1:
             name, value = decode_attribute_2x(current.children[0])
             editing.settable(name)
+            if not attributes.get(name):
+                raise KmipError(Reason.ATTRIBUTE_NOT_FOUND, "no such attribute")
             attributes[name].pop(editing.instance_index(attributes, name, None, value))
         elif reference is not None:
             name = reference_name(reference)

@@ -9,7 +9,7 @@ the base makes every key derived from it unusable."""
 from __future__ import annotations
 
 from openkcm.domain.objects import ACTIVE
-from openkcm.kmip.common import bytes_field, crypto_params, int_field, load, require_usage
+from openkcm.kmip.common import AES_BITS, bytes_field, crypto_params, int_field, load, require_usage
 from openkcm.kmip.context import BatchState, Outcome, RequestContext
 from openkcm.kmip.errors import KmipError, invalid, wrong_state
 from openkcm.kmip.lifecycle import new_attributes
@@ -55,6 +55,8 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if length_bits % 8 or not 128 <= length_bits <= limit:
         raise invalid(f"derived keys are 128-{limit} bits", Reason.INVALID_ATTRIBUTE_VALUE)
     attributes.setdefault("Cryptographic Algorithm", [Alg.AES])
+    if attributes["Cryptographic Algorithm"][0] == Alg.AES and length_bits not in AES_BITS:
+        raise invalid("AES keys are 128, 192 or 256 bits", Reason.INVALID_ATTRIBUTE_VALUE)
     attributes["Cryptographic Length"] = [length_bits]
     attributes["Link"] = [{"t": LinkType.DERIVATION_BASE_OBJECT_LINK, "id": base.object_id}]
     attributes["_derived"] = [

@@ -47,6 +47,8 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
         state = ACTIVE
         attributes["Activation Date"] = [t]
     length = int(old.first("Cryptographic Length", 256))
+    if length % 8 or not 8 <= length <= 8192 * 8:  # Register keeps lengths honest; an object stored before not
+        raise invalid("the key's Cryptographic Length cannot be re-keyed", Reason.INVALID_ATTRIBUTE_VALUE)
     store = ctx.services.store
     new = store.create(
         ctx.tenant_id,
