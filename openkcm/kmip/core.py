@@ -10,6 +10,7 @@ commit). There is no global lock and no request state outside the call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -346,18 +347,41 @@ class KmipCore:
         counted: list[tuple[str, str]] = []
         if isinstance(message, MessageError):
             exc = message
-            self._audit(
-                identity,
-                identity.tenant_id or PLATFORM_TENANT,
-                "Message",
-                result="failure",
-                reason=f"invalid message: {exc.message}"[:200],
-                client_address=client_address,
-                request_id=request_id,
-            )
+            # A refused certificate or tenant gets its refusal, audited as such, whatever it sent: a
+            # malformed message must not be a way round authorization (nor a different answer to it).
+            refused = self.authorize(identity)
+            if refused is not None:
+                security = refused.reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
+                with contextlib.suppress(OpenKCMError):
+                    self._audit(
+                        identity,
+                        PLATFORM_TENANT if security else identity.tenant_id,
+                        "Message",
+                        result="denied",
+                        kind="security",
+                        reason=refused.message,
+                        client_address=client_address,
+                        request_id=request_id,
+                        details={
+                            "claimed_tenant": identity.tenant_id[:64],
+                            "serial": identity.serial_hex[:64],
+                        },
+                    )
+                exc = MessageError(refused.message, refused.reason, exc.version)
+                counted.append(("Message", "denied"))
+            else:
+                self._audit(
+                    identity,
+                    identity.tenant_id or PLATFORM_TENANT,
+                    "Message",
+                    result="failure",
+                    reason=f"invalid message: {exc.message}"[:200],
+                    client_address=client_address,
+                    request_id=request_id,
+                )
+                counted.append(("Message", "failure"))
             if sync:
                 self._sync()
-            counted.append(("Message", "failure"))
             self.metrics.observe(counted, time.perf_counter() - started)
             return messages.error_response(exc, now)
         header = message.header

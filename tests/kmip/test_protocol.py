@@ -188,9 +188,18 @@ def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited
     _, results = call(kmip_core, "gated", get, serial="alive")
     assert results[0].status == Status.SUCCESS
 
+    # a malformed message is no way round the refusal: the same answer, audited as a security event
+    garbage = ttlv.encode(ttlv.structure(Tag.REQUEST_MESSAGE, []))
+    _, results = call(kmip_core, "gated", garbage, serial="dead")
+    assert results[0].reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
+    _, results = call(kmip_core, "nobody-here", garbage)
+    assert results[0].reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
+
     runtime.tenants.set_status("gated", DISABLED)
     runtime.keyring.invalidate("gated")
     _, results = call(kmip_core, "gated", get, serial="alive")
+    assert results[0].reason == Reason.PERMISSION_DENIED
+    _, results = call(kmip_core, "gated", garbage, serial="alive")
     assert results[0].reason == Reason.PERMISSION_DENIED
     runtime.audit.flush()
     security = [e for e in read_events("gated", since="2000-01-01T00:00:00+00:00") if e["kind"] == "security"]
@@ -199,6 +208,13 @@ def test_unknown_disabled_tenant_and_revoked_certificate_are_refused_and_audited
         e["details"].get("serial") == "dead"
         for e in read_events("_platform", since="2000-01-01T00:00:00+00:00")
     )
+    refused_messages = [
+        e
+        for e in read_events("_platform", since="2000-01-01T00:00:00+00:00")
+        if e["operation"] == "Message" and e["kind"] == "security"
+    ]
+    assert {e["details"]["claimed_tenant"] for e in refused_messages} >= {"gated", "nobody-here"}
+    assert any(e["operation"] == "Message" and e["result"] == "denied" for e in security)
 
 
 def test_l2_rotation_keeps_old_objects_readable_and_seals_new_ones_under_the_new_version(
