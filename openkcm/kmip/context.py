@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openkcm.protocol.ttlv import TTLV
 
@@ -41,6 +41,9 @@ class BatchState:
 
     placeholder: str | None = None
     cross_tenant: list[str] = field(default_factory=list)
+    # The tenant's objects as Locate last read them in this batch: a message may hold dozens of Locates
+    # and each read the whole partition. Dropped after any item that may change an object.
+    listing: list[Any] | None = None
 
 
 @dataclass(slots=True)

@@ -52,6 +52,7 @@ _INLINE_OPS = frozenset(
         Op.QUERY,
     }
 )
+_LISTING_KEPT = _INLINE_OPS | {Op.LOCATE}  # items after which a batch's Locate listing still holds
 _NO_OBJECT_OPS = frozenset({Op.DISCOVER_VERSIONS, Op.QUERY})
 
 
@@ -445,6 +446,8 @@ class KmipCore:
             stop_on_error = header.batch_error_continuation != BatchContinuation.CONTINUE
             for item in message.items:
                 result = self._run_item(ctx, item, batch, identity)
+                if item.operation not in _LISTING_KEPT:
+                    batch.listing = None  # the item may have changed an object Locate would match
                 results.append(result)
                 counted.append(
                     (

@@ -132,3 +132,37 @@ def test_deleting_an_attribute_the_object_lacks_is_a_kmip_error(kmip_core, tenan
     assert result.status == Status.OPERATION_FAILED and result.reason == Reason.ATTRIBUTE_NOT_FOUND, (
         result.message
     )
+
+
+def test_one_message_of_many_locates_reads_the_tenants_objects_once(kmip_core, tenant_factory, monkeypatch):
+    tenant_factory(tenant_id="locating")
+    store = kmip_core.services.store
+    reads = []
+    original = store.all
+
+    def counted(tenant_id):
+        reads.append(tenant_id)
+        return original(tenant_id)
+
+    monkeypatch.setattr(store, "all", counted)
+    name = ttlv.structure(
+        Tag.ATTRIBUTE,
+        [
+            ttlv.text(Tag.ATTRIBUTE_NAME, "Name"),
+            ttlv.structure(
+                Tag.ATTRIBUTE_VALUE, [ttlv.text(Tag.NAME_VALUE, "wanted"), ttlv.enumeration(Tag.NAME_TYPE, 1)]
+            ),
+        ],
+    )
+    locates = [(Op.LOCATE, [name])] * 40
+    _, results = call(kmip_core, "locating", request((1, 2), *locates))
+    assert [r.status for r in results] == [Status.SUCCESS] * 40 and len(reads) == 1
+    # an item that may change objects in between: the next Locate reads again and sees the change
+    reads.clear()
+    _, results = call(
+        kmip_core,
+        "locating",
+        request((1, 2), (Op.LOCATE, [name]), (Op.CREATE, create_payload(name="wanted")), (Op.LOCATE, [name])),
+    )
+    assert len(reads) == 2
+    assert [len(r.payload.all(Tag.UNIQUE_IDENTIFIER)) for r in (results[0], results[2])] == [0, 1]

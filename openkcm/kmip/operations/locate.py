@@ -63,7 +63,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if (maximum is not None and maximum < 0) or offset < 0:
         raise invalid("Maximum Items and Offset Items must not be negative")
     wanted = criteria(ctx, payload)
-    found = [o for o in ctx.services.store.all(ctx.tenant_id) if matches(o, wanted)]
+    if batch.listing is None:
+        batch.listing = ctx.services.store.all(ctx.tenant_id)
+    found = [o for o in batch.listing if matches(o, wanted)]
     found.reverse()  # newest first
     page = found[offset:] if maximum is None else found[offset : offset + maximum]
     out: list[TTLV] = []
