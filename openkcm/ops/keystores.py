@@ -27,6 +27,7 @@ from openkcm.domain.keystores import (
     connector_class,
     validate_config,
 )
+from openkcm.domain.keystores.aws_kms import external_id_for
 from openkcm.domain.keystores.base import KEYSTORE_ERRORS, KeystoreConfigInvalid, audit_safe
 from openkcm.domain.reparent import (
     BYOK,
@@ -179,6 +180,7 @@ def create_keystore(
         raise InvalidRequest(f"provider must be one of {list(PROVIDERS)}", field="provider")
     name = _check_name(name)
     clean = validate_config(provider, config or {}, runtime.settings.pkcs11_module_list)
+    _no_chosen_external_id(provider, account_id, secrets or {})
     values = validate_secrets(secrets or {}, connector_class(provider).secret_fields)
     runtime.tenants.ensure_account(account_id)
     keystore_id = _new_keystore_id()
@@ -240,6 +242,7 @@ def update_keystore(
         changed.append("config")
     if secrets is not None:
         cls = connector_class(item.provider)
+        _no_chosen_external_id(item.provider, account_id, secrets)
         unknown = sorted(set(secrets) - cls.secret_fields)
         if unknown:
             raise InvalidRequest(f"unknown secret fields {unknown}; this provider takes {sorted(cls.secret_fields)}")
@@ -278,6 +281,15 @@ def delete_keystore(runtime: Runtime, account_id: str, keystore_id: str, actor: 
         raise ConcurrentUpdate("the keystore changed meanwhile; re-read and retry") from None
     resolver(runtime).forget(account_id, keystore_id)
     _audit(runtime, account_id, "DeleteKeystore", actor, keystore_id=keystore_id)
+
+
+def _no_chosen_external_id(provider: str, account_id: str, secrets: dict) -> None:
+    if provider == "aws-kms" and secrets.get("external_id"):
+        raise InvalidRequest(
+            f"OpenKCM sets the external id for your account: put sts:ExternalId = {external_id_for(account_id)} "
+            "in the role's trust policy (the trust template shows it) and leave this field out",
+            field="secrets.external_id",
+        )
 
 
 def _connector(runtime: Runtime, item: KeystoreModel, key_ref: str | None = None) -> KeystoreConnector:
@@ -440,8 +452,9 @@ def aws_trust_template(
     """The IAM role trust policy and the key-policy statement a customer pastes into their AWS account so
     OpenKCM can use their KMS key through a cross-account role. OpenKCM's principals are the roles of every
     process that assumes the customer's role (``keystore_access_role_arns``, set by the CDK stack: CMK API,
-    rotation, KMIP tasks), or else the role this process runs as. The external id is the customer's choice
-    and a secret of the keystore: the template shows where it goes, never a value."""
+    rotation, KMIP tasks), or else the role this process runs as. The external id is OpenKCM's, derived
+    from the account (``aws_kms.external_id_for``): AWS's confused-deputy guidance has the third party set
+    it, so no other customer can make OpenKCM present it."""
     import boto3
 
     runtime.tenants.ensure_account(account_id)
@@ -459,7 +472,7 @@ def aws_trust_template(
             "Effect": "Allow",
             "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": "<the external id you store in the keystore's secrets>"}},
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id_for(account_id)}},
         }],
     }
     key_statement = {
@@ -481,7 +494,7 @@ def aws_trust_template(
         "role_permissions": {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": ["kms:ListAliases", "kms:ListKeys"], "Resource": "*"}]},
         "keystore_config": {"region": runtime.settings.region, "role_arn": f"arn:aws:iam::<your account id>:role/{role_name}"},
-        "keystore_secrets": {"external_id": "<the same external id>"},
+        "external_id": external_id_for(account_id),
     }
 
 

@@ -33,13 +33,12 @@ def test_secrets_never_stored_logged_audited_or_returned(ks_runtime, settings, s
     caplog.set_level(logging.DEBUG, logger="openkcm")
     aws_secret = secrets.token_urlsafe(30)
     access_key = "AKIA" + secrets.token_hex(8).upper()
-    external_id = "ext-" + secrets.token_hex(12)
     azure_secret = "az~" + secrets.token_urlsafe(24)
-    values = [aws_secret, access_key, external_id, azure_secret, softhsm["pin"]]
+    values = [aws_secret, access_key, azure_secret, softhsm["pin"]]
 
     aws = ks.create_keystore(
         rt, ACCOUNT, "aws-kms", "kms", {"region": "us-east-1"},
-        {"access_key_id": access_key, "secret_access_key": aws_secret, "external_id": external_id}, "alice",
+        {"access_key_id": access_key, "secret_access_key": aws_secret}, "alice",
     )
     hsm = ks.create_keystore(
         rt, ACCOUNT, "pkcs11", "hsm", {"module_path": softhsm["module"], "token_label": softhsm["token"]},

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from openkcm.domain.audit import read_events
-from openkcm.errors import NotFound, WrongState
+from openkcm.errors import InvalidRequest, NotFound, WrongState
 from openkcm.ops import keystores as ks
 from openkcm.ops.tenants import create_platform_tenant
 from openkcm.storage import TenantKeyModel, TenantModel
@@ -235,12 +235,23 @@ def test_rotation_during_the_link_rolls_the_link_back(ks_runtime, kms):
         ks.return_to_platform(rt, tenant.tenant_id, "mallory", account_id="globex-999")
 
 
-def test_aws_trust_template_names_openkcm_and_never_an_external_id(ks_runtime, kms):
+def test_aws_trust_template_names_openkcm_and_the_accounts_own_external_id(ks_runtime, kms):
+    from openkcm.domain.keystores.aws_kms import external_id_for
+
     arn = kms.create_key()["KeyMetadata"]["Arn"]
     template = ks.aws_trust_template(ks_runtime, ACCOUNT, key_arn=arn)
     statement = template["role_trust_policy"]["Statement"][0]
     assert statement["Action"] == "sts:AssumeRole" and statement["Principal"]["AWS"] == template["openkcm_principal"]
-    assert "sts:ExternalId" in statement["Condition"]["StringEquals"]
+    # OpenKCM sets the external id from the account (AWS's confused-deputy guidance), and uses that value
+    assert statement["Condition"]["StringEquals"]["sts:ExternalId"] == template["external_id"] == external_id_for(ACCOUNT)
+    store = ks.create_keystore(
+        ks_runtime, ACCOUNT, "aws-kms", "role", {"region": "us-east-1", "role_arn": "arn:aws:iam::123456789012:role/r"},
+        {}, "alice",
+    )
+    assert ks._connector(ks_runtime, store)._external_id == external_id_for(ACCOUNT)
+    with pytest.raises(InvalidRequest) as chosen:
+        ks.create_keystore(ks_runtime, ACCOUNT, "aws-kms", "mine", {"region": "us-east-1"}, {"external_id": "mine"}, "a")
+    assert external_id_for(ACCOUNT) in chosen.value.message
     assert set(template["key_policy_statement"]["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
     assert template["key_policy_statement"]["Principal"]["AWS"].startswith(f"arn:aws:iam::{arn.split(':')[4]}:role/")
 

@@ -202,5 +202,6 @@ export interface AwsTrustTemplate {
   key_policy_statement: unknown;
   role_permissions?: unknown;
   keystore_config?: Record<string, string>;
-  keystore_secrets?: Record<string, string>;
+  /** The sts:ExternalId OpenKCM presents for this account (set by OpenKCM, named in the trust policy). */
+  external_id?: string;
 }

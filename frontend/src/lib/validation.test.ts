@@ -37,8 +37,12 @@ describe("certificate form validation", () => {
 
 describe("request shape", () => {
   it("puts key, config and secrets where the API expects them", () => {
+    // OpenKCM sets the AWS external id itself: a value typed in is not sent
     expect(toRequest("aws-kms", { key_ref: " alias/x ", region: "us-east-1", external_id: "s3cret", role_arn: "" })).toEqual({
-      keyRef: "alias/x", config: { region: "us-east-1" }, secrets: { external_id: "s3cret" },
+      keyRef: "alias/x", config: { region: "us-east-1" }, secrets: {},
+    });
+    expect(toRequest("azure-key-vault", { key_ref: "k", vault_url: "https://v.vault.azure.net", client_secret: " s3cret " })).toEqual({
+      keyRef: "k", config: { vault_url: "https://v.vault.azure.net" }, secrets: { client_secret: "s3cret" },
     });
   });
 });

@@ -22,7 +22,7 @@ export function TrustTemplate({ api, account, keyRef, onUseRole }: { api: CmkApi
       <summary>Set up access in your AWS account (trust template)</summary>
       <p className="muted">
         Create an IAM role that OpenKCM may assume, and allow that role to use your key. Paste these documents into your account; the
-        external id is yours to choose and goes into the keystore's secrets.
+        role's trust policy names the external id OpenKCM presents for your account (you do not choose it, so no one else can).
       </p>
       <div className="inline">
         <label htmlFor="trust-role">Role name</label>

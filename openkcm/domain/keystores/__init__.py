@@ -113,11 +113,16 @@ def build_connector(
     key_ref: str | None = None,
     timeout: float = 10.0,
     allowed_modules: list[str] | None = None,
+    account_id: str = "",
 ) -> KeystoreConnector:
     cls = connector_class(provider)
     kwargs: dict[str, Any] = {"keystore_id": keystore_id, "key_ref": key_ref, "timeout": timeout}
     if provider == "pkcs11":
         kwargs["allowed_modules"] = list(allowed_modules or [])
+    if provider == "aws-kms" and account_id:
+        from openkcm.domain.keystores.aws_kms import external_id_for
+
+        kwargs["external_id"] = external_id_for(account_id)
     return cls(dict(config), Secrets(secrets or {}), **kwargs)  # type: ignore[call-arg]
 
 
@@ -194,6 +199,7 @@ class KeystoreResolver:
             key_ref=key_ref,
             timeout=timeout or self._timeout,
             allowed_modules=self._allowed,
+            account_id=item.account_id,
         )
 
     def forget(self, account_id: str, keystore_id: str) -> None:

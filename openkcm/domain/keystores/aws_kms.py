@@ -85,6 +85,13 @@ def _role_session_name(keystore_id: str) -> str:
     return ("openkcm-" + re.sub(r"[^\w+=,.@-]", "-", keystore_id or "keystore"))[:64]
 
 
+def external_id_for(account_id: str) -> str:
+    """The ``sts:ExternalId`` OpenKCM sends when it assumes a customer's role: set by OpenKCM from the
+    caller's own account, never chosen by a customer (AWS's confused-deputy guidance: another customer
+    cannot make OpenKCM present this account's value, whatever role ARN it configures)."""
+    return f"openkcm:{account_id}"
+
+
 def _endpoint_allowed(endpoint: str) -> bool:
     """An AWS KMS endpoint, the deployment's own AWS endpoint, or one the operator lists (comma-separated,
     exact) in OPENKCM_KMS_ENDPOINTS_ALLOWED: a proxy of their own, or a test's unreachable address."""
@@ -109,10 +116,14 @@ class AwsKmsConnector(KeystoreConnector):
         key_ref: str | None = None,
         timeout: float = 10.0,
         client: Any = None,
+        external_id: str = "",
     ) -> None:
         super().__init__(keystore_id=keystore_id, key_ref=key_ref, timeout=timeout)
         self.validate_config(config)
         secrets = dict(secrets or {})
+        # A keystore stored before OpenKCM set external ids keeps the one its customer chose (its role's
+        # trust policy names it); new keystores cannot store one (ops.keystores refuses it).
+        self._external_id = secrets.get("external_id") or external_id
         if bool(secrets.get("access_key_id")) != bool(secrets.get("secret_access_key")):
             raise KeystoreConfigInvalid("give both access_key_id and secret_access_key, or neither")
         self._region = config["region"]
@@ -174,8 +185,8 @@ class AwsKmsConnector(KeystoreConnector):
             if self._role_arn:
                 sts = session.client("sts", config=cfg)
                 kwargs: dict[str, Any] = {"RoleArn": self._role_arn, "RoleSessionName": _role_session_name(self.keystore_id)}
-                if self._secrets.get("external_id"):
-                    kwargs["ExternalId"] = self._secrets["external_id"]
+                if self._external_id:
+                    kwargs["ExternalId"] = self._external_id
                 try:
                     assumed = sts.assume_role(**kwargs)["Credentials"]
                 except Exception as exc:
