@@ -61,6 +61,7 @@ from openkcm.kmip.core import KmipCore, Metrics
 from openkcm.protocol.ttlv import TTLVError, message_length
 
 log = logging.getLogger("openkcm.kmip.server")
+LIMIT_AUDIT_SECONDS = 60.0  # connection-limit refusals: at most one audit record a minute per certificate
 
 _monotonic = time.monotonic
 
@@ -153,6 +154,7 @@ class KmipConnection(asyncio.Protocol):
                 log.warning(
                     json.dumps({"event": "kmip_connection_limit", "connections": server._connections})
                 )
+                server._limit_refused(PLATFORM_TENANT, "", self.address, "the server's connection limit")
                 self.abort()
                 return
             raw = transport.get_extra_info("socket")
@@ -173,6 +175,13 @@ class KmipConnection(asyncio.Protocol):
             key = f"{identity.tenant_id}/{identity.serial_hex}"
             if server._per_client[key] >= config.max_connections_per_client:
                 log.warning(json.dumps({"event": "kmip_client_limit", "tenant": identity.tenant_id}))
+                server._limit_refused(
+                    identity.tenant_id,
+                    identity.serial_hex,
+                    self.address,
+                    "the per-certificate connection limit",
+                    subject=identity.subject,
+                )
                 self.abort()
                 return
             server._per_client[key] += 1
@@ -377,6 +386,7 @@ class KmipServer:
         self.config = config
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="kmip")
         self._per_client: dict[str, int] = defaultdict(int)
+        self._limit_audited: dict[str, tuple[float, int]] = {}  # certificate -> (last record, refused since)
         self._connections = 0
         self._live: set[KmipConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -475,6 +485,41 @@ class KmipServer:
         return self._server is not None and self._server.is_serving()
 
     # ---- connections ---------------------------------------------------------------------------
+    def _limit_refused(
+        self, tenant_id: str, serial: str, address: str, limit: str, *, subject: str = ""
+    ) -> None:
+        """Audit connections refused at a limit: the first at once, then at most one record a minute per
+        certificate (or for the server), counting the refusals in between; a flood of connections must not
+        become a flood of audit writes."""
+        key = f"{tenant_id}/{serial}"
+        now = time.monotonic()
+        last, count = self._limit_audited.get(key, (-LIMIT_AUDIT_SECONDS, 0))
+        if now - last < LIMIT_AUDIT_SECONDS:
+            self._limit_audited[key] = (last, count + 1)
+            return
+        if len(self._limit_audited) > 10_000:  # a bound, not an LRU
+            self._limit_audited.clear()
+        self._limit_audited[key] = (now, 0)
+        event = AuditEvent(
+            tenant_id=tenant_id,
+            source="kmip",
+            operation="Connect",
+            result="denied",
+            kind="security",
+            actor=subject[:256],
+            reason=f"{limit} was reached; {count} more refused since the last record",
+            client_address=address,
+            details={"serial": serial[:64]} if serial else {},
+        )
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+            self._pool.submit(self._record_quietly, event)
+
+    def _record_quietly(self, event: AuditEvent) -> None:
+        try:
+            self.core.services.audit.record(event)
+        except OpenKCMError as exc:
+            log.warning("kmip limit refusal not audited: %s", exc.code)
+
     def _refuse_identity(self, reason: str, address: str, subject: str = "") -> None:
         with contextlib.suppress(OpenKCMError):
             self.core.services.audit.record(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from openkcm.domain.audit import read_events
 from openkcm.protocol import ttlv
 from openkcm.protocol.tags import Op, QueryFunction, Status, Tag
 from tests.kmip.conftest import KmipConnection, read_message
@@ -333,6 +334,20 @@ def test_per_client_and_total_connection_limits_are_enforced_and_released(listen
         assert _closed(over.sock, within=5)
         over.close()
         assert server._connections == 3
+        for _ in range(3):  # a burst: counted, not one record each
+            burst = KmipConnection(server.port, first)
+            assert _closed(burst.sock, within=5)
+            burst.close()
+        audit = server.core.services.audit
+
+        def refusals(tenant_id: str) -> list[dict]:
+            audit.flush()
+            return [e for e in read_events(tenant_id) if e["operation"] == "Connect" and e["result"] == "denied"]
+
+        assert _until(lambda: len(refusals("limits")) == 1, 5)
+        [per_cert] = refusals("limits")
+        assert per_cert["kind"] == "security" and "per-certificate connection limit" in per_cert["reason"]
+        assert _until(lambda: any("server's connection limit" in e["reason"] for e in refusals("_platform")), 5)
     finally:
         for conn in conns:
             conn.close()
