@@ -12,7 +12,7 @@ from openkcm.errors import NotFound
 from openkcm.kmip.context import BatchState, RequestContext
 from openkcm.kmip.errors import KmipError, invalid, not_found, wrong_state
 from openkcm.protocol import ttlv
-from openkcm.protocol.tags import Alg, KeyFormat, ObjectType, Reason, Tag
+from openkcm.protocol.tags import KeyFormat, ObjectType, Reason, Tag
 from openkcm.protocol.ttlv import TTLV
 
 AES_BITS = frozenset({128, 192, 256})
@@ -256,11 +256,10 @@ def decode_object(object_type: int, payload: TTLV) -> DecodedObject:
     if tag == Tag.SYMMETRIC_KEY:
         if fmt not in (KeyFormat.RAW, KeyFormat.OPAQUE):
             raise invalid("symmetric keys are registered as Raw", Reason.KEY_FORMAT_TYPE_NOT_SUPPORTED)
-        # The length is what ReKey generates and Encrypt expects: it must be the material's own.
-        if length is not None and length != len(material) * 8:  # type: ignore[arg-type]
-            raise invalid(f"Cryptographic Length must be the key material's, {len(material) * 8} bits")  # type: ignore[arg-type]
-        if alg in (None, Alg.AES) and len(material) * 8 not in AES_BITS:  # type: ignore[arg-type]
-            raise invalid("AES keys are 128, 192 or 256 bits", Reason.INVALID_ATTRIBUTE_VALUE)
+        # The length is what ReKey generates: never more than the material holds (3DES states 168 of its
+        # 192 bits). AES sizes are checked by Register, once the algorithm it stores is known.
+        if length is not None and not 0 < length <= len(material) * 8:  # type: ignore[arg-type]
+            raise invalid(f"Cryptographic Length must be 1-{len(material) * 8} bits for this key material")  # type: ignore[arg-type]
         return DecodedObject("SYMMETRIC_KEY", material, {"_kft": [KeyFormat.RAW]}, alg, length)  # type: ignore[arg-type]
     sdt = int_field(node, Tag.SECRET_DATA_TYPE, "Secret Data Type", (ttlv.ENUMERATION,)) or 1
     return DecodedObject("SECRET_DATA", material, {"_kft": [fmt], "_sdt": [sdt]}, alg, length)  # type: ignore[arg-type]

@@ -10,7 +10,9 @@ from tests.kmip.test_protocol import call, create_payload
 from tests.kmip.wire import request, uid
 
 
-def _register(material: bytes, length: int | None, alg: int | None = Alg.AES) -> list[ttlv.TTLV]:
+def _register(
+    material: bytes, length: int | None, alg: int | None = Alg.AES, template_alg: int | None = None
+) -> list[ttlv.TTLV]:
     block = [
         ttlv.enumeration(Tag.KEY_FORMAT_TYPE, KeyFormat.RAW),
         ttlv.structure(Tag.KEY_VALUE, [ttlv.byte_string(Tag.KEY_MATERIAL, material)]),
@@ -19,9 +21,20 @@ def _register(material: bytes, length: int | None, alg: int | None = Alg.AES) ->
         block.append(ttlv.enumeration(Tag.CRYPTOGRAPHIC_ALGORITHM, alg))
     if length is not None:
         block.append(ttlv.integer(Tag.CRYPTOGRAPHIC_LENGTH, length))
+    template = []
+    if template_alg is not None:
+        template.append(
+            ttlv.structure(
+                Tag.ATTRIBUTE,
+                [
+                    ttlv.text(Tag.ATTRIBUTE_NAME, "Cryptographic Algorithm"),
+                    ttlv.enumeration(Tag.ATTRIBUTE_VALUE, template_alg),
+                ],
+            )
+        )
     return [
         ttlv.enumeration(Tag.OBJECT_TYPE, ObjectType.SYMMETRIC_KEY),
-        ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, []),
+        ttlv.structure(Tag.TEMPLATE_ATTRIBUTE, template),
         ttlv.structure(Tag.SYMMETRIC_KEY, [ttlv.structure(Tag.KEY_BLOCK, block)]),
     ]
 
@@ -43,6 +56,16 @@ def test_register_refuses_a_length_that_is_not_the_materials(kmip_core, tenant_f
         kmip_core, "sizes", request((1, 2), (Op.REGISTER, _register(b"k" * 64, 512, Alg.HMAC_SHA256)))
     )
     assert results[0].status == Status.SUCCESS  # other algorithms keep their own sizes
+    # the algorithm Register stores (a template attribute wins over the Key Block's) is the one checked
+    sneaky = _register(b"k" * 5, None, Alg.HMAC_SHA256, template_alg=Alg.AES)
+    _, results = call(kmip_core, "sizes", request((1, 2), (Op.REGISTER, sneaky)))
+    assert results[0].status == Status.OPERATION_FAILED and "128, 192 or 256 bits" in results[0].message
+    hmac_in_template = _register(b"k" * 64, None, None, template_alg=Alg.HMAC_SHA512)
+    _, results = call(kmip_core, "sizes", request((1, 2), (Op.REGISTER, hmac_in_template)))
+    assert results[0].status == Status.SUCCESS, results[0].message
+    triple_des = _register(b"k" * 24, 168, Alg.TRIPLE_DES)  # 168 effective bits in 24 bytes
+    _, results = call(kmip_core, "sizes", request((1, 2), (Op.REGISTER, triple_des)))
+    assert results[0].status == Status.SUCCESS, results[0].message
 
 
 def test_derive_key_refuses_an_aes_size_aes_does_not_have(kmip_core, tenant_factory):

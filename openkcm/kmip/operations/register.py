@@ -6,7 +6,7 @@ Cryptographic Usage Mask = 0: accepted (a mask of 0 restricts nothing)."""
 from __future__ import annotations
 
 from openkcm.domain.objects import PRE_ACTIVE
-from openkcm.kmip.common import decode_object
+from openkcm.kmip.common import AES_BITS, decode_object
 from openkcm.kmip.context import BatchState, Outcome, RequestContext
 from openkcm.kmip.errors import invalid
 from openkcm.kmip.lifecycle import new_attributes
@@ -25,7 +25,17 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
         attributes.setdefault("Cryptographic Algorithm", [decoded.algorithm])
     if decoded.object_type == "SYMMETRIC_KEY":
         attributes.setdefault("Cryptographic Algorithm", [Alg.AES])
-        attributes["Cryptographic Length"] = [decoded.length or len(decoded.material) * 8]
+        bits = len(decoded.material) * 8
+        # The algorithm as stored (a template attribute wins over the Key Block's): an AES key must be
+        # one AES can use, or Encrypt and ReKey fail on it later.
+        if attributes["Cryptographic Algorithm"][0] == Alg.AES and (
+            bits not in AES_BITS or decoded.length not in (None, bits)
+        ):
+            raise invalid(
+                "AES keys are 128, 192 or 256 bits, and their Cryptographic Length is the material's",
+                Reason.INVALID_ATTRIBUTE_VALUE,
+            )
+        attributes["Cryptographic Length"] = [decoded.length or bits]
     elif decoded.length is not None:
         attributes.setdefault("Cryptographic Length", [decoded.length])
     attributes.update(decoded.hidden)

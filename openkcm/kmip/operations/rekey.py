@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 
 from openkcm.domain.objects import ACTIVE, PRE_ACTIVE
-from openkcm.kmip.common import load, require_state, target_uid
+from openkcm.kmip.common import AES_BITS, load, require_state, target_uid
 from openkcm.kmip.context import BatchState, Outcome, RequestContext
 from openkcm.kmip.errors import invalid
 from openkcm.kmip.lifecycle import names_of, now
 from openkcm.protocol import ttlv
-from openkcm.protocol.tags import LinkType, Reason, Tag
+from openkcm.protocol.tags import Alg, LinkType, Reason, Tag
 from openkcm.protocol.ttlv import TTLV
 
 CARRIED = (
@@ -47,7 +47,9 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
         state = ACTIVE
         attributes["Activation Date"] = [t]
     length = int(old.first("Cryptographic Length", 256))
-    if length % 8 or not 8 <= length <= 8192 * 8:  # Register keeps lengths honest; an object stored before not
+    aes = old.first("Cryptographic Algorithm", Alg.AES) == Alg.AES
+    # Register keeps lengths honest; an object stored before may not be
+    if length % 8 or not 8 <= length <= 8192 * 8 or (aes and length not in AES_BITS):
         raise invalid("the key's Cryptographic Length cannot be re-keyed", Reason.INVALID_ATTRIBUTE_VALUE)
     store = ctx.services.store
     new = store.create(
