@@ -128,8 +128,8 @@ def openapi_json() -> Response[str]:
 
 
 def _unsupported_body(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Every request body of this API is JSON. Anything else is refused with 415 before Powertools tries
-    to parse it (its form/multipart parsing raises on malformed input)."""
+    """Every request body of this API is JSON. Anything else is refused with 415 (or 400) before Powertools
+    tries to parse it (its form/multipart parsing raises on malformed input)."""
     if not event.get("body"):
         return None
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
@@ -137,11 +137,23 @@ def _unsupported_body(event: dict[str, Any]) -> dict[str, Any] | None:
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         return _error(415, "unsupported_media_type", "send the request body as application/json",
                       "Content-Type", "must be application/json")
+    text = event["body"]
     if event.get("isBase64Encoded"):
         try:
-            base64.b64decode(event["body"], validate=True).decode("utf-8")
+            text = base64.b64decode(event["body"], validate=True).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return _error(400, "invalid_request", "the request body is not UTF-8 JSON", "body", "not UTF-8 text")
+    # Bodies the JSON parser itself gives up on (Powertools would raise them out of the route as a 500):
+    # a number of thousands of digits, nesting thousands of levels deep. Invalid JSON is left to the
+    # validation layer, which names it.
+    try:
+        json.loads(text)
+    except RecursionError:
+        return _error(400, "invalid_request", "body: nested too deeply", "body", "nested too deeply")
+    except json.JSONDecodeError:
+        pass
+    except ValueError:  # Python's limit on the digits of an integer
+        return _error(400, "invalid_request", "body: a number is too long", "body", "number too long")
     return None
 
 

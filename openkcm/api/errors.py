@@ -95,18 +95,6 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
         return error_response(status, code, str(exc.msg))
 
-    @app.exception_handler(RecursionError)
-    def _too_deep(exc: RecursionError) -> Response:  # a JSON body nested thousands of levels deep
-        return error_response(400, "invalid_request", "body: nested too deeply",
-                              {"field": "body", "reason": "nested too deeply"})
-
-    @app.exception_handler(ValueError)
-    def _value(exc: ValueError) -> Response:
-        if "integer string conversion" in str(exc):  # a JSON number of thousands of digits
-            return error_response(400, "invalid_request", "body: a number is too long",
-                                  {"field": "body", "reason": "number too long"})
-        return _unexpected(exc)
-
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
         logger.exception("unexpected error")

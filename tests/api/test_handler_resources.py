@@ -281,6 +281,21 @@ def test_validation_errors_name_field_and_reason_and_refuse_unknown_fields(api, 
     assert reply.status == 400 and reply.json()["details"]["field"] == "body", reply.text
     report = f"/v1/tenants/{tenant}/audit/compliance-report"
     assert api.call("GET", report, claims(account, "auditor"), query={"until": "9999-12-31"}).status == 400
+
+
+def test_a_recursion_or_value_error_inside_the_api_is_a_500_not_the_callers_fault(api, account, monkeypatch):
+    """The body guards sit where the body is parsed: the same errors raised by the code stay 500s."""
+    from openkcm.ops import rotation
+
+    admin = claims(account)
+    tenant = api.call("POST", f"/v1/accounts/{account}/tenants", admin, body={"name": "n"}).json()["tenant_id"]
+    for error in (RecursionError("deep"), ValueError("Exceeds the limit (4300 digits) for integer string conversion")):
+        def broken(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(rotation, "rotate_tenant", broken)
+        reply = api.call("POST", f"/v1/tenants/{tenant}/rotate", admin, body={})
+        assert reply.status == 500 and reply.json()["error"] == "internal_error", reply.text
     reply = api.call("GET", f"/v1/accounts/{account}/tenants", admin, query={"limit": "1000"})
     assert reply.status == 400 and reply.json()["details"]["field"] == "limit"
     assert "input" not in reply.text  # the offending value is never echoed
