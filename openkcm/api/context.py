@@ -12,6 +12,7 @@ import binascii
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -84,12 +85,34 @@ def tenant_in_scope(router: BaseRouter, tenant_id: str, permission: str) -> tupl
     try:
         tenant = runtime().tenants.get(tenant_id)
     except NotFound:
-        # Recorded like a probe of another account's tenant (same answer, same one audit write), in the
+        # Recorded like a probe of another account's tenant (same answer, same audit write), in the
         # caller's own account: a missing id and a foreign one are indistinguishable to the caller.
-        record_refusal(router, who, who.account_id, "", permission, "no such tenant")
+        record_probe(router, who, who.account_id, "", permission, "no such tenant", target=tenant_id)
         raise NotFound("no such object") from None
     authorize(router, who, permission, tenant.account_id, tenant_id=tenant_id)
     return who, tenant
+
+
+PROBE_AUDIT_SECONDS = 60.0
+_probes: dict[tuple[str, str, str], tuple[float, int]] = {}  # (caller, account, tenant) -> (last record, since)
+
+
+def record_probe(router: BaseRouter, who: Principal, account_id: str, tenant_id: str, permission: str,
+                 reason: str, *, target: str = "") -> None:
+    """A refusal of an id outside the caller's scope or missing: the first at once, then at most one record
+    a minute per caller and target (per process), with the count in between, so that probing cannot flood
+    a tenant's trail and the security bus. Missing and foreign ids take the same path."""
+    key, now = (who.subject, account_id, tenant_id or target), time.monotonic()
+    with _lock:
+        last, count = _probes.get(key, (-PROBE_AUDIT_SECONDS, 0))
+        if now - last < PROBE_AUDIT_SECONDS:
+            _probes[key] = (last, count + 1)
+            return
+        if len(_probes) > 10_000:  # a bound, not an LRU
+            _probes.clear()
+        _probes[key] = (now, 0)
+    record_refusal(router, who, account_id, tenant_id, permission,
+                   reason + (f" ({count} more since the last record)" if count else ""))
 
 
 def authorize(router: BaseRouter, who: Principal, permission: str, account_id: str, *, tenant_id: str = "") -> None:
@@ -98,7 +121,7 @@ def authorize(router: BaseRouter, who: Principal, permission: str, account_id: s
     try:
         who.require(permission, account_id)
     except NotFound:
-        record_refusal(router, who, account_id, tenant_id, permission, "outside the caller's account")
+        record_probe(router, who, account_id, tenant_id, permission, "outside the caller's account")
         raise
     except PermissionDenied as exc:
         record_refusal(router, who, account_id, tenant_id, permission, exc.message)

@@ -144,3 +144,13 @@ def adapter(api_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def pytest_configure(config: pytest.Config) -> None:
     # metrics are disabled in these tests, so Powertools says there is nothing to publish on every call
     config.addinivalue_line("filterwarnings", "ignore:No application metrics to publish:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe_counts() -> Iterator[None]:
+    """Probe records are rate-limited per process; each test starts with none counted."""
+    from openkcm.api import context
+
+    context._probes.clear()
+    yield
+    context._probes.clear()

@@ -42,6 +42,10 @@ def test_refused_calls_are_recorded_as_security_events(api, account, make_tenant
     # ... and a probe of a missing id in the caller's own account partition (one audit write either way)
     probes = [e for e in read_events(PLATFORM_TENANT, since=EPOCH) if e["account_id"] == "intruder"]
     assert [e["reason"] for e in probes] == ["no such tenant"]
+    # probing again within the minute is counted, not recorded each time (no flooding a trail or the bus)
+    for _ in range(5):
+        assert api.call("POST", f"/v1/tenants/{tenant.tenant_id}/rotate", claims("intruder"), body={}).status == 404
+    assert len(read_events(tenant.tenant_id, since=EPOCH)) == before + 1
 
 
 def test_lambda_cold_start_builds_its_runtime_from_the_environment(api_runtime, account, make_tenant, tmp_path):

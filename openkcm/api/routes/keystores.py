@@ -23,6 +23,7 @@ from openkcm.api.context import (
     page_body,
     paginate,
     principal,
+    record_probe,
     require_mfa,
     runtime,
     tenant_in_scope,
@@ -205,8 +206,14 @@ def link_l1_key(account_id: str, keystore_id: str, body: L1Link) -> dict[str, An
     _require_mfa_for(who, _provider_of(account_id, keystore_id), "linking a key of this keystore",
                      account_id)
     for tenant_id in body.tenant_ids:
-        tenant = runtime().tenants.get(check_id(tenant_id, ID_PATTERN))
+        try:
+            tenant = runtime().tenants.get(check_id(tenant_id, ID_PATTERN))
+        except NotFound:
+            record_probe(account_router, who, account_id, "", auth.L1_WRITE, "no such tenant", target=tenant_id)
+            raise NotFound("no such tenant") from None
         if tenant.account_id != account_id:
+            record_probe(account_router, who, tenant.account_id, tenant.tenant_id, auth.L1_WRITE,
+                         "outside the caller's account")
             raise NotFound("no such tenant")
         if tenant.key_mode == "hyok":  # moving a tenant off its HSM changes a HYOK key chain as well
             require_mfa(account_router, who, "moving a HYOK tenant to another key", account_id, tenant_id=tenant_id)
