@@ -54,8 +54,10 @@ def test_keystore_crud_test_and_keys(api, account, aws_endpoint, kms_key):
         ssrf = api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "x",
                                                       "config": {"region": "us-east-1", "endpoint_url": url}})
         assert ssrf.status == 400 and ssrf.json()["details"]["field"] == "endpoint_url", (url, ssrf.text)
-    vpce = {"region": "eu-central-1", "endpoint_url": "https://vpce-0a1b2c3d-abcd.kms.eu-central-1.vpce.amazonaws.com"}
-    assert api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "vpc", "config": vpce}).status == 201
+    for url in ("https://vpce-0a1b2c3d-abcd.kms.eu-central-1.vpce.amazonaws.com", "https://kms.eu-central-1.api.aws",
+                "https://KMS.eu-central-1.amazonaws.com:443/"):
+        aws = {"region": "eu-central-1", "endpoint_url": url}
+        assert api.call("POST", base, keyadmin, body={"provider": "aws-kms", "name": "vpc", "config": aws}).status == 201
     unknown = api.call("POST", base, keyadmin, body={"provider": "vault", "name": "x"})
     assert unknown.status == 400 and unknown.json()["details"]["field"] == "provider"
     assert api.call("DELETE", f"{base}/{ks}", keyadmin).status == 200

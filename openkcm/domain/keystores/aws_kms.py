@@ -50,7 +50,9 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 # no keys or role of its own: only AWS KMS endpoints (regional, FIPS, VPC interface endpoints; the China
 # partition) qualify, and the deployment's own AWS endpoint (AWS_ENDPOINT_URL: moto in the local stack).
 _KMS_ENDPOINT = re.compile(
-    r"^https://((vpce-[a-z0-9-]+\.)?kms(-fips)?\.[a-z]{2}(-[a-z]+)+-\d\.(vpce\.)?amazonaws\.com(\.cn)?)/?$"
+    r"https://((vpce-[a-z0-9-]+\.)?kms(-fips)?\.[a-z]{2}(-[a-z]+)+-\d\.(vpce\.)?amazonaws\.com(\.cn)?"
+    r"|kms(-fips)?\.[a-z]{2}(-[a-z]+)+-\d\.api\.aws)(:443)?/?",
+    re.IGNORECASE,
 )
 _ACTIONS = {
     "wrap": "kms:Encrypt",
@@ -71,7 +73,12 @@ _AUTH_CODES = {
     "InvalidSignatureException",
     "AuthFailure",
 }
-_UNREACHABLE_CODES = {"KMSInternalException", "DependencyTimeoutException", "ServiceUnavailable", "ThrottlingException"}
+_UNREACHABLE_CODES = {
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "ServiceUnavailable",
+    "ThrottlingException",
+}
 _STATE_FIX = {
     "Disabled": "Enable the key in the AWS KMS console (or aws kms enable-key), then test the connection again.",
     "PendingDeletion": "Cancel the key deletion (aws kms cancel-key-deletion) and enable the key.",
@@ -95,10 +102,18 @@ def external_id_for(account_id: str) -> str:
 def _endpoint_allowed(endpoint: str) -> bool:
     """An AWS KMS endpoint, the deployment's own AWS endpoint, or one the operator lists (comma-separated,
     exact) in OPENKCM_KMS_ENDPOINTS_ALLOWED: a proxy of their own, or a test's unreachable address."""
-    wanted = endpoint.rstrip("/")
-    own = {os.environ.get("AWS_ENDPOINT_URL", "").rstrip("/")}
-    own |= {e.strip().rstrip("/") for e in os.environ.get("OPENKCM_KMS_ENDPOINTS_ALLOWED", "").split(",")}
-    return bool(_KMS_ENDPOINT.match(endpoint)) or (bool(wanted) and wanted in own - {""})
+    if _KMS_ENDPOINT.fullmatch(endpoint):
+        return True
+    listed = [
+        os.environ.get("AWS_ENDPOINT_URL", ""),
+        *os.environ.get("OPENKCM_KMS_ENDPOINTS_ALLOWED", "").split(","),
+    ]
+    return _loopback_same(endpoint) in {_loopback_same(e) for e in listed if e.strip()}
+
+
+def _loopback_same(url: str) -> str:
+    """An endpoint as compared: no trailing slash, lower case, ``localhost`` spelled as 127.0.0.1."""
+    return url.strip().rstrip("/").lower().replace("://localhost", "://127.0.0.1")
 
 
 class AwsKmsConnector(KeystoreConnector):
@@ -184,7 +199,10 @@ class AwsKmsConnector(KeystoreConnector):
             expires = float("inf")
             if self._role_arn:
                 sts = session.client("sts", config=cfg)
-                kwargs: dict[str, Any] = {"RoleArn": self._role_arn, "RoleSessionName": _role_session_name(self.keystore_id)}
+                kwargs: dict[str, Any] = {
+                    "RoleArn": self._role_arn,
+                    "RoleSessionName": _role_session_name(self.keystore_id),
+                }
                 if self._external_id:
                     kwargs["ExternalId"] = self._external_id
                 try:
@@ -212,7 +230,9 @@ class AwsKmsConnector(KeystoreConnector):
                     "id configured for this keystore (sts:ExternalId)."
                 ),
             )
-        return self._map_error(exc, "assume_role", "") or KeystoreUnreachable(f"STS AssumeRole failed ({code})")
+        return self._map_error(exc, "assume_role", "") or KeystoreUnreachable(
+            f"STS AssumeRole failed ({code})"
+        )
 
     # ---- backend calls -------------------------------------------------------------------------
     def _test_connection(self) -> None:
@@ -261,12 +281,18 @@ class AwsKmsConnector(KeystoreConnector):
             for key in page.get("Keys", []):
                 names = aliases.get(key["KeyId"], [])
                 keys.append(
-                    KeyInfo(key_ref=key["KeyArn"], key_id=key["KeyArn"], extra={"aliases": ",".join(sorted(names))})
+                    KeyInfo(
+                        key_ref=key["KeyArn"],
+                        key_id=key["KeyArn"],
+                        extra={"aliases": ",".join(sorted(names))},
+                    )
                 )
         return keys
 
     def _wrap(self, key_ref: str, plaintext: bytes, context: Context) -> bytes:
-        reply = self._kms().encrypt(KeyId=key_ref, Plaintext=bytes(plaintext), EncryptionContext=dict(context))
+        reply = self._kms().encrypt(
+            KeyId=key_ref, Plaintext=bytes(plaintext), EncryptionContext=dict(context)
+        )
         return reply["CiphertextBlob"]
 
     def _unwrap(self, key_ref: str, blob: bytes, context: Context) -> bytes:
@@ -291,12 +317,18 @@ class AwsKmsConnector(KeystoreConnector):
                 KeyUsage="ENCRYPT_DECRYPT",
                 Description=description[:8192],
             )["KeyMetadata"]
-            return KeyInfo(key_ref=meta["Arn"], key_id=meta["Arn"], state=meta.get("KeyState", ""), origin="EXTERNAL")
+            return KeyInfo(
+                key_ref=meta["Arn"], key_id=meta["Arn"], state=meta.get("KeyState", ""), origin="EXTERNAL"
+            )
 
         return self._call("create_import_key", call, key_ref="")
 
     def get_import_parameters(
-        self, key_ref: str | None = None, *, wrapping_algorithm: str = "RSAES_OAEP_SHA_256", wrapping_key_spec: str = "RSA_4096"
+        self,
+        key_ref: str | None = None,
+        *,
+        wrapping_algorithm: str = "RSAES_OAEP_SHA_256",
+        wrapping_key_spec: str = "RSA_4096",
     ) -> dict[str, str]:
         """The public key the customer wraps their material with, the import token and its expiry.
         Everything returned is public (base64 strings), safe to show in the API."""
@@ -318,7 +350,12 @@ class AwsKmsConnector(KeystoreConnector):
         return self._call("get_import_parameters", call, key_ref=ref)
 
     def import_key_material(
-        self, import_token_b64: str, encrypted_material_b64: str, key_ref: str | None = None, *, valid_to: Any = None
+        self,
+        import_token_b64: str,
+        encrypted_material_b64: str,
+        key_ref: str | None = None,
+        *,
+        valid_to: Any = None,
     ) -> KeyInfo:
         """Forward the customer's wrapped material (never plaintext L1) with the import token."""
         ref = self._require_key(key_ref)
@@ -389,7 +426,11 @@ class AwsKmsConnector(KeystoreConnector):
             return IntegrityFailure()
         if code in _UNREACHABLE_CODES:
             return KeystoreUnreachable(f"AWS KMS could not serve {operation} right now ({code})")
-        if code in ("ExpiredImportTokenException", "InvalidImportTokenException", "IncorrectKeyMaterialException"):
+        if code in (
+            "ExpiredImportTokenException",
+            "InvalidImportTokenException",
+            "IncorrectKeyMaterialException",
+        ):
             return KeystoreConfigInvalid(
                 f"AWS KMS refused the key material import ({code})",
                 fix="Fetch fresh import parameters and wrap the key material again with the new public key.",
