@@ -19,6 +19,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.domain.envelope import binding, open_sealed, seal
 from openkcm.domain.rootkey import RootKeyProvider
 from openkcm.domain.wrapping import WrappingKey
-from openkcm.errors import ConcurrentUpdate, InvalidRequest, KeyUnavailable, NotFound
+from openkcm.errors import ConcurrentUpdate, IntegrityFailure, InvalidRequest, KeyUnavailable, NotFound
 from openkcm.storage import ConditionFailed, TenantKeyModel, TenantModel
 from openkcm.storage.models import condition_guard
 
@@ -165,20 +166,26 @@ class TenantKeyring:
     def rewrap_version(self, tenant_id: str, version: int, parent: WrappingKey, parent_kind: str) -> bool:
         """Re-wrap one L2 version's unchanged material under ``parent`` (e.g. the newest root key version
         after a root rotation), with a conditional write on the record's version. Returns False when there
-        is nothing to do (destroyed, or wrapped by ``parent`` already). Changing a tenant's parent *kind*
-        (platform-managed <-> BYOK/HYOK) is the keystores' change-parent operation, not this."""
+        is nothing to do (destroyed, wrapped by ``parent`` already, or wrapped by another *kind* of parent
+        by now). Changing a tenant's parent *kind* (platform-managed <-> BYOK/HYOK) is the keystores'
+        change-parent operation, never this: a root re-wrap racing a BYOK link must not undo the link."""
         record = self.record(tenant_id, version)
         if record.state == "destroyed" or record.wrapped is None:
             return False
-        if record.parent_kind == parent_kind and record.parent_ref == parent.ref:
+        if record.parent_kind != parent_kind:  # re-parented since the caller listed it
+            return False
+        if record.parent_ref == parent.ref:
             return False
         context = l2_context(tenant_id, version)
         material = self.parent_of(record).unwrap(record.wrapped, context)
+        blob = parent.wrap(material, context)
+        if not hmac.compare_digest(parent.unwrap(blob, context), material):  # the data must stay readable
+            raise IntegrityFailure("the re-wrapped L2 version does not open again; nothing was written")
         try:
             with condition_guard():
                 record.update(
                     actions=[
-                        TenantKeyModel.wrapped.set(parent.wrap(material, context)),
+                        TenantKeyModel.wrapped.set(blob),
                         TenantKeyModel.parent_kind.set(parent_kind),
                         TenantKeyModel.parent_ref.set(parent.ref),
                     ]

@@ -265,3 +265,33 @@ def test_a_tenant_that_is_not_ready_is_reported_not_fatal(ks_runtime, kms):
     results = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, arn, [disabled.tenant_id, ready.tenant_id], "alice")
     assert [r["ok"] for r in results] == [False, True]
     assert results[0]["error"]["error"] == "wrong_state"
+
+
+def test_a_root_rewrap_racing_a_byok_link_does_not_undo_it(ks_runtime, kms, monkeypatch):
+    """The root rotation lists the tenant's root-wrapped versions, a BYOK link completes, then the
+    re-wrap runs: it must leave the version under the customer's key (disabling that key cuts the data
+    off), not move it back under the root key."""
+    from openkcm.ops import rotation
+
+    rt = ks_runtime
+    tenant_id = create_platform_tenant(rt, ACCOUNT, actor="test", source="cli").tenant_id
+    material = os.urandom(32)
+    version, blob = rt.keyring.seal_object(tenant_id, "obj-1", material)
+    rt.root.rotate()  # the version's root blob is now an old root version's
+    meta = kms.create_key()["KeyMetadata"]
+    store = ks.create_keystore(rt, ACCOUNT, "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
+    rewrap = rt.keyring.rewrap_version
+
+    def link_first(*args, **kwargs):
+        monkeypatch.setattr(rt.keyring, "rewrap_version", rewrap)
+        [linked] = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, meta["Arn"], [tenant_id], "alice")
+        assert linked["ok"]
+        return rewrap(*args, **kwargs)
+
+    monkeypatch.setattr(rt.keyring, "rewrap_version", link_first)
+    assert rotation.rewrap_root_children(rt, tenant_id) == 0
+    assert rt.keyring.record(tenant_id, version).parent_kind != "root"
+    kms.disable_key(KeyId=meta["KeyId"])  # the customer's kill switch still works
+    rt.keyring.invalidate(tenant_id)
+    with pytest.raises(Exception):  # noqa: B017 (the keystore's own error type)
+        rt.keyring.open_object(tenant_id, "obj-1", version, blob)
