@@ -49,7 +49,7 @@ from openkcm.domain.tenants import (
     PROVISIONING,
     READY,
 )
-from openkcm.errors import AlreadyExists, InvalidRequest, NotFound, OpenKCMError, Unauthenticated
+from openkcm.errors import AlreadyExists, InvalidRequest, NotFound, OpenKCMError, Unauthenticated, WrongState
 from openkcm.ops import events, notifications
 from openkcm.ops.runtime import Runtime
 from openkcm.storage import ConditionFailed, TenantModel
@@ -588,11 +588,19 @@ def _step_ready(runtime: Runtime, tenant_id: str, customer: str, attempt: int) -
 
 
 def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
-    """service_enabled again within the retention period: the tenant comes back as it was."""
-    with condition_guard():
-        progress.update(
-            actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()]
-        )
+    """service_enabled again within the retention period: the tenant comes back as it was — unless its
+    crypto-shredding has started (the shred and this exclude each other through the record)."""
+    try:
+        with condition_guard():
+            progress.update(
+                actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()],
+                condition=ProvisioningModel.shred_started_at.does_not_exist()
+                & ProvisioningModel.shredded_at.does_not_exist(),
+            )
+    except ConditionFailed:
+        raise WrongState(
+            "this tenant is being or was crypto-shredded; it cannot be restored", tenant_id=progress.tenant_id
+        ) from None
     runtime.tenants.set_status(progress.tenant_id, READY)
     runtime.audit.record(
         AuditEvent(

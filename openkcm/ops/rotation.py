@@ -32,7 +32,14 @@ from typing import Any
 from openkcm.domain.audit import AuditEvent, CheckpointSigner
 from openkcm.domain.hierarchy import PARENT_ROOT
 from openkcm.domain.tenants import PLATFORM_TENANT, READY
-from openkcm.errors import ConcurrentUpdate, IntegrityFailure, KeyUnavailable, NotFound, OpenKCMError
+from openkcm.errors import (
+    ConcurrentUpdate,
+    IntegrityFailure,
+    KeyUnavailable,
+    NotFound,
+    OpenKCMError,
+    WrongState,
+)
 from openkcm.ops import events, notifications
 from openkcm.ops.audit import signer as audit_signer
 from openkcm.ops.runtime import Runtime
@@ -267,6 +274,7 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
     if tenant.status != "Deleted":
         raise OpenKCMError("only a deleted tenant can be crypto-shredded")
     runtime.audit.ensure_writable()
+    _claim_shred(runtime, tenant_id)
     destroyed = runtime.keyring.destroy_all(tenant_id)
     versions = sorted(int(r.l2_version) for r in runtime.keyring.records(tenant_id))
     now = runtime.clock.now()
@@ -350,6 +358,24 @@ def verify_tombstone(runtime: Runtime, tenant_id: str) -> dict[str, Any]:
         "algorithm": stone.algorithm,
         "key_id": stone.key_id,
     }
+
+
+def _claim_shred(runtime: Runtime, tenant_id: str) -> None:
+    """Mark the shred as started, on the condition that the tenant is still deleted: a restore (which
+    removes ``deleted_at`` on the condition that no shred started) and a shred exclude each other, so a
+    re-subscription never gets a tenant whose keys are being destroyed."""
+    try:
+        progress = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
+    except ProvisioningModel.DoesNotExist:
+        return  # deleted before deletion records existed: nothing can restore it
+    try:
+        with condition_guard():
+            progress.update(
+                actions=[ProvisioningModel.shred_started_at.set(runtime.clock.now())],
+                condition=ProvisioningModel.deleted_at.exists(),
+            )
+    except ConditionFailed:
+        raise WrongState("the tenant was restored meanwhile; it is not crypto-shredded") from None
 
 
 def shred_due(runtime: Runtime) -> list[str]:

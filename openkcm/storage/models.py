@@ -303,6 +303,8 @@ class ProvisioningModel(Model):
     deleted_at = UTCDateTimeAttribute(null=True)
     shred_after = UTCDateTimeAttribute(null=True)
     shredded_at = UTCDateTimeAttribute(null=True)
+    # Set (on a deleted tenant only) before the first L2 version is destroyed; a restore needs it absent.
+    shred_started_at = UTCDateTimeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()

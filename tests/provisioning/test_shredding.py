@@ -106,3 +106,37 @@ def test_delete_with_explicit_retention_and_repeat_keeps_first_time(rt, clock):
     with pytest.raises(Exception) as info:  # another customer's tenant: indistinguishable from missing
         provisioning.delete_tenant(rt, "acme-corp-12345", "beta-corp-67890", reason="api")
     assert getattr(info.value, "http_status", 0) == 404
+
+
+def test_a_restore_racing_the_shred_and_a_restore_after_it_are_refused(rt, monkeypatch):
+    """A re-subscription between the shred's status check and the destruction of the keys must not hand
+    back a Ready tenant whose keys are then destroyed; nor may a shredded tenant be 'restored'."""
+    from openkcm.errors import WrongState
+    from openkcm.storage.models import ProvisioningModel
+
+    provisioning.process_event(rt, marketplace_event(customer="race-corp"))
+    provisioning.delete_tenant(rt, "race-corp", "race-corp", reason="unsubscribed", retention_days=0)
+    destroy_all = rt.keyring.destroy_all
+    refused = []
+
+    def resubscribe_first(tenant_id):
+        try:
+            provisioning._undelete(rt, ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY))
+        except WrongState as exc:
+            refused.append(exc.message)
+        return destroy_all(tenant_id)
+
+    monkeypatch.setattr(rt.keyring, "destroy_all", resubscribe_first)
+    rotation.shred_tenant(rt, "race-corp")
+    assert refused and "crypto-shredded" in refused[0]
+    assert TenantModel.get("race-corp", "TENANT").status == "Deleted"
+    monkeypatch.setattr(rt.keyring, "destroy_all", destroy_all)
+    with pytest.raises(WrongState):
+        provisioning._undelete(rt, ProvisioningModel.get("race-corp", ProvisioningModel.SORT_KEY))
+    # and the other order: a restore that lands first makes the shred stand down, keys intact
+    provisioning.process_event(rt, marketplace_event(customer="back-corp"))
+    provisioning.delete_tenant(rt, "back-corp", "back-corp", reason="unsubscribed", retention_days=0)
+    provisioning._undelete(rt, ProvisioningModel.get("back-corp", ProvisioningModel.SORT_KEY))
+    with pytest.raises(Exception):  # noqa: B017 (not deleted any more, or restored meanwhile)
+        rotation.shred_tenant(rt, "back-corp")
+    assert all(r.state != "destroyed" for r in rt.keyring.records("back-corp"))
