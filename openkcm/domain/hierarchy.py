@@ -97,6 +97,7 @@ class TenantKeyring:
         self._grace = grace
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int], _Cached] = {}
+        self._swept_at = 0.0
         self._tenant_seen: dict[str, tuple[float, int, int]] = {}  # tenant -> (checked_at, epoch, current)
         self._tenant_status: dict[str, str] = {}  # tenant -> status as last polled
 
@@ -210,10 +211,21 @@ class TenantKeyring:
         except KeyUnavailable:
             if cached and now - cached.unwrapped_at < self._ttl + self._grace:
                 return cached.key  # parent unreachable: keep serving within the grace period
+            self._evict_expired(now)  # past the grace period the plaintext key leaves memory too
             raise
         with self._lock:
             self._cache[(tenant_id, version)] = _Cached(key, now)
+        if now - self._swept_at > self._ttl:
+            self._evict_expired(now)
         return key
+
+    def _evict_expired(self, now: float) -> None:
+        """Drop every unwrapped key past its TTL and grace period: an expired entry was only skipped, so
+        a key whose L1 was disabled stayed in process memory indefinitely."""
+        with self._lock:
+            self._swept_at = now
+            for key in [k for k, c in self._cache.items() if now - c.unwrapped_at >= self._ttl + self._grace]:
+                del self._cache[key]
 
     def _unwrap(self, tenant_id: str, version: int) -> L2Key:
         record = self.record(tenant_id, version)

@@ -120,3 +120,5 @@ def test_unreachable_keystore_is_bridged_by_the_grace_period(clock_runtime, kms,
     clock.advance(10)
     with pytest.raises(KeystoreUnreachable):
         readable(rt, tenant_id, obj)
+    # past the grace period the unwrapped L2 key is gone from memory too, not only unused
+    assert not [k for k in rt.keyring._cache if k[0] == tenant_id]
