@@ -284,3 +284,23 @@ def test_import_use_cases_through_the_keystore(ks_runtime, monkeypatch):
                                       base64.b64encode(wrapped).decode(), actor="alice")
     stub.assert_no_pending_responses()
     assert done["state"] == "Enabled" and done["origin"] == "EXTERNAL"
+
+
+def test_blobs_open_after_the_customer_repoints_the_alias(kms):
+    """AWS's manual rotation: a new key, the alias moved to it. Blobs the old key wrapped carry its ARN
+    and still open; new ones go to the new key; a blob pinned to a key of another account does not open."""
+    from openkcm.domain.keystores.base import pin, unpin
+
+    old = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/acme-l1", TargetKeyId=old)
+    conn = connector("alias/acme-l1")
+    before = conn.wrap(b"a" * 32, CTX)
+    assert unpin(before)[0] == old
+    new = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.update_alias(AliasName="alias/acme-l1", TargetKeyId=new)
+    assert conn.unwrap(before, CTX) == b"a" * 32
+    after = conn.wrap(b"b" * 32, CTX)
+    assert unpin(after)[0] == new and conn.unwrap(after, CTX) == b"b" * 32
+    foreign = old.replace(old.split(":")[4], "999999999999")
+    with pytest.raises(IntegrityFailure):
+        conn.unwrap(pin(foreign, unpin(before)[1]), CTX)

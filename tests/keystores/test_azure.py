@@ -28,6 +28,7 @@ from openkcm.domain.keystores.base import (
     KeystoreKeyDisabled,
     KeystoreKeyNotFound,
     KeystorePermissionMissing,
+    unpin,
 )
 from openkcm.errors import IntegrityFailure
 
@@ -230,7 +231,9 @@ def test_a256kw_on_managed_hsm(azure):
     assert conn.check_key().extra["key_type"] == "oct-HSM"
     l2 = os.urandom(32)
     blob = conn.wrap(l2, CTX)
-    assert aes_key_unwrap(mhsm.aes, blob)[16:] == l2  # the vault's AES-KW, context digest first
+    pinned, wrapped = unpin(blob)  # pinned to the key version that wrapped it
+    assert pinned == mhsm.kid
+    assert aes_key_unwrap(mhsm.aes, wrapped)[16:] == l2  # the vault's AES-KW, context digest first
     assert conn.unwrap(blob, CTX) == l2
     assert {"wrapKey", "unwrapKey"} <= set(mhsm.calls)
     assert "https://managedhsm.azure.net/.default" in tokens

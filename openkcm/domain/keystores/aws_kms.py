@@ -35,6 +35,8 @@ from openkcm.domain.keystores.base import (
     KeystorePermissionMissing,
     KeystoreTimeout,
     KeystoreUnreachable,
+    pin,
+    unpin,
 )
 from openkcm.domain.wrapping import Context
 from openkcm.errors import IntegrityFailure, OpenKCMError
@@ -90,6 +92,12 @@ _STATE_FIX = {
 
 def _role_session_name(keystore_id: str) -> str:
     return ("openkcm-" + re.sub(r"[^\w+=,.@-]", "-", keystore_id or "keystore"))[:64]
+
+
+def _arn_home(arn: str) -> tuple[str, str, str] | None:
+    """(partition, region, account) of a KMS key ARN."""
+    parts = arn.split(":")
+    return (parts[1], parts[3], parts[4]) if len(parts) >= 6 and parts[0] == "arn" and parts[2] == "kms" else None
 
 
 def external_id_for(account_id: str) -> str:
@@ -293,17 +301,25 @@ class AwsKmsConnector(KeystoreConnector):
         reply = self._kms().encrypt(
             KeyId=key_ref, Plaintext=bytes(plaintext), EncryptionContext=dict(context)
         )
-        return reply["CiphertextBlob"]
+        # Pinned to the key ARN KMS used: an alias the customer re-points later (AWS's manual rotation)
+        # must not strand the blobs the old key wrapped.
+        return pin(str(reply.get("KeyId") or ""), reply["CiphertextBlob"])
 
     def _unwrap(self, key_ref: str, blob: bytes, context: Context) -> bytes:
+        pinned, ciphertext = unpin(bytes(blob))
+        key = pinned or key_ref
+        if pinned is not None and pinned != key_ref:
+            # The key the alias named then; it must be in the account and region of the key it names
+            # now (a customer's rotation stays in its account; a blob of someone else's key does not open).
+            current = self._describe_key(key_ref).key_id
+            if _arn_home(pinned) is None or _arn_home(pinned) != _arn_home(current):
+                raise IntegrityFailure()
         # KMS refuses a Disabled or PendingDeletion key by itself; asking its state first makes the error
         # specific (and keeps emulators that do not enforce key state honest).
-        info = self._describe_key(key_ref)
+        info = self._describe_key(key)
         if info.state != "Enabled":
             self._raise_unusable(info)
-        reply = self._kms().decrypt(
-            KeyId=key_ref, CiphertextBlob=bytes(blob), EncryptionContext=dict(context)
-        )
+        reply = self._kms().decrypt(KeyId=key, CiphertextBlob=ciphertext, EncryptionContext=dict(context))
         return reply["Plaintext"]
 
     # ---- EXTERNAL-origin import (DECISIONS 5) --------------------------------------------------

@@ -33,7 +33,9 @@ from openkcm.domain.keystores.base import (
     KeystoreTimeout,
     KeystoreUnreachable,
     bind_plaintext,
+    pin,
     unbind_plaintext,
+    unpin,
 )
 from openkcm.domain.wrapping import Context
 from openkcm.errors import IntegrityFailure, OpenKCMError
@@ -201,10 +203,16 @@ class AzureKeyVaultConnector(KeystoreConnector):
 
     def _wrap(self, key_ref: str, plaintext: bytes, context: Context) -> bytes:
         result = self._crypto(key_ref).wrap_key(self._algorithm, bind_plaintext(bytes(plaintext), context))
-        return bytes(result.encrypted_key)
+        # Pinned to the key version the vault used: after the customer rotates the key (a new version)
+        # the blobs the old version wrapped must still open with it.
+        kid = str(result.key_id or "")
+        return pin(kid if kid.startswith(f"{self._vault_url}/keys/") else "", bytes(result.encrypted_key))
 
     def _unwrap(self, key_ref: str, blob: bytes, context: Context) -> bytes:
-        result = self._crypto(key_ref).unwrap_key(self._algorithm, bytes(blob))
+        pinned, wrapped = unpin(bytes(blob))
+        if pinned is not None and self._split(pinned)[0] != self._split(key_ref)[0]:
+            raise IntegrityFailure()  # another key's blob: never follow it elsewhere in the vault
+        result = self._crypto(pinned or key_ref).unwrap_key(self._algorithm, wrapped)
         return unbind_plaintext(bytes(result.key), context)
 
     # ---- error mapping -------------------------------------------------------------------------

@@ -174,6 +174,33 @@ def unbind_plaintext(data: bytes, context: Context) -> bytes:
     return data[CONTEXT_DIGEST_BYTES:]
 
 
+# Blobs of keystores whose key reference can move (an AWS alias re-pointed, a new Azure key version) carry
+# the concrete key that wrapped them, so that they open after the customer rotates: the envelope is
+# PINNED_MAGIC, a 2-byte length, that key's id (ARN / versioned key URL), then the keystore's own blob.
+PINNED_MAGIC = b"\x00OKP1"
+
+
+def pin(key_id: str, blob: bytes) -> bytes:
+    raw = key_id.encode()
+    if not raw or len(raw) > 0xFFFF:
+        return blob
+    return PINNED_MAGIC + len(raw).to_bytes(2, "big") + raw + blob
+
+
+def unpin(blob: bytes) -> tuple[str | None, bytes]:
+    """(the key that wrapped it, the keystore's blob); None for a blob wrapped before pinning."""
+    if not blob.startswith(PINNED_MAGIC) or len(blob) < len(PINNED_MAGIC) + 2:
+        return None, blob
+    start = len(PINNED_MAGIC) + 2
+    size = int.from_bytes(blob[len(PINNED_MAGIC) : start], "big")
+    if len(blob) <= start + size:
+        raise IntegrityFailure()
+    try:
+        return blob[start : start + size].decode(), blob[start + size :]
+    except UnicodeDecodeError:
+        raise IntegrityFailure() from None
+
+
 class KeystoreConnector(WrappingKey, ABC):
     """Template for an L1 connector bound to one keystore and (usually) one key.
 
