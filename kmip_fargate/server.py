@@ -61,6 +61,25 @@ from openkcm.kmip.core import KmipCore, Metrics
 from openkcm.protocol.ttlv import TTLVError, message_length
 
 log = logging.getLogger("openkcm.kmip.server")
+
+
+def _connect_refused(
+    tenant_id: str, address: str, reason: str, subject: str = "", serial: str = ""
+) -> AuditEvent:
+    """The security event of a connection refused before any request was read."""
+    return AuditEvent(
+        tenant_id=tenant_id,
+        source="kmip",
+        operation="Connect",
+        result="denied",
+        kind="security",
+        actor=subject[:256],
+        reason=reason,
+        client_address=address,
+        details={"serial": serial[:64]} if serial else {},
+    )
+
+
 LIMIT_AUDIT_SECONDS = 60.0  # connection-limit refusals: at most one audit record a minute per certificate
 
 _monotonic = time.monotonic
@@ -500,16 +519,12 @@ class KmipServer:
         if len(self._limit_audited) > 10_000:  # a bound, not an LRU
             self._limit_audited.clear()
         self._limit_audited[key] = (now, 0)
-        event = AuditEvent(
-            tenant_id=tenant_id,
-            source="kmip",
-            operation="Connect",
-            result="denied",
-            kind="security",
-            actor=subject[:256],
-            reason=f"{limit} was reached; {count} more refused since the last record",
-            client_address=address,
-            details={"serial": serial[:64]} if serial else {},
+        event = _connect_refused(
+            tenant_id,
+            address,
+            f"{limit} was reached; {count} more refused since the last record",
+            subject,
+            serial,
         )
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
             self._pool.submit(self._record_quietly, event)
@@ -518,22 +533,11 @@ class KmipServer:
         try:
             self.core.services.audit.record(event)
         except OpenKCMError as exc:
-            log.warning("kmip limit refusal not audited: %s", exc.code)
+            log.warning("kmip connection refusal not audited: %s", exc.code)
 
     def _refuse_identity(self, reason: str, address: str, subject: str = "") -> None:
         with contextlib.suppress(OpenKCMError):
-            self.core.services.audit.record(
-                AuditEvent(
-                    tenant_id=PLATFORM_TENANT,
-                    source="kmip",
-                    operation="Connect",
-                    result="denied",
-                    kind="security",
-                    actor=subject[:256],
-                    reason=reason,
-                    client_address=address,
-                )
-            )
+            self.core.services.audit.record(_connect_refused(PLATFORM_TENANT, address, reason, subject))
 
     # ---- audit group commit ------------------------------------------------------------------------
     def _hold(self, connection: KmipConnection, response: bytes) -> None:
