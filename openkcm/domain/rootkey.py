@@ -23,6 +23,7 @@ from typing import Any
 from openkcm.domain.envelope import binding, open_sealed, seal
 from openkcm.domain.wrapping import Context, WrappingKey
 from openkcm.errors import IntegrityFailure, InvalidRequest, KeyUnavailable
+from openkcm.files import fsync_dir
 
 _MAGIC = b"R"
 _FILE = re.compile(r"^root-key-v(\d{4,})\.bin$")
@@ -95,14 +96,23 @@ class LocalRootKey(RootKeyProvider):
             self._load()
             version = max(self._keys, default=0) + 1
             path = self._dir / f"root-key-v{version:04d}.bin"
-            # O_EXCL: two processes rotating at once cannot both create the same version.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written whole to a temporary file, then linked into place: a crash leaves no torn key file
+            # (which would fail every root operation), and link() refuses an existing version, so two
+            # processes rotating at once cannot both create it. The directory is fsync'd before L2
+            # versions are re-wrapped under the new key: the file must outlive a machine crash.
+            tmp = self._dir / f".root-key-v{version:04d}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             material = os.urandom(32)
             try:
                 os.write(fd, material)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            try:
+                os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(self._dir)
             self._keys[version] = material
             return version
 

@@ -67,6 +67,26 @@ def test_local_root_key_versions_and_file_permissions(tmp_path):
         reopened.unwrap(old_blob, {**CTX, "tenant_id": "tenant-b"})
 
 
+def test_local_root_key_rotation_is_whole_or_absent_and_never_reuses_a_version(tmp_path, monkeypatch):
+    root = LocalRootKey(tmp_path / "keys")
+    synced = []
+    monkeypatch.setattr("openkcm.domain.rootkey.fsync_dir", lambda path: synced.append(path))
+    assert root.rotate() == 2 and synced == [tmp_path / "keys"]  # the new file outlives a machine crash
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["root-key-v0001.bin", "root-key-v0002.bin"]
+    # a crash in the middle of writing a version leaves only a temporary file, which nothing reads
+    (tmp_path / "keys" / ".root-key-v0003.999.tmp").write_bytes(b"torn")
+    assert LocalRootKey(tmp_path / "keys").current_version == 2
+    # another process took version 3 meanwhile: this one does not overwrite it
+    other = LocalRootKey(tmp_path / "keys")
+    assert other.rotate() == 3
+    with pytest.raises(FileExistsError):
+        root._keys.pop(3, None)
+        monkeypatch.setattr(root, "_load", lambda: None)
+        root.rotate()
+    assert (tmp_path / "keys" / "root-key-v0003.bin").read_bytes() == other._keys[3]  # still the other's key
+    assert not list((tmp_path / "keys").glob(f".root-key-v0003.{os.getpid()}.tmp"))
+
+
 def test_local_root_key_missing_version_fails_closed(tmp_path):
     root = LocalRootKey(tmp_path / "keys")
     blob = root.wrap(b"material", CTX)
