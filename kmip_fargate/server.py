@@ -53,7 +53,7 @@ from typing import Any
 
 from cryptography import x509
 
-from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit import AuditEvent, RefusalThrottle
 from openkcm.domain.pki import ClientIdentity, identity_from_certificate
 from openkcm.domain.tenants import PLATFORM_TENANT
 from openkcm.errors import OpenKCMError
@@ -405,7 +405,7 @@ class KmipServer:
         self.config = config
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="kmip")
         self._per_client: dict[str, int] = defaultdict(int)
-        self._limit_audited: dict[str, tuple[float, int]] = {}  # certificate -> (last record, refused since)
+        self._limit_refusals = RefusalThrottle(LIMIT_AUDIT_SECONDS)  # per certificate (or the server)
         self._connections = 0
         self._live: set[KmipConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -510,15 +510,9 @@ class KmipServer:
         """Audit connections refused at a limit: the first at once, then at most one record a minute per
         certificate (or for the server), counting the refusals in between; a flood of connections must not
         become a flood of audit writes."""
-        key = f"{tenant_id}/{serial}"
-        now = time.monotonic()
-        last, count = self._limit_audited.get(key, (-LIMIT_AUDIT_SECONDS, 0))
-        if now - last < LIMIT_AUDIT_SECONDS:
-            self._limit_audited[key] = (last, count + 1)
+        count = self._limit_refusals.admit(f"{tenant_id}/{serial}")
+        if count is None:
             return
-        if len(self._limit_audited) > 10_000:  # a bound, not an LRU
-            self._limit_audited.clear()
-        self._limit_audited[key] = (now, 0)
         event = _connect_refused(
             tenant_id,
             address,

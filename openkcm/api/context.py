@@ -12,14 +12,13 @@ import binascii
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 from openkcm.api.auth import Principal
-from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit import AuditEvent, RefusalThrottle
 from openkcm.domain.pki import CertificateAuthority
 from openkcm.errors import InvalidRequest, KeyUnavailable, NotFound, OpenKCMError, PermissionDenied
 from openkcm.ops.runtime import Runtime, build_runtime
@@ -93,8 +92,7 @@ def tenant_in_scope(router: BaseRouter, tenant_id: str, permission: str) -> tupl
     return who, tenant
 
 
-PROBE_AUDIT_SECONDS = 60.0
-_probes: dict[tuple[str, str, str], tuple[float, int]] = {}  # (caller, account, tenant) -> (last record, since)
+_probes = RefusalThrottle()  # keyed by (caller, account, tenant or probed id)
 
 
 def record_probe(router: BaseRouter, who: Principal, account_id: str, tenant_id: str, permission: str,
@@ -102,15 +100,9 @@ def record_probe(router: BaseRouter, who: Principal, account_id: str, tenant_id:
     """A refusal of an id outside the caller's scope or missing: the first at once, then at most one record
     a minute per caller and target (per process), with the count in between, so that probing cannot flood
     a tenant's trail and the security bus. Missing and foreign ids take the same path."""
-    key, now = (who.subject, account_id, tenant_id or target), time.monotonic()
-    with _lock:
-        last, count = _probes.get(key, (-PROBE_AUDIT_SECONDS, 0))
-        if now - last < PROBE_AUDIT_SECONDS:
-            _probes[key] = (last, count + 1)
-            return
-        if len(_probes) > 10_000:  # a bound, not an LRU
-            _probes.clear()
-        _probes[key] = (now, 0)
+    count = _probes.admit((who.subject, account_id, tenant_id or target))
+    if count is None:
+        return
     record_refusal(router, who, account_id, tenant_id, permission,
                    reason + (f" ({count} more since the last record)" if count else ""))
 

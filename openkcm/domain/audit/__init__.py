@@ -105,6 +105,7 @@ from openkcm.domain.audit.events import (
     event_digest,
 )
 from openkcm.domain.audit.sink import MAX_PENDING, AuditSink, ChainedAuditSink, NullAuditSink
+from openkcm.domain.audit.throttle import RefusalThrottle
 from openkcm.domain.audit.verify import verify_tenant_chain
 
 __all__ = [
@@ -126,6 +127,7 @@ __all__ = [
     "LocalArchiveStore",
     "LocalCheckpointSigner",
     "NullAuditSink",
+    "RefusalThrottle",
     "S3ArchiveStore",
     "acceptable_text",
     "archive_tenant",
