@@ -127,6 +127,10 @@ def openapi_json() -> Response[str]:
     return Response(200, "application/json", openapi_document())
 
 
+# The recursion limit (1,000 nesting levels) and the integer digit limit (4,300) both need a longer body.
+_PARSER_LIMIT_CHARS = 1000
+
+
 def _unsupported_body(event: dict[str, Any]) -> dict[str, Any] | None:
     """Every request body of this API is JSON. Anything else is refused with 415 (or 400) before Powertools
     tries to parse it (its form/multipart parsing raises on malformed input)."""
@@ -145,7 +149,9 @@ def _unsupported_body(event: dict[str, Any]) -> dict[str, Any] | None:
             return _error(400, "invalid_request", "the request body is not UTF-8 JSON", "body", "not UTF-8 text")
     # Bodies the JSON parser itself gives up on (Powertools would raise them out of the route as a 500):
     # a number of thousands of digits, nesting thousands of levels deep. Invalid JSON is left to the
-    # validation layer, which names it.
+    # validation layer, which names it. A shorter body can be neither, and is not parsed twice.
+    if len(text) < _PARSER_LIMIT_CHARS:
+        return None
     try:
         json.loads(text)
     except RecursionError:
