@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from openkcm.domain.audit.events import canonical, event_digest
 from openkcm.storage import ConditionFailed
@@ -111,7 +111,14 @@ def link_mac(key: bytes, link_hash_hex: str) -> str:
     return hmac.new(key, b"openkcm/audit-link\x00" + link_hash_hex.encode(), hashlib.sha256).hexdigest()
 
 
-def mac_valid(key: bytes, link: Link) -> bool:
+class Signed(Protocol):
+    """A link, or what verification keeps of one."""
+
+    hash: str
+    mac: str
+
+
+def mac_valid(key: bytes, link: Signed) -> bool:
     return bool(link.mac) and hmac.compare_digest(link_mac(key, link.hash), link.mac)
 
 
@@ -162,7 +169,8 @@ class Link:
     prev_hash: str
     hash: str
     # None for a link the sink is writing: it has the encoded ``lines`` and a :meth:`describe` summary,
-    # and parsing its events back into dicts is work nobody needs. Links read back always have events.
+    # and parsing its events back into dicts is work nobody needs. Also None for a link read back by
+    # :func:`read_checked_link` whose stored records were proved against its digests without parsing.
     events: list[dict[str, Any]] | None
     digests: list[str] = field(default_factory=list)
     mac: str = ""  # the writer's HMAC over ``hash`` (see link_mac)
@@ -323,6 +331,56 @@ class Link:
         except ConditionFailed:
             return False  # written before a crash; the replay found it there
         return True
+
+
+def read_checked_link(item: AuditLinkModel) -> Link:
+    """A stored link for verification and checkpoints: without its records (``events`` None) when they are,
+    byte for byte, what its digests were computed over (:func:`records_match`); otherwise parsed as
+    :meth:`Link.from_item` gives it, for the caller to compare record by record and name the problem."""
+    if item.events_z is not None and item.digests_bin:
+        digests_bin = bytes(item.digests_bin)
+        try:
+            events_json = zlib.decompress(item.events_z)
+        except zlib.error:
+            events_json = b""
+        if records_match(events_json, digests_bin):
+            return Link(
+                item.tenant_id,
+                item.writer,
+                int(item.seq),
+                item.prev_hash,
+                item.hash,
+                None,
+                unpack_digests(digests_bin),
+                item.mac or "",
+                item.sk,
+            )
+    return Link.from_item(item)
+
+
+_RECORD_START = b'{"account_id":'  # every record's first key: canonical() sorts them
+_BETWEEN_RECORDS = b"}," + _RECORD_START
+
+
+def records_match(events_json: bytes, digests_bin: bytes) -> bool:
+    """Whether a stored link's events (``[`` + records joined by ``,`` + ``]``, as the sink packs them) are
+    exactly the records its digests name, found without parsing them. Parsing every record and encoding it
+    again was 90 % of the time of verification and of each checkpoint (~9 us per record; this ~1 us).
+
+    The records are cut where ``},{"account_id":`` occurs: between two records, and never inside one (its
+    quote would have to close a string, and after a closing quote JSON allows only ``,`` ``:`` ``}`` ``]``).
+    Whatever the cut, the answer is only True when every piece hashes to its digest in order, which proves
+    the bytes; other encodings (an earlier format, an editor's) and damage give False, and the caller then
+    compares parsed records, which also names the problem."""
+    count, rest = divmod(len(digests_bin), 32)
+    start = b"[" + _RECORD_START
+    if not count or rest or not events_json.startswith(start) or not events_json.endswith(b"}]"):
+        return False
+    bodies = events_json[len(start) : -2].split(_BETWEEN_RECORDS)
+    if len(bodies) != count:
+        return False
+    sha256 = hashlib.sha256
+    return b"".join([sha256(_RECORD_START + body + b"}").digest() for body in bodies]) == digests_bin
 
 
 def item_events_and_digests(item: AuditLinkModel) -> tuple[list[dict[str, Any]], list[str]]:

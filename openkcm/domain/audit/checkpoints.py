@@ -31,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.domain.audit.chain import (
     GENESIS,
-    Link,
+    link_hash,
     load_writer_keys,
     mac_valid,
     query_links,
+    read_checked_link,
     writer_key_context,
 )
 from openkcm.domain.audit.events import canonical, event_digest
@@ -350,13 +351,13 @@ def make_checkpoint(
         moved = False
         key: bytes | None = None
         for item in query_links(tenant_id, writer, after_seq=seq):
-            link = Link.from_item(item)
+            link = read_checked_link(item)
             if link.seq != seq + 1:
                 break  # a gap: that link is still being written (or lost; verification will say)
             if (
                 link.prev_hash != prev
-                or [event_digest(e) for e in link.events] != link.digests
-                or Link.build(tenant_id, writer, link.seq, prev, link.events).hash != link.hash
+                or (link.events is not None and [event_digest(e) for e in link.events] != link.digests)
+                or link_hash(prev, tenant_id, writer, link.seq, link.digests) != link.hash
             ):
                 raise ChainBroken(f"audit chain of writer {writer} does not verify at seq {link.seq}")
             if authenticator is not None:
@@ -367,7 +368,7 @@ def make_checkpoint(
                     )
             seq, prev, moved = link.seq, link.hash, True
             new_links += 1
-            new_events += len(link.events)
+            new_events += link.count
         if moved:
             delta[writer] = [seq, prev]
     if not delta and not force:

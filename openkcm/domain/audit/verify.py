@@ -20,8 +20,11 @@ from openkcm.domain.audit.chain import (
     link_hash,
     load_writer_keys,
     mac_valid,
+    pack_digests,
     parse_link_sk,
     query_links,
+    read_checked_link,
+    unpack_digests,
     writer_key_context,
 )
 from openkcm.domain.audit.checkpoints import Checkpoint, CheckpointSigner, load_checkpoints
@@ -31,6 +34,53 @@ from openkcm.errors import IntegrityFailure
 from openkcm.storage.audit_models import AuditArchiveModel, bind_audit_models
 
 MAX_PROBLEMS = 50
+
+
+@dataclass(slots=True)
+class _Entry:
+    """What the chain walk needs of a link whose records were already checked against its digests. The
+    records themselves are not kept: a busy tenant's trail holds millions, and parsed they took ~2 KB each."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    mac: str
+    digests: bytes | list[str]  # raw, or the stored hex strings when they are not hex (damage)
+    count: int  # records present (a deleted one is not)
+    first_time: str
+    last_time: str
+    records_ok: bool
+
+    def hex_digests(self) -> list[str]:
+        return unpack_digests(self.digests) if isinstance(self.digests, bytes) else self.digests
+
+
+def _entry(link: Link, report: _Report | None, first_time: str = "", last_time: str = "") -> _Entry:
+    """Check ``link``'s records (naming a problem in ``report``, if given) and keep what the walk needs. A
+    link from :func:`read_checked_link` without records has been checked already; ``first_time`` and
+    ``last_time`` are then its stored ones."""
+    if link.events is None:
+        ok, count = True, link.count
+    else:
+        if report is None:
+            ok = [event_digest(e) for e in link.events] == link.digests
+        else:
+            ok = _check_events(link, report)
+        count = len(link.events)
+        if link.events:
+            first_time, last_time = _time_of(link.events[0]), _time_of(link.events[-1])
+    digests: bytes | list[str] = list(link.digests)
+    if all(isinstance(d, str) and len(d) == 64 for d in link.digests):
+        try:
+            digests = pack_digests(link.digests)
+        except ValueError:
+            pass  # not hex: kept as stored, so the link hash is computed over exactly those strings
+    return _Entry(link.seq, link.prev_hash, link.hash, link.mac, digests, count, first_time, last_time, ok)
+
+
+def _time_of(event: dict[str, Any]) -> str:
+    when = event.get("time")
+    return when if isinstance(when, str) else ""
 
 
 @dataclass
@@ -44,11 +94,12 @@ class _Report:
 
 def _check_events(link: Link, report: _Report) -> bool:
     """Compare each packed event with the digest list; name the one that differs."""
-    actual = [event_digest(e) for e in link.events]
+    events = link.events or []
+    actual = [event_digest(e) for e in events]
     if actual == link.digests:
         return True
     where = {"writer": link.writer, "seq": link.seq}
-    when = link.events[0]["time"] if link.events else ""
+    when = _time_of(events[0]) if events else ""
     stored = set(link.digests)
     extra = [i for i, d in enumerate(actual) if d not in stored]
     if not extra and Counter(actual) == Counter(link.digests):
@@ -56,13 +107,13 @@ def _check_events(link: Link, report: _Report) -> bool:
         report.add(
             when,
             "reordered",
-            f"record {link.events[i].get('event_id')} is out of order in writer "
+            f"record {events[i].get('event_id')} is out of order in writer "
             f"{link.writer} link {link.seq} (position {i})",
-            event_id=link.events[i].get("event_id"),
+            event_id=events[i].get("event_id"),
             **where,
         )
     elif extra and len(actual) > len(link.digests) and len(actual) - len(extra) == len(link.digests):
-        e = link.events[extra[0]]
+        e = events[extra[0]]
         report.add(
             e.get("time", when),
             "inserted",
@@ -71,7 +122,7 @@ def _check_events(link: Link, report: _Report) -> bool:
             **where,
         )
     elif extra and len(actual) == len(link.digests):
-        e = link.events[extra[0]]
+        e = events[extra[0]]
         report.add(
             e.get("time", when),
             "altered",
@@ -97,7 +148,7 @@ def _load_archive(
     tenant_id: str,
     store: ArchiveStore | None,
     report: _Report,
-    links: dict[str, dict[int, Link]],
+    links: dict[str, dict[int, _Entry]],
     checkpoints: dict[int, Checkpoint],
 ) -> dict[str, int]:
     bind_audit_models()
@@ -142,10 +193,10 @@ def _load_archive(
         if checkpoint is not None:
             checkpoints.setdefault(checkpoint.seq, checkpoint)
         for link in segment_links:
-            links.setdefault(link.writer, {})[link.seq] = link
+            links.setdefault(link.writer, {})[link.seq] = _entry(link, report)
         summary["segments"] += 1
         summary["links"] += len(segment_links)
-        summary["records"] += sum(len(link.events) for link in segment_links)
+        summary["records"] += sum(len(link.events or []) for link in segment_links)
         prev = digest
     for key in manifests:
         report.add(
@@ -158,14 +209,14 @@ def _load_archive(
 
 
 def _writer_keys(
-    tenant_id: str, links: dict[str, dict[int, Link]], authenticator: WrappingKey, report: _Report
+    tenant_id: str, links: dict[str, dict[int, _Entry]], authenticator: WrappingKey, report: _Report
 ) -> dict[str, bytes | None]:
     """Unwrap each writer's link-MAC key; a writer without a valid key record wrote nothing we trust."""
     items = load_writer_keys(tenant_id)
     keys: dict[str, bytes | None] = {}
     for writer, chain in sorted(links.items()):
         first = chain[min(chain)]
-        when = first.events[0]["time"] if first.events else ""
+        when = first.first_time
         item = items.get(writer)
         if item is None:
             keys[writer] = None
@@ -199,7 +250,7 @@ def verify_tenant_chain(
 ) -> dict[str, Any]:
     """With ``authenticator`` (the root key) every link must also carry its writer's MAC."""
     report = _Report()
-    links: dict[str, dict[int, Link]] = {}
+    links: dict[str, dict[int, _Entry]] = {}
     archived_cps: dict[int, Checkpoint] = {}
     archive_summary = _load_archive(tenant_id, archive, report, links, archived_cps)
 
@@ -207,19 +258,20 @@ def verify_tenant_chain(
     bind_audit_models()
     for item in query_links(tenant_id):
         parsed = parse_link_sk(item.sk)
-        link = Link.from_item(item)
         if parsed is None:
             report.add(item.first_time, "inserted", f"item {item.sk} is not a chain position", sk=item.sk)
             continue
         writer, position = parsed
+        link = read_checked_link(item)
         archived = links.get(writer, {}).get(position)
         if archived is not None:
-            if (archived.hash, archived.prev_hash, archived.events, archived.digests) != (
-                link.hash,
-                link.prev_hash,
-                link.events,
-                link.digests,
-            ):
+            live = _entry(link, None)
+            # Equal digests and records that match them on both sides: the same records, byte for byte.
+            if (archived.hash, archived.prev_hash, archived.hex_digests()) != (
+                live.hash,
+                live.prev_hash,
+                live.hex_digests(),
+            ) or not (archived.records_ok and live.records_ok):
                 report.add(
                     item.first_time,
                     "altered",
@@ -228,8 +280,9 @@ def verify_tenant_chain(
                     seq=position,
                 )
             continue
-        link.sk = item.sk
-        links.setdefault(writer, {})[position] = link
+        links.setdefault(writer, {})[position] = _entry(
+            link, report, item.first_time or "", item.last_time or ""
+        )
 
     # Checkpoints: numbered, chained by the previous body's digest, signed.
     checkpoints = {cp.seq: cp for cp in load_checkpoints(tenant_id)}
@@ -287,7 +340,7 @@ def verify_tenant_chain(
             link = chain.get(position)
             if link is None:
                 before = chain.get(position - 1)
-                when = before.events[-1]["time"] if before and before.events else ""
+                when = before.last_time if before else ""
                 report.add(
                     when,
                     "missing",
@@ -297,9 +350,9 @@ def verify_tenant_chain(
                 )
                 prev = None  # unknown from here on; continue to find more problems
                 continue
-            when = link.events[0]["time"] if link.events else ""
-            records += len(link.events)
-            ok = _check_events(link, report)
+            when = link.first_time
+            records += link.count
+            ok = link.records_ok
             if link.seq != position:
                 report.add(
                     when,
@@ -309,7 +362,9 @@ def verify_tenant_chain(
                     seq=position,
                 )
                 ok = False
-            elif ok and link_hash(link.prev_hash, tenant_id, writer, position, link.digests) != link.hash:
+            elif (
+                ok and link_hash(link.prev_hash, tenant_id, writer, position, link.hex_digests()) != link.hash
+            ):
                 report.add(
                     when,
                     "altered",
@@ -376,7 +431,7 @@ def verify_tenant_chain(
                 )
             confirmed[writer] = max(confirmed.get(writer, 0), seq)
     for writer, chain in links.items():
-        unconfirmed += sum(len(link.events) for s, link in chain.items() if s > confirmed.get(writer, 0))
+        unconfirmed += sum(link.count for s, link in chain.items() if s > confirmed.get(writer, 0))
 
     report.problems.sort(key=lambda p: p[0])
     problems = [p for _, p in report.problems]
