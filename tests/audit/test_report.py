@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from openkcm.cli import main
-from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit import AuditEvent, ChainedAuditSink
 from openkcm.ops import audit
 from openkcm.ops import keystores as ks
 from openkcm.ops.rotation import rotate_tenant
@@ -263,3 +263,35 @@ def test_report_html_renders_and_prints_in_chromium(runtime, busy_tenant, tmp_pa
             browser.close()
     assert pdf.startswith(b"%PDF") and len(pdf) > 5000
     assert requests == [report.as_uri()]  # nothing else fetched
+
+
+def test_report_sums_events_read_in_any_order_and_lists_them_by_time(runtime, tenant_factory, tmp_path):
+    """The report reads each link's records as stored (no merge); records inside a link can be out of time
+    order (KMIP pool threads take the time before the sink's lock), and the report still lists by time."""
+    tenant_id = tenant_factory().tenant_id
+    now = runtime.clock.now()
+    sink = ChainedAuditSink(wal_dir=tmp_path / "wal", flush_interval=3600, authenticator=runtime.root)
+    for minutes, reason, l1_ref in (
+        (10, "late", "l1:after-move"),
+        (50, "early", "l1:before-move"),
+        (30, "mid", ""),
+    ):
+        at = (now - timedelta(minutes=minutes)).isoformat(timespec="microseconds")
+        sink.record(event(tenant_id, 1, time=at, result="failure", reason=reason, l1_ref=l1_ref), sync=False)
+        sink.record(event(tenant_id, 1, time=at, l1_ref=l1_ref), sync=False)
+    sink.sync()
+    sink.flush()
+    sink.close()
+    report = audit.compliance_report(runtime, tenant_id)
+    assert [r["reason"] for r in report["refusals_and_security"]["events"]] == ["early", "mid", "late"]
+    row = next(r for r in report["services_keys"] if r["key"] == "obj-1")
+    assert row["operations"] == 6 and row["denied"] == 3 and row["l1_ref"] == "l1:before-move"
+    assert row["last_used"] == (now - timedelta(minutes=10)).isoformat(timespec="microseconds")
+    assert report["records_in_period"] >= 6 and report["chain_verification"]["intact"]
+
+
+def test_unordered_reads_take_no_cursor():
+    from openkcm.domain.audit import iter_events
+
+    with pytest.raises(ValueError, match="cursor"):
+        next(iter_events("t-1", after=("2026-01-01T00:00:00+00:00", "e"), ordered=False))

@@ -76,8 +76,11 @@ def iter_events(
     until: datetime | str = "~",
     kinds: set[str] | None = None,
     after: Cursor | None = None,
+    ordered: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Events of one tenant with ``since <= time < until`` (and after the cursor), oldest first, read lazily.
+    ``ordered=False``: each link's events as they are read, with no merge (for readers that only sum, such
+    as the compliance report; the merge cost ~3 us per event).
 
     Why lazily: a busy KMIP tenant writes millions of events an hour, and a page of the audit log must not
     read them all. Links come from the time index in ``first_time`` order, starting LINK_MAX_SPAN before
@@ -85,6 +88,8 @@ def iter_events(
     bound, see ``chain.mark_spans_bounded``), and their events are merged through a heap: an event is final
     once it is earlier than the next link's first event, so memory holds the links around the page.
     """
+    if after is not None and not ordered:
+        raise ValueError("a cursor needs ordered events")
     bind_audit_models()
     lower, upper = _iso(since), _iso(until)
     if after is not None:
@@ -116,6 +121,9 @@ def iter_events(
             if not isinstance(when, str) or not lower <= when < upper:
                 continue
             if kinds and event.get("kind") not in kinds:
+                continue
+            if not ordered:
+                yield event
                 continue
             key = (when, str(event.get("event_id", "")))
             if after is None or key > after:
