@@ -259,6 +259,17 @@ def test_audit_query_filters_paginates_and_exports(api, account, make_tenant):
     assert export.status == 200 and export.headers["Content-Type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in export.text.splitlines()]
     assert len(lines) == 5 and lines == sorted(lines, key=lambda e: e["time"])
+    # newest first (what the web UI shows), page by page with the tokens it issues
+    newest_first, token = [], None
+    while True:
+        query = {"order": "newest", "limit": "2", **({"next_token": token} if token else {})}
+        page = api.call("GET", path, auditor, query=query).json()
+        newest_first += page["items"]
+        if not (token := page["next_token"]):
+            break
+    assert newest_first == lines[::-1]
+    bad = api.call("GET", path, auditor, query={"order": "latest"})
+    assert bad.status == 400 and bad.json()["details"]["field"] == "order"
 
 
 def test_validation_errors_name_field_and_reason_and_refuse_unknown_fields(api, account):

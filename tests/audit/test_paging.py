@@ -15,7 +15,6 @@ from openkcm.domain.audit import sink as sink_module
 from openkcm.domain.audit.chain import LINK_MAX_SPAN, spans_bounded_since
 from openkcm.errors import InvalidRequest
 from openkcm.ops import audit
-from openkcm.storage.audit_models import AuditLinkModel
 from tests.audit.helpers import event, events_of, items, table
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -25,23 +24,6 @@ def _sink(runtime, path: Path, clock: ManualClock) -> ChainedAuditSink:
     sink = ChainedAuditSink(wal_dir=path, clock=clock, flush_interval=3600, authenticator=runtime.root)
     sink.set_wal_fsync(False)
     return sink
-
-
-@pytest.fixture
-def links_read(monkeypatch):
-    """How many link items the time-index queries handed to the reader."""
-    seen = {"links": 0, "from": []}
-    original = AuditLinkModel.time_index.query
-
-    def counting(tenant_id, condition, **kwargs):
-        values = getattr(condition, "values", ())  # BETWEEN: (path, lower, upper) as DynamoDB values
-        seen["from"].append(values[1].value["S"] if len(values) == 3 else "")
-        for item in original(tenant_id, condition, **kwargs):
-            seen["links"] += 1
-            yield item
-
-    monkeypatch.setattr(AuditLinkModel.time_index, "query", counting)
-    return seen
 
 
 def _all_pages(tenant_id: str, limit: int, **filters) -> list[dict]:

@@ -260,6 +260,10 @@ def test_audit_log(page: Any) -> None:
     expect(page.get_by_role("table")).to_contain_text("RotateL2")
     expect(page.get_by_role("table")).to_contain_text("IssueCertificate")
     expect(page.get_by_role("table")).to_contain_text("RevokeCertificate")
+    texts = rows.all_inner_texts()  # newest first: the revocation came after the rotation
+    assert min(i for i, t in enumerate(texts) if "RevokeCertificate" in t) < min(
+        i for i, t in enumerate(texts) if "RotateL2" in t
+    )
     screenshot(page, "08-audit")
     page.get_by_label("Kind").select_option("security")
     page.get_by_role("button", name="Apply filter").click()

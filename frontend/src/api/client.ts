@@ -218,11 +218,21 @@ export class CmkApi {
   }
 
   // Audit
-  audit(tenant: string, filter: { since?: string; until?: string; kind?: string; nextToken?: string; limit?: number }) {
+  audit(
+    tenant: string,
+    filter: { since?: string; until?: string; kind?: string; nextToken?: string; limit?: number; order?: "oldest" | "newest" },
+  ) {
     return this.call<Page<AuditEvent>>(
       "GET",
       route("/v1/tenants/{tenant_id}/audit", { tenant_id: tenant }) +
-        this.q({ since: filter.since, until: filter.until, kind: filter.kind, next_token: filter.nextToken, limit: filter.limit }),
+        this.q({
+          since: filter.since,
+          until: filter.until,
+          kind: filter.kind,
+          next_token: filter.nextToken,
+          limit: filter.limit,
+          order: filter.order,
+        }),
     );
   }
   async auditExport(tenant: string, filter: { since?: string; until?: string; kind?: string }): Promise<string> {

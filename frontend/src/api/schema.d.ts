@@ -2082,6 +2082,8 @@ export interface operations {
                 limit?: number;
                 /** @description cursor from the previous page */
                 next_token?: string | null;
+                /** @description oldest (default) or newest first; a next_token continues in the order it was issued for */
+                order?: string;
             };
             header?: never;
             path: {

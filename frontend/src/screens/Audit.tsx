@@ -10,6 +10,7 @@ interface Filter {
   from: string;
   to: string;
   kind: string;
+  order: "newest" | "oldest";
 }
 
 /** datetime-local value (no zone, the user's local time) -> ISO 8601 UTC, or undefined. */
@@ -20,12 +21,13 @@ export function toIso(local: string): string | undefined {
 }
 
 export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: string; pageSize?: number }) {
-  const [draft, setDraft] = useState<Filter>({ from: "", to: "", kind: "" });
+  // Newest first: a person opening the audit log wants what just happened, not the tenant's first day.
+  const [draft, setDraft] = useState<Filter>({ from: "", to: "", kind: "", order: "newest" });
   const [filter, setFilter] = useState<Filter>(draft);
   const [token, setToken] = useState<string>();
   const [history, setHistory] = useState<(string | undefined)[]>([]);
   const page = useAsync(
-    () => api.audit(tenant, { since: toIso(filter.from), until: toIso(filter.to), kind: filter.kind || undefined, nextToken: token, limit: pageSize }),
+    () => api.audit(tenant, { since: toIso(filter.from), until: toIso(filter.to), kind: filter.kind || undefined, nextToken: token, limit: pageSize, order: filter.order }),
     [api, tenant, filter, token, pageSize],
   );
   const exporter = useAction();
@@ -62,6 +64,13 @@ export function Audit({ api, tenant, pageSize = 25 }: { api: CmkApi; tenant: str
           <select id="audit-kind" value={draft.kind} onChange={(e) => setDraft({ ...draft, kind: e.target.value })}>
             <option value="">All kinds</option>
             {AUDIT_KINDS.map((k) => <option key={k} value={k}>{k}</option>)}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="audit-order">Order</label>
+          <select id="audit-order" value={draft.order} onChange={(e) => setDraft({ ...draft, order: e.target.value === "oldest" ? "oldest" : "newest" })}>
+            <option value="newest">Newest first</option>
+            <option value="oldest">Oldest first</option>
           </select>
         </div>
         <button type="submit" className="primary">Apply filter</button>

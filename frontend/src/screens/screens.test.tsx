@@ -203,6 +203,19 @@ describe("audit log", () => {
     expect(screen.getByText("L2 v2")).toBeTruthy();
     expect(screen.getByRole("button", { name: "Previous page" }).hasAttribute("disabled")).toBe(false);
   });
+
+  it("asks for the newest events first, and the oldest when chosen", async () => {
+    const user = userEvent.setup();
+    const log: string[] = [];
+    const api = new CmkApi("http://api.test", fakeFetch({
+      "GET /v1/tenants/t1/audit": () => ({ body: { items: [] } }),
+    }, log));
+    render(<Audit api={api} tenant="t1" />);
+    await waitFor(() => expect(log.some((l) => l.includes("order=newest"))).toBe(true));
+    await user.selectOptions(screen.getByLabelText("Order"), "oldest");
+    await user.click(screen.getByRole("button", { name: "Apply filter" }));
+    await waitFor(() => expect(log.some((l) => l.includes("order=oldest"))).toBe(true));
+  });
 });
 
 describe("services", () => {

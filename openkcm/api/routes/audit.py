@@ -27,6 +27,8 @@ EPOCH = "1970-01-01T00:00:00.000000+00:00"
 Since = Annotated[str | None, Query(max_length=40, description="ISO 8601 start (inclusive)")]
 Until = Annotated[str | None, Query(max_length=40, description="ISO 8601 end (exclusive)")]
 Kind = Annotated[str | None, Query(max_length=20, description="operation | security | config | lifecycle")]
+Order = Annotated[str, Query(pattern="^(oldest|newest)$", description="oldest (default) or newest first; "
+                             "a next_token continues in the order it was issued for")]
 
 
 def _time(value: str | None, field: str, default: str) -> str:
@@ -45,15 +47,16 @@ def _time(value: str | None, field: str, default: str) -> str:
 
 
 def _events(tenant_id: str, since: str | None, until: str | None, kind: str | None,
-            after: tuple[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Matching events, oldest first, read lazily (a page reads the links around it, not the whole trail)."""
+            after: tuple[str, str] | None = None, order: str = "oldest") -> Iterator[dict[str, Any]]:
+    """Matching events in ``order``, read lazily (a page reads the links around it, not the whole trail)."""
     if kind is not None and kind not in KINDS:
         raise InvalidRequest(f"kind must be one of {sorted(KINDS)}", field="kind")
     start, end = _time(since, "since", ""), _time(until, "until", "~")
     if start and end != "~" and start >= end:
         raise InvalidRequest("since must be before until", field="since")
     runtime().audit.flush()  # a process with a write-ahead log (the local stack) stores its links first
-    return iter_events(tenant_id, since=start or EPOCH, until=end, kinds={kind} if kind else None, after=after)
+    return iter_events(tenant_id, since=start or EPOCH, until=end, kinds={kind} if kind else None, after=after,
+                       newest_first=order == "newest")
 
 
 def _after(next_token: str | None) -> tuple[str, str] | None:
@@ -67,9 +70,9 @@ def _after(next_token: str | None) -> tuple[str, str] | None:
 
 @router.get("/<tenant_id>/audit")
 def query_audit(tenant_id: str, since: Since = None, until: Until = None, kind: Kind = None,
-                limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None) -> dict[str, Any]:
+                limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None, order: Order = "oldest") -> dict[str, Any]:
     tenant_in_scope(router, tenant_id, auth.AUDIT_READ)
-    events = list(islice(_events(tenant_id, since, until, kind, _after(next_token)), limit + 1))
+    events = list(islice(_events(tenant_id, since, until, kind, _after(next_token), order), limit + 1))
     page = events[:limit]
     more = len(events) > limit and page
     return page_body(page, encode_cursor(f"{page[-1]['time']}|{page[-1]['event_id']}") if more else None)
