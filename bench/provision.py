@@ -176,6 +176,14 @@ def run(
                     f"{adapter.base_url}/v1/tenants/{first_tenant}/audit?limit=100&since={quote(middle)}",
                     auth,
                 ),
+                "GET .../audit?order=newest": (
+                    f"{adapter.base_url}/v1/tenants/{first_tenant}/audit?limit=100&order=newest",
+                    auth,
+                ),
+                "GET .../audit?order=newest&until=<middle>": (
+                    f"{adapter.base_url}/v1/tenants/{first_tenant}/audit?limit=100&order=newest&until={quote(middle)}",
+                    auth,
+                ),
             }
             api: dict[str, dict[str, float]] = {}
             for name, (route, hdrs) in routes.items():
