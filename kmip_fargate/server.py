@@ -5,7 +5,8 @@ Per connection: the client certificate is required and verified against the depl
 A certificate naming no tenant is audited and the connection closed; tenant state and revoked serials are
 checked by the core on every request (cached, refreshed with the tenant epoch).
 
-Limits (all configurable): message size (an oversized or malformed frame closes the connection), per
+Limits (all configurable): message size (an oversized or malformed frame closes the connection and is
+audited, at most once a minute per certificate with a count), per
 client connections (by tenant and certificate serial), total connections, an idle timeout between
 requests, a read timeout once a message has started (slow clients), a write timeout (clients that never
 read), and a bounded worker pool running the core (no global lock). Requests of one connection are
@@ -262,6 +263,9 @@ class KmipConnection(asyncio.Protocol):
                     need = message_length(buf)  # broken framing: TTLVError closes
                     if need > max_size:
                         log.info(json.dumps({"event": "kmip_oversized", "length": need, "client": address}))
+                        server._framing_refused(
+                            identity, address, f"a message of {need} bytes (the limit is {max_size})"
+                        )
                         self.close()
                         return
                     self.need = need
@@ -276,6 +280,7 @@ class KmipConnection(asyncio.Protocol):
                 self.need = 0
                 self._dispatch(core, request, identity, address)  # type: ignore[arg-type]
         except TTLVError:
+            server._framing_refused(identity, address, "a message that is not a KMIP TTLV structure")
             self.close()
         except Exception:
             log.exception("kmip connection failed")
@@ -406,6 +411,7 @@ class KmipServer:
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="kmip")
         self._per_client: dict[str, int] = defaultdict(int)
         self._limit_refusals = RefusalThrottle(LIMIT_AUDIT_SECONDS)  # per certificate (or the server)
+        self._framing_refusals = RefusalThrottle(LIMIT_AUDIT_SECONDS)  # per certificate
         self._connections = 0
         self._live: set[KmipConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -519,6 +525,29 @@ class KmipServer:
             f"{limit} was reached; {count} more refused since the last record",
             subject,
             serial,
+        )
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+            self._pool.submit(self._record_quietly, event)
+
+    def _framing_refused(self, identity: ClientIdentity | None, address: str, message: str) -> None:
+        """Audit a connection closed for a message that cannot be framed (no KMIP answer can name it): the
+        first at once, then at most one record a minute per certificate, like the connection limits."""
+        if identity is None:
+            return
+        count = self._framing_refusals.admit(f"{identity.tenant_id}/{identity.serial_hex}")
+        if count is None:
+            return
+        event = AuditEvent(
+            tenant_id=identity.tenant_id,
+            source="kmip",
+            operation="Message",
+            result="denied",
+            kind="security",
+            actor=identity.subject[:256],
+            actor_role=identity.service_id,
+            reason=f"{message} closed the connection; {count} more since the last record",
+            client_address=address,
+            details={"serial": identity.serial_hex[:64]},
         )
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
             self._pool.submit(self._record_quietly, event)

@@ -191,7 +191,28 @@ def test_size_limit_is_inclusive_and_an_oversized_frame_closes_the_connection(
     with KmipConnection(server.port, paths) as conn:
         conn.sock.sendall(b"\x42\x00\x78\x01" + (4096).to_bytes(4, "big"))  # 8 bytes over, only the header
         assert _closed(conn.sock, within=5)
+    for _ in range(3):  # broken framing (not a structure), again and again: counted, not one record each
+        with KmipConnection(server.port, paths) as conn:
+            conn.sock.sendall(b"\x42\x00\x78\x02\x00\x00\x00\x08" + b"\x00" * 8)
+            assert _closed(conn.sock, within=5)
     assert _until(lambda: server._connections == 0, 5)
+    audit = server.core.services.audit
+
+    def closed_for_framing() -> list[dict]:
+        audit.flush()
+        return [e for e in read_events("sizer") if "closed the connection" in e["reason"]]
+
+    assert _until(lambda: len(closed_for_framing()) == 1, 5)
+    [record] = closed_for_framing()
+    assert record["kind"] == "security" and record["result"] == "denied"
+    assert record["reason"].startswith("a message of 4104 bytes (the limit is 4096) closed the connection")
+    assert record["actor_role"] and record["details"]["serial"]  # the certificate's service and serial
+    server._framing_refusals.clear()  # a minute later: the next one is recorded, with the count between
+    with KmipConnection(server.port, paths) as conn:
+        conn.sock.sendall(b"\x42\x00\x78\x02\x00\x00\x00\x08" + b"\x00" * 8)
+        assert _closed(conn.sock, within=5)
+    assert _until(lambda: len(closed_for_framing()) == 2, 5)
+    assert "not a KMIP TTLV structure" in closed_for_framing()[1]["reason"]
 
 
 def test_slow_client_is_cut_after_the_read_timeout_even_when_it_trickles(listener, tenant_factory, bundle):
