@@ -74,6 +74,8 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         "GET /v1/tenants/{t}/keys",
         "GET /v1/tenants/{t}/audit",
         "GET .../audit?since=<middle>",
+        "GET .../audit?order=newest",
+        "GET .../audit?order=newest&until=<middle>",
     }
     assert prov["audit_trail"]["events"] >= 2000 and prov["audit_trail"]["read_all_ms"] > 0
     assert prov["audit_trail"]["verify_ms"] > 0 and prov["audit_trail"]["compliance_report_ms"] > 0
