@@ -181,3 +181,26 @@ def test_a_bad_token_is_refused_newest_first(runtime, tenant_factory):
         read_page(tenant, since=START, until=UNTIL, kinds=None, limit=5, next_token="x", newest_first=True)
     with pytest.raises(InvalidRequest):
         list(iter_events(tenant, after=("not a time", "e"), newest_first=True))
+
+
+def test_a_rare_kind_does_not_make_a_page_fetch_every_link(runtime, tenant_factory, tmp_path, links_parsed):
+    """Links whose stored kinds cannot match the filter are passed over, oldest first or newest first."""
+    tenant = tenant_factory().tenant_id
+    clock = ManualClock(START)
+    sink = _sink(runtime, tmp_path / "wal", clock)
+    try:
+        sink.record(event(tenant, 0, kind="security", result="denied"), sync=False)
+        sink.flush()
+        for n in range(1, 40):
+            clock.advance(1)
+            sink.record(event(tenant, n), sync=False)
+            sink.flush()
+    finally:
+        sink.close()
+    for newest_first in (True, False):
+        links_parsed["links"] = 0
+        page = list(
+            iter_events(tenant, since=START, until=UNTIL, kinds={"security"}, newest_first=newest_first)
+        )
+        assert _ids(page) == ["obj-0"]
+        assert links_parsed["links"] <= 2, (newest_first, links_parsed)

@@ -15,18 +15,13 @@ from openkcm.domain.audit.chain import (
     LEGACY_HORIZON,
     LEGACY_LINK_SPAN,
     LINK_MAX_SPAN,
+    ORDER_SLACK,  # the merge holds this much of the trail in memory (~1,600 events at 16,000/s)
     item_events_and_digests,
     spans_bounded_since,
 )
 from openkcm.errors import InvalidRequest
 from openkcm.storage import UsageModel
 from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
-
-# Links written before ``first_time``/``last_time`` became the earliest/latest event time used the first
-# and last event in record order: events timed on different threads (KMIP pool workers) can be out of order
-# by the few milliseconds between taking the time and taking the sink's lock. Links written since carry
-# the exact bounds. The merge holds this much of the trail in memory (~1,600 events at 16,000/s).
-ORDER_SLACK = timedelta(milliseconds=100)
 
 
 def _iso(value: datetime | str) -> str:
@@ -121,6 +116,8 @@ def iter_events(
             fence = ""
         while heap and heap[0][0][0] < fence:
             yield heapq.heappop(heap)[2]
+        if not _may_hold(item, kinds):
+            continue
         for event in item_events_and_digests(item)[0]:
             when = event.get("time")
             if not isinstance(when, str) or not lower <= when < upper:
@@ -135,6 +132,13 @@ def iter_events(
                 heapq.heappush(heap, (key, next(order), event))
     while heap:
         yield heapq.heappop(heap)[2]
+
+
+def _may_hold(item: AuditLinkModel, kinds: set[str] | None) -> bool:
+    """Whether a link can hold events of ``kinds``, by its stored kinds (none stored: it may). The stored
+    kinds are not hashed; verification and the checkpointer check them against the records."""
+    stored = item.kinds
+    return not kinds or not stored or not kinds.isdisjoint(stored)
 
 
 class _Newer:
@@ -188,7 +192,7 @@ def _newest_first(
         condition,
         filter_condition=filter_condition,
         scan_index_forward=False,
-        attributes_to_get=["tenant_id", "sk", "first_time", "last_time"],
+        attributes_to_get=["tenant_id", "sk", "first_time", "last_time", "kinds"],
     )
     legacy = _legacy_ceiling(tenant_id)
     links: list[_Newer] = []  # unparsed links by the latest time an event of theirs can have
@@ -232,7 +236,8 @@ def _newest_first(
                 bound = max(bound, min(legacy, wide))
         except (TypeError, ValueError, OverflowError):
             reach, bound = "~", "~"  # a damaged item: parse it before anything, bound nothing yet
-        heapq.heappush(links, _Newer((reach, next(order)), item))
+        if _may_hold(item, kinds):
+            heapq.heappush(links, _Newer((reach, next(order)), item))
         yield from final(bound)
     yield from final(None)
 

@@ -15,10 +15,10 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from openkcm.domain.audit.events import canonical, event_digest
+from openkcm.domain.audit.events import KINDS, canonical, event_digest
 from openkcm.storage import ConditionFailed
 from openkcm.storage.audit_models import (
     AuditLinkModel,
@@ -40,6 +40,10 @@ LINK_PREFIX = "W#"
 # audit log reads the links around it instead of the tenant's whole trail. Flushes happen every
 # ``audit_flush_seconds`` (at most 60, default 1) s, so only a backlog left by a store or KMS outage is split.
 LINK_MAX_SPAN = timedelta(seconds=10)
+# Links written before ``first_time``/``last_time`` became the earliest/latest event time used the first
+# and last event in record order: events timed on different threads (KMIP pool workers) can be out of order
+# by the few milliseconds between taking the time and taking the sink's lock. Readers allow this much.
+ORDER_SLACK = timedelta(milliseconds=100)
 # Links written before the bound (by earlier versions) could span up to an hour; readers allow for that
 # until LEGACY_HORIZON after the tenant's span marker (an hour, plus an hour for a rolling deployment in
 # which earlier writers still run).
@@ -333,18 +337,23 @@ class Link:
         return True
 
 
-def read_checked_link(item: AuditLinkModel) -> Link:
-    """A stored link for verification and checkpoints: without its records (``events`` None) when they are,
-    byte for byte, what its digests were computed over (:func:`records_match`); otherwise parsed as
-    :meth:`Link.from_item` gives it, for the caller to compare record by record and name the problem."""
+RecordFacts = tuple[str, str, list[str]]  # earliest and latest time of a link's records, their sorted kinds
+
+
+def read_checked_link(item: AuditLinkModel) -> tuple[Link, RecordFacts]:
+    """A stored link for verification and checkpoints, and what its records say of its index attributes.
+    The link comes without its records (``events`` None) when they are, byte for byte, what its digests
+    were computed over (:func:`records_match`); otherwise parsed as :meth:`Link.from_item` gives it, for
+    the caller to compare record by record and name the problem."""
     if item.events_z is not None and item.digests_bin:
         digests_bin = bytes(item.digests_bin)
         try:
             events_json = zlib.decompress(item.events_z)
         except zlib.error:
             events_json = b""
-        if records_match(events_json, digests_bin):
-            return Link(
+        bodies = _proven_bodies(events_json, digests_bin)
+        if bodies is not None:
+            link = Link(
                 item.tenant_id,
                 item.writer,
                 int(item.seq),
@@ -355,7 +364,48 @@ def read_checked_link(item: AuditLinkModel) -> Link:
                 item.mac or "",
                 item.sk,
             )
-    return Link.from_item(item)
+            facts = _proven_facts(events_json, bodies)
+            if facts is not None:
+                return link, facts
+    link = Link.from_item(item)
+    return link, record_facts(link.events or [])
+
+
+def record_facts(events: list[dict[str, Any]]) -> RecordFacts:
+    times = [t for t in (e.get("time") for e in events) if isinstance(t, str)]
+    kinds = {k for k in (e.get("kind") for e in events) if isinstance(k, str)}
+    return min(times, default=""), max(times, default=""), sorted(kinds)
+
+
+def _proven_facts(events_json: bytes, bodies: list[bytes]) -> RecordFacts | None:
+    """Times and kinds read from proven records' bytes: the time is the last key but one (its value a
+    plain string), and ``kind`` follows ``event_id`` (the writer's hex) and precedes ``l1_ref``."""
+    try:
+        times = [body[body.rindex(b'"time":"') + 8 : body.rindex(b'","v":')] for body in bodies]
+    except ValueError:
+        return None  # not the layout expected (a writer of another version): the caller parses
+    kinds = [k for k in KINDS if b'","kind":"' + k.encode() + b'","l1_ref":' in events_json]
+    return min(times).decode(), max(times).decode(), sorted(kinds)
+
+
+def frame_problem(first_time: str, last_time: str, kinds: list[str], facts: RecordFacts) -> str:
+    """Why a stored link's index attributes misstate its records ("" when they do not). They are not
+    hashed; readers find a link by them (``first_time``/``last_time``, within ORDER_SLACK: links of earlier
+    versions give the first and last record in record order) and may skip it by ``kinds``, so editing
+    them could hide records from the audit log while the chain still verifies."""
+    earliest, latest, actual_kinds = facts
+    if kinds and not set(actual_kinds) <= set(kinds):
+        return f"its kinds {sorted(kinds)} leave out {sorted(set(actual_kinds) - set(kinds))}"
+    if not earliest:
+        return ""
+    try:
+        off_first = abs(datetime.fromisoformat(first_time) - datetime.fromisoformat(earliest))
+        off_last = abs(datetime.fromisoformat(last_time) - datetime.fromisoformat(latest))
+    except (TypeError, ValueError, OverflowError):
+        return f"its stored time range {first_time!r}..{last_time!r} is not a time range"
+    if off_first > ORDER_SLACK or off_last > ORDER_SLACK:
+        return f"its stored time range {first_time}..{last_time} does not frame its records ({earliest}..{latest})"
+    return ""
 
 
 _RECORD_START = b'{"account_id":'  # every record's first key: canonical() sorts them
@@ -372,15 +422,24 @@ def records_match(events_json: bytes, digests_bin: bytes) -> bool:
     Whatever the cut, the answer is only True when every piece hashes to its digest in order, which proves
     the bytes; other encodings (an earlier format, an editor's) and damage give False, and the caller then
     compares parsed records, which also names the problem."""
+    return _proven_bodies(events_json, digests_bin) is not None
+
+
+def _proven_bodies(events_json: bytes, digests_bin: bytes) -> list[bytes] | None:
+    """:func:`records_match`, giving each record's bytes after its first key, or None."""
     count, rest = divmod(len(digests_bin), 32)
     start = b"[" + _RECORD_START
     if not count or rest or not events_json.startswith(start) or not events_json.endswith(b"}]"):
-        return False
+        return None
     bodies = events_json[len(start) : -2].split(_BETWEEN_RECORDS)
     if len(bodies) != count:
-        return False
+        return None
     sha256 = hashlib.sha256
-    return b"".join([sha256(_RECORD_START + body + b"}").digest() for body in bodies]) == digests_bin
+    return (
+        bodies
+        if b"".join([sha256(_RECORD_START + body + b"}").digest() for body in bodies]) == digests_bin
+        else None
+    )
 
 
 def item_events_and_digests(item: AuditLinkModel) -> tuple[list[dict[str, Any]], list[str]]:

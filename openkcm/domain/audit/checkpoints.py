@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from openkcm.clock import SYSTEM_CLOCK, Clock
 from openkcm.domain.audit.chain import (
     GENESIS,
+    frame_problem,
     link_hash,
     load_writer_keys,
     mac_valid,
@@ -351,9 +352,14 @@ def make_checkpoint(
         moved = False
         key: bytes | None = None
         for item in query_links(tenant_id, writer, after_seq=seq):
-            link = read_checked_link(item)
+            link, facts = read_checked_link(item)
             if link.seq != seq + 1:
                 break  # a gap: that link is still being written (or lost; verification will say)
+            misframed = frame_problem(
+                item.first_time or "", item.last_time or "", list(item.kinds or []), facts
+            )
+            if misframed:
+                raise ChainBroken(f"audit link {link.seq} of writer {writer}: {misframed}")
             if (
                 link.prev_hash != prev
                 or (link.events is not None and [event_digest(e) for e in link.events] != link.digests)

@@ -17,6 +17,8 @@ from openkcm.domain.audit.archive import ARCHIVE_PREFIX, ArchiveStore, read_segm
 from openkcm.domain.audit.chain import (
     GENESIS,
     Link,
+    RecordFacts,
+    frame_problem,
     link_hash,
     load_writer_keys,
     mac_valid,
@@ -50,22 +52,25 @@ class _Entry:
     first_time: str
     last_time: str
     records_ok: bool
+    content: str  # SHA-256 over the digests of the records actually present, in order
+    # What the record check found, reported in the walk (after the checkpoints, which the cap on problems
+    # must not crowd out).
+    problems: list[tuple[str, dict[str, Any]]]
 
     def hex_digests(self) -> list[str]:
         return unpack_digests(self.digests) if isinstance(self.digests, bytes) else self.digests
 
 
-def _entry(link: Link, report: _Report | None, first_time: str = "", last_time: str = "") -> _Entry:
-    """Check ``link``'s records (naming a problem in ``report``, if given) and keep what the walk needs. A
-    link from :func:`read_checked_link` without records has been checked already; ``first_time`` and
-    ``last_time`` are then its stored ones."""
+def _entry(link: Link, first_time: str = "", last_time: str = "") -> _Entry:
+    """Check ``link``'s records against its digests and keep what the walk needs. A link from
+    :func:`read_checked_link` without records has been checked already; ``first_time`` and ``last_time``
+    are then its stored ones."""
+    found = _Report()
     if link.events is None:
-        ok, count = True, link.count
+        ok, count, actual = True, link.count, link.digests
     else:
-        if report is None:
-            ok = [event_digest(e) for e in link.events] == link.digests
-        else:
-            ok = _check_events(link, report)
+        actual = [event_digest(e) for e in link.events]
+        ok = _check_events(link, found, actual)
         count = len(link.events)
         if link.events:
             first_time, last_time = _time_of(link.events[0]), _time_of(link.events[-1])
@@ -75,7 +80,33 @@ def _entry(link: Link, report: _Report | None, first_time: str = "", last_time: 
             digests = pack_digests(link.digests)
         except ValueError:
             pass  # not hex: kept as stored, so the link hash is computed over exactly those strings
-    return _Entry(link.seq, link.prev_hash, link.hash, link.mac, digests, count, first_time, last_time, ok)
+    content = hashlib.sha256(",".join(actual).encode()).hexdigest()
+    return _Entry(
+        link.seq,
+        link.prev_hash,
+        link.hash,
+        link.mac,
+        digests,
+        count,
+        first_time,
+        last_time,
+        ok,
+        content,
+        found.problems,
+    )
+
+
+def _frame(item: Any, facts: RecordFacts, report: _Report, writer: str, position: int) -> None:
+    """Name a link whose unhashed index attributes misstate its records (see ``frame_problem``)."""
+    problem = frame_problem(item.first_time or "", item.last_time or "", list(item.kinds or []), facts)
+    if problem:
+        report.add(
+            facts[0] or item.first_time,
+            "altered",
+            f"writer {writer} link {position}: {problem}, which would keep records out of the audit log",
+            writer=writer,
+            seq=position,
+        )
 
 
 def _time_of(event: dict[str, Any]) -> str:
@@ -91,11 +122,14 @@ class _Report:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append((when or "", {"kind": kind, "message": message, **where}))
 
+    def extend(self, problems: list[tuple[str, dict[str, Any]]]) -> None:
+        self.problems.extend(problems[: max(0, MAX_PROBLEMS - len(self.problems))])
 
-def _check_events(link: Link, report: _Report) -> bool:
-    """Compare each packed event with the digest list; name the one that differs."""
+
+def _check_events(link: Link, report: _Report, actual: list[str]) -> bool:
+    """Compare each packed event (``actual``: their digests) with the digest list; name the one that
+    differs."""
     events = link.events or []
-    actual = [event_digest(e) for e in events]
     if actual == link.digests:
         return True
     where = {"writer": link.writer, "seq": link.seq}
@@ -115,7 +149,7 @@ def _check_events(link: Link, report: _Report) -> bool:
     elif extra and len(actual) > len(link.digests) and len(actual) - len(extra) == len(link.digests):
         e = events[extra[0]]
         report.add(
-            e.get("time", when),
+            _time_of(e) or when,
             "inserted",
             f"record {e.get('event_id')} was inserted into writer {link.writer} link {link.seq}",
             event_id=e.get("event_id"),
@@ -124,7 +158,7 @@ def _check_events(link: Link, report: _Report) -> bool:
     elif extra and len(actual) == len(link.digests):
         e = events[extra[0]]
         report.add(
-            e.get("time", when),
+            _time_of(e) or when,
             "altered",
             f"record {e.get('event_id')} in writer {link.writer} link {link.seq} was altered",
             event_id=e.get("event_id"),
@@ -193,7 +227,7 @@ def _load_archive(
         if checkpoint is not None:
             checkpoints.setdefault(checkpoint.seq, checkpoint)
         for link in segment_links:
-            links.setdefault(link.writer, {})[link.seq] = _entry(link, report)
+            links.setdefault(link.writer, {})[link.seq] = _entry(link)
         summary["segments"] += 1
         summary["links"] += len(segment_links)
         summary["records"] += sum(len(link.events or []) for link in segment_links)
@@ -262,16 +296,17 @@ def verify_tenant_chain(
             report.add(item.first_time, "inserted", f"item {item.sk} is not a chain position", sk=item.sk)
             continue
         writer, position = parsed
-        link = read_checked_link(item)
+        link, facts = read_checked_link(item)
+        _frame(item, facts, report, writer, position)
         archived = links.get(writer, {}).get(position)
         if archived is not None:
-            live = _entry(link, None)
-            # Equal digests and records that match them on both sides: the same records, byte for byte.
-            if (archived.hash, archived.prev_hash, archived.hex_digests()) != (
+            live = _entry(link)
+            if (archived.hash, archived.prev_hash, archived.hex_digests(), archived.content) != (
                 live.hash,
                 live.prev_hash,
                 live.hex_digests(),
-            ) or not (archived.records_ok and live.records_ok):
+                live.content,
+            ):
                 report.add(
                     item.first_time,
                     "altered",
@@ -280,9 +315,7 @@ def verify_tenant_chain(
                     seq=position,
                 )
             continue
-        links.setdefault(writer, {})[position] = _entry(
-            link, report, item.first_time or "", item.last_time or ""
-        )
+        links.setdefault(writer, {})[position] = _entry(link, item.first_time or "", item.last_time or "")
 
     # Checkpoints: numbered, chained by the previous body's digest, signed.
     checkpoints = {cp.seq: cp for cp in load_checkpoints(tenant_id)}
@@ -353,6 +386,7 @@ def verify_tenant_chain(
             when = link.first_time
             records += link.count
             ok = link.records_ok
+            report.extend(link.problems)
             if link.seq != position:
                 report.add(
                     when,
