@@ -297,6 +297,9 @@ _REFUSAL_FIELDS = (
 )
 
 
+Listed = list[tuple[tuple[str, str], dict[str, Any]]]  # events a report section lists, by (time, event id)
+
+
 class _PeriodTally:
     """The report's view of a period, built in one pass over its events as they are read. Why: a busy KMIP
     tenant writes millions of records a month; holding them all (and sorting them) took memory that grows
@@ -304,10 +307,11 @@ class _PeriodTally:
 
     def __init__(self, start: datetime, end: datetime) -> None:
         self.records = 0
-        self.history: list[dict[str, Any]] = []  # configuration and lifecycle events
-        self.rotations: list[dict[str, Any]] = []
-        self.certificates: list[dict[str, Any]] = []
-        self.refusals: list[dict[str, Any]] = []
+        # the events each section lists, with their (time, event id) to sort them by at the end
+        self.history: Listed = []  # configuration and lifecycle
+        self.rotations: Listed = []
+        self.certificates: Listed = []
+        self.refusals: Listed = []
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.per_day: dict[str, int] = {}
         day = start.date()
@@ -318,21 +322,23 @@ class _PeriodTally:
     def add(self, e: dict[str, Any]) -> None:
         self.records += 1
         kind, operation, when = e.get("kind"), str(e.get("operation") or ""), str(e.get("time") or "")
+        order = (when, str(e.get("event_id") or ""))
         if kind == "operation":
-            self._count_use(e, when)
+            self._count_use(e, order)
             if when[:10] in self.per_day:
                 self.per_day[when[:10]] += 1
         elif kind in ("config", "lifecycle"):
-            self.history.append({k: e.get(k) for k in _HISTORY_FIELDS})
+            self.history.append((order, {k: e.get(k) for k in _HISTORY_FIELDS}))
         lowered = operation.lower()
         if "rotat" in lowered:
-            self.rotations.append({k: e.get(k) for k in _ROTATION_FIELDS})
+            self.rotations.append((order, {k: e.get(k) for k in _ROTATION_FIELDS}))
         if "certificate" in lowered or lowered.startswith("pki"):
-            self.certificates.append({k: e.get(k) for k in _CERTIFICATE_FIELDS})
+            self.certificates.append((order, {k: e.get(k) for k in _CERTIFICATE_FIELDS}))
         if e.get("result") != "success" or kind == "security":
-            self.refusals.append({k: e.get(k) for k in _REFUSAL_FIELDS})
+            self.refusals.append((order, {k: e.get(k) for k in _REFUSAL_FIELDS}))
 
-    def _count_use(self, e: dict[str, Any], when: str) -> None:
+    def _count_use(self, e: dict[str, Any], order: tuple[str, str]) -> None:
+        when = order[0]
         service = e.get("actor_role") or e.get("actor") or "-"
         key = e.get("object_id") or (f"L2 v{e['l2_version']}" if e.get("l2_version") else "-")
         row = self.services.get((service, key))
@@ -345,10 +351,10 @@ class _PeriodTally:
                 "denied": 0,
                 "by_operation": defaultdict(int),
                 "last_used": "",
-                "_first": when,  # l1_ref is the one of the earliest use, as when events came in order
+                "_first": order,  # l1_ref is the one of the earliest use, as when events came in order
             }
-        elif when < row["_first"]:
-            row["_first"], row["l1_ref"] = when, e.get("l1_ref") or ""
+        elif order < row["_first"]:
+            row["_first"], row["l1_ref"] = order, e.get("l1_ref") or ""
         row["operations"] += 1
         row["denied"] += e.get("result") != "success"
         row["by_operation"][e.get("operation")] += 1
@@ -363,13 +369,12 @@ class _PeriodTally:
         return sorted(rows, key=lambda r: (r["service"], r["key"]))
 
 
-def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: str(r.get("time") or ""))
+def _in_order(rows: Listed) -> list[dict[str, Any]]:
+    """The listed events by (time, event id), as a sorted read of the trail gives them."""
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
-def _key_configuration(
-    runtime: Runtime, tenant: TenantModel, history: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _key_configuration(runtime: Runtime, tenant: TenantModel, history: Listed) -> dict[str, Any]:
     versions = [
         {
             "version": int(r.l2_version),
@@ -396,7 +401,7 @@ def _key_configuration(
 
 
 def _rotations(
-    runtime: Runtime, config: dict[str, Any], done: list[dict[str, Any]], start: datetime, end: datetime
+    runtime: Runtime, config: dict[str, Any], done: Listed, start: datetime, end: datetime
 ) -> dict[str, Any]:
     policy = config["rotation_period_days"]
     versions = config["l2_versions"]
@@ -419,9 +424,7 @@ def _rotations(
     }
 
 
-def _certificates(
-    tenant_id: str, audit: list[dict[str, Any]], start: datetime, end: datetime
-) -> dict[str, Any]:
+def _certificates(tenant_id: str, audit: Listed, start: datetime, end: datetime) -> dict[str, Any]:
     issued, revoked = [], []
     for cert in CertificateModel.query(tenant_id, CertificateModel.sk.startswith("CERT#")):
         row = {
@@ -440,8 +443,8 @@ def _certificates(
     return {"issued": issued, "revoked": revoked, "events": _in_order(audit)}
 
 
-def _refusals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = _in_order(rows)
+def _refusals(listed: Listed) -> dict[str, Any]:
+    rows = _in_order(listed)
     by_reason: dict[str, int] = defaultdict(int)
     for r in rows:
         by_reason[r["reason"] or r["operation"]] += 1

@@ -295,3 +295,38 @@ def test_unordered_reads_take_no_cursor():
 
     with pytest.raises(ValueError, match="cursor"):
         next(iter_events("t-1", after=("2026-01-01T00:00:00+00:00", "e"), ordered=False))
+
+
+def test_report_lists_events_of_the_same_time_by_event_id(runtime, tenant_factory):
+    """As a sorted read of the trail gives them (here one link holds them in the other order)."""
+    import json
+
+    from openkcm.domain.audit.chain import link_sk, pack_events
+    from openkcm.storage.audit_models import AuditLinkModel, bind_audit_models
+
+    tenant_id = tenant_factory().tenant_id
+    bind_audit_models()
+    at = runtime.clock.now().isoformat(timespec="microseconds")
+    records = [
+        {"time": at, "event_id": event_id, "kind": "config", "operation": operation, "result": "success"}
+        for event_id, operation in (("e-b", "SetRotationPolicy"), ("e-a", "LinkL1"))
+    ]
+    AuditLinkModel(
+        tenant_id,
+        link_sk("raw", 1),
+        writer="raw",
+        seq=1,
+        prev_hash="0" * 64,
+        hash="1" * 64,
+        events_z=pack_events(json.dumps(records).encode()),
+        digests_bin=b"\0" * 64,
+        event_count=2,
+        first_time=at,
+        last_time=at,
+        kinds=["config"],
+    ).save()
+    history = audit.compliance_report(runtime, tenant_id)["key_configuration"]["history"]
+    assert [h["operation"] for h in history if h["operation"] in ("SetRotationPolicy", "LinkL1")] == [
+        "LinkL1",
+        "SetRotationPolicy",
+    ]
