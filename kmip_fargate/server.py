@@ -537,7 +537,17 @@ class KmipServer:
         count = self._framing_refusals.admit(f"{identity.tenant_id}/{identity.serial_hex}")
         if count is None:
             return
-        event = AuditEvent(
+        try:
+            event = self._framing_event(identity, address, message, count)
+        except OpenKCMError:  # a subject the event rules refuse: such a certificate fails every request too
+            log.warning(json.dumps({"event": "kmip_framing_not_audited", "tenant": identity.tenant_id}))
+            return
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+            self._pool.submit(self._record_quietly, event)
+
+    @staticmethod
+    def _framing_event(identity: ClientIdentity, address: str, message: str, count: int) -> AuditEvent:
+        return AuditEvent(
             tenant_id=identity.tenant_id,
             source="kmip",
             operation="Message",
@@ -549,8 +559,6 @@ class KmipServer:
             client_address=address,
             details={"serial": identity.serial_hex[:64]},
         )
-        with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
-            self._pool.submit(self._record_quietly, event)
 
     def _record_quietly(self, event: AuditEvent) -> None:
         try:

@@ -2082,7 +2082,7 @@ export interface operations {
                 limit?: number;
                 /** @description cursor from the previous page */
                 next_token?: string | null;
-                /** @description oldest (default) or newest first; a next_token continues in the order it was issued for */
+                /** @description oldest (default) or newest first; send the same order with a next_token (the token does not carry it) */
                 order?: string;
             };
             header?: never;

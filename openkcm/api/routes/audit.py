@@ -28,7 +28,7 @@ Since = Annotated[str | None, Query(max_length=40, description="ISO 8601 start (
 Until = Annotated[str | None, Query(max_length=40, description="ISO 8601 end (exclusive)")]
 Kind = Annotated[str | None, Query(max_length=20, description="operation | security | config | lifecycle")]
 Order = Annotated[str, Query(pattern="^(oldest|newest)$", description="oldest (default) or newest first; "
-                             "a next_token continues in the order it was issued for")]
+                             "send the same order with a next_token (the token does not carry it)")]
 
 
 def _time(value: str | None, field: str, default: str) -> str:
