@@ -1,4 +1,4 @@
-"""``openkcm audit verify|report|checkpoint|archive``: the tenant's audit trail from the command line."""
+"""``openkcm audit verify|report|checkpoint|archive|ingest-log``: the audit trail from the command line."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     archive.add_argument("--tenant", required=True)
     archive.add_argument("--before", help="ISO time; default: now minus the retention period")
     archive.set_defaults(func=_archive)
+    ingest = commands.add_parser(
+        "ingest-log",
+        help="chain the audit records a Lambda could not store and logged instead (audit_record_unstored)",
+    )
+    add_data_dir(ingest)
+    ingest.add_argument("log", help="a log file or export (CloudWatch Logs lines, JSON or not); - for stdin")
+    ingest.set_defaults(func=_ingest)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -90,3 +97,17 @@ def _archive(args: argparse.Namespace) -> int:
         runtime.close()
     print(json.dumps(result, default=str))
     return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    runtime = connect(args)
+    try:
+        if args.log == "-":
+            result = audit.ingest_unstored(runtime, sys.stdin)
+        else:
+            with open(args.log, encoding="utf-8", errors="replace") as lines:
+                result = audit.ingest_unstored(runtime, lines)
+    finally:
+        runtime.close()
+    print(json.dumps(result))
+    return 1 if result["unreadable"] else 0

@@ -3,15 +3,19 @@ the compliance report (JSON, or standalone HTML with an inline SVG chart that pr
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from openkcm.domain.audit import (
+    UNSTORED_EVENT,
     ArchiveStore,
     AuditEvent,
     ChainedAuditSink,
@@ -263,6 +267,54 @@ def usage(runtime: Runtime, tenant_id: str, days: int = 30) -> dict[str, Any]:
     since_day = until_day - timedelta(days=days - 1)
     summary = summarize_usage(usage_counts(tenant_id, since_day, until_day), since_day, until_day)
     return {"tenant_id": tenant_id, "days": days, **summary}
+
+
+# ---- records a writer without a WAL could only log ------------------------------------------------
+_EVENT_FIELDS = frozenset(f.name for f in dataclasses.fields(AuditEvent))
+
+
+def _unstored_record(line: str) -> dict[str, Any] | None:
+    """The record of an ``UNSTORED_EVENT`` log line: as the sink wrote it, or inside a log formatter's
+    JSON (``message``) and after a log export's prefix (a timestamp)."""
+    text = line[line.find("{") :] if "{" in line else ""
+    for _ in range(2):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        if data.get("event") == UNSTORED_EVENT:
+            record = data.get("record")
+            return record if isinstance(record, dict) else None
+        text = data.get("message") if isinstance(data.get("message"), str) else ""
+    return None
+
+
+def ingest_unstored(runtime: Runtime, lines: Iterable[str]) -> dict[str, int]:
+    """Chain the records a Lambda logged because it could not store them (``UNSTORED_EVENT``), each with
+    its own id and time, unless the trail already holds it (the Lambda may have stored it on a later
+    invocation): running it twice over the same log adds nothing. The ingesting writer chains and MACs
+    them, so they are as trustworthy as the log export they came from; take it from CloudWatch Logs."""
+    counts = {"ingested": 0, "already_stored": 0, "unreadable": 0}
+    runtime.audit.flush()
+    for line in lines:
+        if UNSTORED_EVENT not in line:
+            continue
+        record = _unstored_record(line)
+        try:
+            event = AuditEvent(**{k: v for k, v in (record or {}).items() if k in _EVENT_FIELDS})
+            at = datetime.fromisoformat(event.time)
+        except (InvalidRequest, TypeError, ValueError):
+            counts["unreadable"] += 1
+            continue
+        window = iter_events(event.tenant_id, since=at, until=at + timedelta(milliseconds=1))
+        if any(e.get("event_id") == event.event_id for e in window):
+            counts["already_stored"] += 1
+            continue
+        runtime.audit.record(event)
+        counts["ingested"] += 1
+    return counts
 
 
 # ---- compliance report -----------------------------------------------------------------------------

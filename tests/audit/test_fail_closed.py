@@ -81,3 +81,45 @@ def test_max_pending_can_only_be_made_stricter(settings):
         ChainedAuditSink(max_pending=20_001)
     with pytest.raises(ValueError):
         Settings(audit_max_pending=50_000)
+
+
+def test_a_record_a_lambda_could_not_store_is_logged_once_and_ingested_once(
+    runtime, tenant_factory, monkeypatch, caplog, capsys, tmp_path: Path
+):
+    """Between the probe and the write the store can fail after the operation acted: the record then
+    lives only in that Lambda's memory. It also goes to the log, once, and `openkcm audit ingest-log`
+    chains it from a log export (as a log formatter wraps it, after the export's timestamp)."""
+    import json
+    import logging
+
+    from openkcm.cli import main
+    from openkcm.domain.audit import UNSTORED_EVENT, chain, read_events
+
+    tenant_id = tenant_factory().tenant_id
+    sink = ChainedAuditSink(authenticator=runtime.root)  # no WAL: a Lambda's sink
+    caplog.set_level(logging.ERROR)
+    with monkeypatch.context() as outage:
+        outage.setattr(chain.Link, "store", lambda self: (_ for _ in ()).throw(OSError("store down")))
+        with pytest.raises(AuditUnavailable):
+            sink.record(event(tenant_id, 1, source="api", operation="RotateL2", kind="lifecycle"))
+        with pytest.raises(AuditUnavailable):
+            sink.flush()  # the next invocation of the same container retries: nothing logged twice
+    logged = [r.getMessage() for r in caplog.records if UNSTORED_EVENT in r.getMessage()]
+    assert len(logged) == 1
+    record = json.loads(logged[0])["record"]
+    assert record["tenant_id"] == tenant_id and record["operation"] == "RotateL2"
+    assert record["event_id"] not in {e["event_id"] for e in read_events(tenant_id)}
+    # The container is gone; the record is in the log export only.
+    wrapped = json.dumps({"level": "ERROR", "message": logged[0], "service": "openkcm-cmk-api"})
+    export = tmp_path / "cmk-api.log"
+    export.write_text(f"2026-11-29T18:00:00.000Z {wrapped}\nsomething else\n", encoding="utf-8")
+    monkeypatch.setenv("OPENKCM_TABLE_PREFIX", runtime.settings.table_prefix)
+    command = ["audit", "ingest-log", str(export), "--data-dir", str(runtime.settings.data_dir)]
+    assert main(command) == 0
+    assert json.loads(capsys.readouterr().out) == {"ingested": 1, "already_stored": 0, "unreadable": 0}
+    [stored] = [e for e in read_events(tenant_id) if e["event_id"] == record["event_id"]]
+    assert stored == record  # the same record: its id, time, actor and chain fields
+    assert main(command) == 0  # run twice over the same log: nothing added
+    assert json.loads(capsys.readouterr().out) == {"ingested": 0, "already_stored": 1, "unreadable": 0}
+    audit.checkpoint_tenant(runtime, tenant_id)
+    assert audit.verify_tenant(runtime, tenant_id)["intact"]

@@ -52,7 +52,12 @@ Design, and why
   and the signed checkpoint heads; records after the latest checkpoint are reported as *unconfirmed*
   (their MACs verify, but nothing signed covers them yet). Deleting the newest links together with the
   newest checkpoints is only detectable against an outside copy: the archive segments (S3 Object Lock)
-  carry the checkpoint that covers them, and checkpoints are never expired from the table.
+  carry the checkpoint that covers them, and checkpoints are never expired from the table. A link's
+  index attributes (``first_time``, ``last_time``, ``kinds``) are not hashed, but readers find and skip
+  links by them: verification and the checkpointer check them against the records.
+- **Without a WAL, the log is the fallback.** A Lambda's record whose store write fails after the probe
+  (the operation may have acted) is kept in memory for the next invocation and logged once whole
+  (``UNSTORED_EVENT``); ``ops.audit.ingest_unstored`` chains the ones the trail lacks.
 
 Measured (``tests/audit/test_throughput.py``, 2-core box shared with other builds, moto as DynamoDB;
 compare ratios, not absolutes; "before" is from before the compressed links and the KMIP templates):
@@ -104,7 +109,7 @@ from openkcm.domain.audit.events import (
     canonical,
     event_digest,
 )
-from openkcm.domain.audit.sink import MAX_PENDING, AuditSink, ChainedAuditSink, NullAuditSink
+from openkcm.domain.audit.sink import MAX_PENDING, UNSTORED_EVENT, AuditSink, ChainedAuditSink, NullAuditSink
 from openkcm.domain.audit.throttle import RefusalThrottle
 from openkcm.domain.audit.verify import verify_tenant_chain
 
@@ -119,6 +124,7 @@ __all__ = [
     "AuditSink",
     "ChainBroken",
     "ChainedAuditSink",
+    "UNSTORED_EVENT",
     "Checkpoint",
     "CheckpointSigner",
     "EventTemplate",

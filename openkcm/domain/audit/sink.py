@@ -44,6 +44,7 @@ SecurityListener = Callable[[AuditEvent], None]
 Checkpointer = Callable[[str], Any]
 ChainResolver = Callable[[str, int], str]  # (tenant, L2 version) -> parent (L1 or root key) reference
 MAX_PENDING = 20_000  # the bound can only be made stricter (smaller), never looser
+UNSTORED_EVENT = "audit_record_unstored"  # the log line of a record a writer without a WAL could not store
 # A link packs at most this many bytes of events (before compression) and its stored item (compressed
 # events + 32-byte digests) at most MAX_ITEM_BYTES: DynamoDB's item limit is 400 KB. Big links are what
 # make the trail cheap: a KMIP event compresses to ~20 bytes, and each item write has a fixed cost.
@@ -183,6 +184,7 @@ class ChainedAuditSink(AuditSink):
         self._flush_lock = threading.Lock()  # one flusher at a time
         self._pending: list[Pending] = []
         self._unwritten: list[Link] = []
+        self._logged: set[int] = set()  # ids of unwritten links whose records went to the log
         self._backlog = 0  # events recorded and not yet stored (pending, being linked, or unwritten links)
         self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (last seq, last hash)
         self._last_error: str | None = None
@@ -432,11 +434,13 @@ class ChainedAuditSink(AuditSink):
                         written.append(link)
                     with self._lock:
                         done = self._unwritten.pop(0)
+                        self._logged.discard(id(done))  # ids are reused once an object is gone
                         self._backlog -= done.count
             except Exception as exc:  # the store is down: keep the rest, fail closed past the bound
                 self._last_error = type(exc).__name__
                 self._after_store(written)
                 if self._links_wal is None:
+                    self._log_unstored()
                     raise AuditUnavailable("audit store unreachable; operation refused") from exc
                 return
             self._last_error = None
@@ -445,6 +449,19 @@ class ChainedAuditSink(AuditSink):
                 stored_all = not self._unwritten
             if stored_all and self._links_wal is not None:
                 self._truncate(self._links_wal)
+
+    def _log_unstored(self) -> None:
+        """Without a WAL (a Lambda) a record whose store write failed lives only in this process, and its
+        operation may already have acted (the store failed between the probe and the write). Each such
+        record is written once to the log (CloudWatch Logs keeps it), whole: records hold no secrets.
+        ``openkcm audit ingest-log`` chains the ones the trail still lacks."""
+        with self._lock:
+            links = [link for link in self._unwritten if id(link) not in self._logged]
+            self._logged.update(id(link) for link in links)
+        for link in links:
+            lines = link.lines or [canonical(e) for e in link.events or []]
+            for line in lines:
+                log.error('{"event":"%s","record":%s}', UNSTORED_EVENT, line.decode("utf-8"))
 
     @staticmethod
     def _bounded(link: Link) -> bool:
