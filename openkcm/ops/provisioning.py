@@ -172,6 +172,11 @@ def remember_signature(check: SignatureCheck, window: int = REPLAY_WINDOW_SECOND
         raise WebhookRejected("replayed") from None
 
 
+def forget_signature(check: SignatureCheck) -> None:
+    """Undo :func:`remember_signature` for a delivery that was refused after it (could not be queued)."""
+    IdempotencyModel(f"webhook-replay#{check.mac}").delete()
+
+
 # ---- the webhook secret -------------------------------------------------------------------------------
 def load_webhook_secret(settings: Settings) -> bytes:
     """AWS: the Secrets Manager secret named by ``webhook_secret_arn``. Embedded default: the 0600 file
@@ -244,7 +249,11 @@ def accept_webhook(
     except InvalidRequest as exc:
         return exc.http_status, exc.to_dict()
     tenant_id = event.tenant or default_tenant_id(event.customer)
-    enqueue(event.to_message())
+    try:
+        enqueue(event.to_message())
+    except Exception:
+        forget_signature(check)  # not queued: the marketplace's retry of this delivery must get through
+        raise
     runtime.audit.record(
         AuditEvent(
             tenant_id=PLATFORM_TENANT,
@@ -415,6 +424,7 @@ def provision_tenant(
         raise NotFound("no such tenant")  # another customer's tenant id: indistinguishable from missing
     done = set(progress.steps_done)
     if "ready" in done and progress.deleted_at is None:
+        _repair_ready(runtime, tenant_id)
         return {"tenant_id": tenant_id, "status": READY, "attempts": int(progress.attempts), "resumed": False}
     with condition_guard():
         progress.update(
@@ -442,18 +452,45 @@ def provision_tenant(
             steps[current]()
             if after_step:
                 after_step(current)
-            with condition_guard():
-                progress.update(
-                    actions=[
-                        ProvisioningModel.steps_done.set(sorted(done | {current})),
-                        ProvisioningModel.last_error.remove(),
-                    ]
-                )
-            done.add(current)
+            done = _record_step(progress, done, current)
+            if current != "ready" and "ready" in done:  # a concurrent delivery finished the tenant
+                _repair_ready(runtime, tenant_id)
+                break
     except Exception as exc:
         _mark_failed(runtime, progress, current, exc, attempt)
         raise
     return {"tenant_id": tenant_id, "status": READY, "attempts": attempt, "resumed": attempt > 1}
+
+
+def _record_step(progress: ProvisioningModel, done: set[str], step: str) -> set[str]:
+    """Add ``step`` to the record's steps. Two deliveries for one tenant (another event id, or the queue's
+    retry) may run at once; the steps are idempotent, so losing the record's version check to the other
+    means reading what it did and adding this step to that, not failing the tenant."""
+    for _ in range(5):
+        merged = done | set(progress.steps_done) | {step}
+        try:
+            with condition_guard():
+                progress.update(
+                    actions=[
+                        ProvisioningModel.steps_done.set(sorted(merged)),
+                        ProvisioningModel.last_error.remove(),
+                    ]
+                )
+            return merged
+        except ConditionFailed:
+            progress.refresh()
+    raise WrongState("the tenant's provisioning record keeps changing; retry", tenant_id=progress.tenant_id)
+
+
+def _repair_ready(runtime: Runtime, tenant_id: str) -> None:
+    """Every step is done: a tenant left Failed or Provisioning by a delivery that lost a race to the
+    one that finished is Ready (a disabled or deleted tenant stays as it is)."""
+    try:
+        tenant = TenantModel.get(tenant_id, TenantModel.SORT_KEY)
+    except TenantModel.DoesNotExist:
+        return
+    if tenant.status in (FAILED, PROVISIONING):
+        runtime.tenants.set_status(tenant_id, READY)
 
 
 def _mark_provisioning(runtime: Runtime, tenant_id: str, attempt: int) -> None:
@@ -478,7 +515,7 @@ def _mark_failed(
                 ProvisioningModel.updated_at.set(runtime.clock.now()),
             ]
         )
-        if TenantModel.count(
+        if "ready" not in progress.steps_done and TenantModel.count(  # a concurrent delivery finished it
             progress.tenant_id,
             TenantModel.sk == TenantModel.SORT_KEY,
             filter_condition=TenantModel.account_id == progress.customer,  # only the customer's own tenant

@@ -20,13 +20,14 @@ expression, and ``openkcm rotate run``) calls; every part of it is safe to inter
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from openkcm.domain.audit import AuditEvent, CheckpointSigner
@@ -279,9 +280,11 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
     versions = sorted(int(r.l2_version) for r in runtime.keyring.records(tenant_id))
     now = runtime.clock.now()
     try:
-        return verify_tombstone(runtime, tenant_id)  # an earlier run got this far
+        earlier = verify_tombstone(runtime, tenant_id)  # an earlier run wrote the tombstone
     except NotFound:
         pass
+    else:
+        return _finish_shred(runtime, tenant, earlier, len(destroyed), actor)
     statement = {
         "type": "openkcm/crypto-shred-tombstone",
         "tenant_id": tenant_id,
@@ -316,12 +319,25 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
         with condition_guard():
             stone.save(condition=TombstoneModel.tenant_id.does_not_exist())
     except ConditionFailed:
-        return verify_tombstone(runtime, tenant_id)
+        return _finish_shred(runtime, tenant, verify_tombstone(runtime, tenant_id), len(destroyed), actor)
+    return _finish_shred(runtime, tenant, {**statement, "signature_valid": True}, len(destroyed), actor)
+
+
+def _finish_shred(
+    runtime: Runtime, tenant: TenantModel, statement: dict[str, Any], newly_destroyed: int, actor: str
+) -> dict[str, Any]:
+    """After the tombstone: the audit record, the customer's notice, then ``shredded_at`` (which ends the
+    schedule's retries). A run that died after the tombstone is finished by the next one; one that died
+    between the record and ``shredded_at`` leaves the record twice, never none."""
+    tenant_id = tenant.tenant_id
     try:
-        progress = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
-        progress.update(actions=[ProvisioningModel.shredded_at.set(now)])
+        progress: ProvisioningModel | None = ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY)
     except ProvisioningModel.DoesNotExist:
-        pass
+        progress = None
+    if progress is not None and progress.shredded_at is not None:
+        return statement  # finished before
+    versions = statement.get("l2_versions_destroyed") or []
+    destroyed_at = str(statement.get("destroyed_at", ""))
     runtime.audit.record(
         AuditEvent(
             tenant_id=tenant_id,
@@ -330,7 +346,7 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
             kind="lifecycle",
             actor=actor,
             account_id=tenant.account_id,
-            details={"versions": ",".join(map(str, versions)), "newly_destroyed": str(len(destroyed))},
+            details={"versions": ",".join(map(str, versions)), "newly_destroyed": str(newly_destroyed)},
         )
     )
     notifications.notify(
@@ -339,10 +355,20 @@ def shred_tenant(runtime: Runtime, tenant_id: str, *, actor: str = "rotation-sch
         customer=tenant.account_id,
         kind=notifications.SHREDDED,
         subject=f"OpenKCM tenant {tenant_id} was crypto-shredded",
-        message=f"Every key of tenant {tenant_id} was destroyed at {now.isoformat()}. Backups holding wrapped "
-        f"material expire by {statement['last_backup_with_wrapped_material_expires_at']}.",
+        message=f"Every key of tenant {tenant_id} was destroyed at {destroyed_at}. Backups holding wrapped "
+        f"material expire by {statement.get('last_backup_with_wrapped_material_expires_at')}.",
     )
-    return {**statement, "signature_valid": True}
+    if progress is not None:
+        try:
+            when = datetime.fromisoformat(destroyed_at)
+        except ValueError:
+            when = runtime.clock.now()
+        with contextlib.suppress(ConditionFailed), condition_guard():
+            progress.update(
+                actions=[ProvisioningModel.shredded_at.set(when)],
+                condition=ProvisioningModel.shredded_at.does_not_exist(),
+            )
+    return statement
 
 
 def verify_tombstone(runtime: Runtime, tenant_id: str) -> dict[str, Any]:

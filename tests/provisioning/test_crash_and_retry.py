@@ -1,0 +1,84 @@
+"""Crashes and retries around provisioning and crypto-shredding end in the state a single clean run gives:
+a delivery that could not be queued can be delivered again, and a shred that died after its tombstone is
+finished (audited, notified, marked) by the next scheduled run."""
+
+from __future__ import annotations
+
+import pytest
+
+from openkcm.domain.audit import read_events
+from openkcm.ops import provisioning, rotation
+from openkcm.storage.models import ProvisioningModel, TombstoneModel
+
+from .conftest import marketplace_event, signed
+
+TENANT = "acme-corp-12345"
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_delivery_that_could_not_be_queued_is_accepted_when_the_marketplace_retries(rt, secret, clock):
+    headers, raw = signed(secret, marketplace_event(), clock.timestamp())
+    queued: list[dict] = []
+
+    def enqueue(message: dict) -> None:
+        if not queued:
+            queued.append({})
+            raise Boom("SQS throttled")
+        queued.append(message)
+
+    with pytest.raises(Boom):
+        provisioning.accept_webhook(rt, headers, raw, enqueue)
+    status, _ = provisioning.accept_webhook(rt, headers, raw, enqueue)
+    assert status == 202 and len(queued) == 2
+    status, reply = provisioning.accept_webhook(rt, headers, raw, enqueue)  # a real replay is still one
+    assert status == 401 and reply["error"] == "unauthenticated"
+
+
+def test_a_shred_that_died_after_its_tombstone_is_finished_by_the_next_run(rt, monkeypatch):
+    provisioning.process_event(rt, marketplace_event())
+    provisioning.delete_tenant(rt, TENANT, "acme-corp-12345", reason="x", retention_days=0)
+    real_save = TombstoneModel.save
+    crashed: list[int] = []
+
+    def save_then_die(self, *args, **kwargs):
+        saved = real_save(self, *args, **kwargs)
+        if not crashed:
+            crashed.append(1)
+            raise Boom("killed after the tombstone")
+        return saved
+
+    monkeypatch.setattr(TombstoneModel, "save", save_then_die)
+    first = rotation.run_schedule(rt)
+    assert first.errors and not first.shredded
+    second = rotation.run_schedule(rt)
+    assert second.shredded == [TENANT]
+    assert ProvisioningModel.get(TENANT, ProvisioningModel.SORT_KEY).shredded_at is not None
+    assert rotation.shred_due(rt) == []
+    operations = [e["operation"] for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00")]
+    assert operations.count("CryptoShred") == 1
+    assert rotation.run_schedule(rt).shredded == []  # done: nothing left to retry
+
+
+def test_two_deliveries_provisioning_one_tenant_at_once_leave_it_ready(rt):
+    """Another event id for the same customer runs to the end while this one is between two steps."""
+    from openkcm.storage import TenantModel
+
+    interleaved: list[int] = []
+
+    def other_delivery_runs(step: str) -> None:
+        if step == "l2_key" and not interleaved:
+            interleaved.append(1)
+            provisioning.process_event(rt, marketplace_event(event_id="evt-A"))
+
+    result = provisioning.process_event(
+        rt, marketplace_event(event_id="evt-B"), before_step=other_delivery_runs
+    )
+    assert result["status"] == "Ready" and interleaved
+    tenant = TenantModel.get(TENANT, TenantModel.SORT_KEY)
+    assert tenant.status == "Ready" and int(tenant.current_l2_version) == 1
+    failures = [e for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00") if e["result"] != "success"]
+    assert failures == []
+    assert provisioning.process_event(rt, marketplace_event(event_id="evt-B"))["status"] == "Ready"
