@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,16 +351,31 @@ def _dispatch(runtime: Runtime, event: MarketplaceEvent, **hooks: Any) -> dict[s
     if event.event in ("service_enabled", "tenant_created"):
         tenant_id = event.tenant or default_tenant_id(event.customer)
         return provision_tenant(
-            runtime, tenant_id, event.customer, region=event.region, event_id=event.event_id, **hooks
+            runtime,
+            tenant_id,
+            event.customer,
+            region=event.region,
+            event_id=event.event_id,
+            event_time=_aware(event.timestamp),
+            **hooks,
         )
+    when = _aware(event.timestamp)
     if event.event == "tenant_deleted":
         assert event.tenant is not None
-        return {"deleted": [delete_tenant(runtime, event.tenant, event.customer, reason=event.event)]}
+        return {
+            "deleted": [
+                delete_tenant(runtime, event.tenant, event.customer, reason=event.event, event_time=when)
+            ]
+        }
     deleted = [
-        delete_tenant(runtime, t.tenant_id, event.customer, reason=event.event)
+        delete_tenant(runtime, t.tenant_id, event.customer, reason=event.event, event_time=when)
         for t in list(runtime.tenants.list_for_account(event.customer))
     ]
     return {"deleted": deleted}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _progress(runtime: Runtime, tenant_id: str, customer: str, event_id: str) -> ProvisioningModel:
@@ -404,10 +419,13 @@ def provision_tenant(
     region: str = "",
     event_id: str = "",
     name: str = "",
+    event_time: datetime | None = None,
     before_step: StepHook | None = None,
     after_step: StepHook | None = None,
 ) -> dict[str, Any]:
-    """Create (or finish creating) a platform-managed tenant. Safe to run again after any failure."""
+    """Create (or finish creating) a platform-managed tenant. Safe to run again after any failure. An
+    enable timed (``event_time``) before the tenant's deletion was decided is a stale delivery: ignored
+    (one of the same second is taken as the later, the customer's latest word)."""
     runtime.audit.ensure_writable()
     try:  # a tenant of another account (created through the API, say) is neither touched nor claimed
         owner = TenantModel.get(tenant_id, TenantModel.SORT_KEY).account_id
@@ -424,15 +442,23 @@ def provision_tenant(
         raise NotFound("no such tenant")  # another customer's tenant id: indistinguishable from missing
     done = set(progress.steps_done)
     if "ready" in done and progress.deleted_at is None:
-        _repair_ready(runtime, tenant_id)
+        _repair_ready(runtime, progress)
         return {"tenant_id": tenant_id, "status": READY, "attempts": int(progress.attempts), "resumed": False}
+    if progress.deleted_at is not None and event_time is not None:
+        decided = progress.deleted_event_at or progress.deleted_at
+        if event_time < decided:
+            log.info("marketplace enable of %s from before its deletion ignored", tenant_id)
+            return {"tenant_id": tenant_id, "status": DELETED, "ignored": "the enable predates the deletion"}
     with condition_guard():
         progress.update(
             actions=[ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())]
         )
     attempt = int(progress.attempts)
     if progress.deleted_at is not None:
-        return _undelete(runtime, progress)
+        restored = _undelete(runtime, progress)
+        if "ready" in done:
+            return restored
+        # deleted before it was ever ready: restoring means finishing its provisioning, not calling it Ready
     _mark_provisioning(runtime, tenant_id, attempt)
     steps: dict[str, Callable[[], None]] = {
         "record": lambda: _step_record(runtime, tenant_id, customer, region, name),
@@ -449,12 +475,16 @@ def provision_tenant(
                 continue
             if before_step:
                 before_step(current)
+            if current == "ready":
+                progress.refresh()
+                if progress.deleted_at is not None:  # deleted while being provisioned: it stays deleted
+                    raise WrongState("the tenant was deleted while it was provisioned", tenant_id=tenant_id)
             steps[current]()
             if after_step:
                 after_step(current)
             done = _record_step(progress, done, current)
             if current != "ready" and "ready" in done:  # a concurrent delivery finished the tenant
-                _repair_ready(runtime, tenant_id)
+                _repair_ready(runtime, progress)
                 break
     except Exception as exc:
         _mark_failed(runtime, progress, current, exc, attempt)
@@ -479,18 +509,25 @@ def _record_step(progress: ProvisioningModel, done: set[str], step: str) -> set[
             return merged
         except ConditionFailed:
             progress.refresh()
+            if progress.deleted_at is not None:  # deleted meanwhile: it stays deleted
+                raise WrongState(
+                    "the tenant was deleted while it was provisioned", tenant_id=progress.tenant_id
+                ) from None
     raise WrongState("the tenant's provisioning record keeps changing; retry", tenant_id=progress.tenant_id)
 
 
-def _repair_ready(runtime: Runtime, tenant_id: str) -> None:
-    """Every step is done: a tenant left Failed or Provisioning by a delivery that lost a race to the
-    one that finished is Ready (a disabled or deleted tenant stays as it is)."""
+def _repair_ready(runtime: Runtime, progress: ProvisioningModel) -> None:
+    """Every step is done and the tenant is not deleted: a tenant left Failed or Provisioning by a delivery
+    that lost a race to the one that finished is Ready, and one left Deleted by a restore that died half
+    way is restored (a disabled tenant stays as it is)."""
     try:
-        tenant = TenantModel.get(tenant_id, TenantModel.SORT_KEY)
+        tenant = TenantModel.get(progress.tenant_id, TenantModel.SORT_KEY)
     except TenantModel.DoesNotExist:
         return
     if tenant.status in (FAILED, PROVISIONING):
-        runtime.tenants.set_status(tenant_id, READY)
+        runtime.tenants.set_status(progress.tenant_id, READY)
+    elif tenant.status == DELETED and progress.deleted_at is None and progress.shredded_at is None:
+        _finish_restore(runtime, progress)
 
 
 def _mark_provisioning(runtime: Runtime, tenant_id: str, attempt: int) -> None:
@@ -515,7 +552,8 @@ def _mark_failed(
                 ProvisioningModel.updated_at.set(runtime.clock.now()),
             ]
         )
-        if "ready" not in progress.steps_done and TenantModel.count(  # a concurrent delivery finished it
+        finished_or_deleted = "ready" in progress.steps_done or progress.deleted_at is not None
+        if not finished_or_deleted and TenantModel.count(
             progress.tenant_id,
             TenantModel.sk == TenantModel.SORT_KEY,
             filter_condition=TenantModel.account_id == progress.customer,  # only the customer's own tenant
@@ -638,7 +676,14 @@ def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
         raise WrongState(
             "this tenant is being or was crypto-shredded; it cannot be restored", tenant_id=progress.tenant_id
         ) from None
-    runtime.tenants.set_status(progress.tenant_id, READY)
+    if "ready" not in progress.steps_done:
+        return {"tenant_id": progress.tenant_id, "status": PROVISIONING, "restored": True}
+    return _finish_restore(runtime, progress)
+
+
+def _finish_restore(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
+    """The restore's record, then Ready. A restore that died after clearing the deletion is finished by the
+    next delivery (``_repair_ready``): the record may then be there twice, never not at all."""
     runtime.audit.record(
         AuditEvent(
             tenant_id=progress.tenant_id,
@@ -649,11 +694,18 @@ def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
             account_id=progress.customer,
         )
     )
+    runtime.tenants.set_status(progress.tenant_id, READY)
     return {"tenant_id": progress.tenant_id, "status": READY, "restored": True}
 
 
 def delete_tenant(
-    runtime: Runtime, tenant_id: str, customer: str, *, reason: str, retention_days: float | None = None
+    runtime: Runtime,
+    tenant_id: str,
+    customer: str,
+    *,
+    reason: str,
+    retention_days: float | None = None,
+    event_time: datetime | None = None,
 ) -> dict[str, Any]:
     """Disable at once, crypto-shred after the retention period (``shred_retention_days`` unless given;
     0 = on the next scheduled run). Idempotent (keeps the first delete time). The marketplace worker and
@@ -669,7 +721,11 @@ def delete_tenant(
         due = now + timedelta(days=days)
         with condition_guard():
             progress.update(
-                actions=[ProvisioningModel.deleted_at.set(now), ProvisioningModel.shred_after.set(due)]
+                actions=[
+                    ProvisioningModel.deleted_at.set(now),
+                    ProvisioningModel.deleted_event_at.set(event_time or now),
+                    ProvisioningModel.shred_after.set(due),
+                ]
             )
     if tenant.status != DELETED:
         runtime.tenants.set_status(tenant_id, DELETED, reason)

@@ -301,6 +301,9 @@ class ProvisioningModel(Model):
     attempts = NumberAttribute(default=0)
     last_error = UnicodeAttribute(null=True)
     deleted_at = UTCDateTimeAttribute(null=True)
+    # When the deletion was decided: the marketplace event's own time (else ``deleted_at``). An enable
+    # from before it (a queue retry, a late delivery) must not undo it.
+    deleted_event_at = UTCDateTimeAttribute(null=True)
     shred_after = UTCDateTimeAttribute(null=True)
     shredded_at = UTCDateTimeAttribute(null=True)
     # Set (on a deleted tenant only) before the first L2 version is destroyed; a restore needs it absent.

@@ -82,3 +82,83 @@ def test_two_deliveries_provisioning_one_tenant_at_once_leave_it_ready(rt):
     failures = [e for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00") if e["result"] != "success"]
     assert failures == []
     assert provisioning.process_event(rt, marketplace_event(event_id="evt-B"))["status"] == "Ready"
+
+
+EARLIER, LATER = "2026-01-15T10:00:00Z", "2026-01-15T11:00:00Z"  # the fixtures' deletions: 10:30
+
+
+def _status() -> str:
+    from openkcm.storage import TenantModel
+
+    return TenantModel.get(TENANT, TenantModel.SORT_KEY).status
+
+
+def _fail_at(step_name: str):
+    def hook(step: str) -> None:
+        if step == step_name:
+            raise Boom(f"died before {step}")
+
+    return hook
+
+
+def test_an_enable_from_before_the_unsubscribe_does_not_undo_it(rt):
+    """The queue retries an enable that failed half way, after the customer unsubscribed."""
+    enable = marketplace_event(event_id="evt-1", timestamp=EARLIER)
+    with pytest.raises(Boom):
+        provisioning.process_event(rt, enable, before_step=_fail_at("l2_key"))
+    provisioning.process_event(rt, marketplace_event("service_disabled", event_id="evt-2"))
+    assert _status() == "Deleted"
+    assert provisioning.process_event(rt, enable)["status"] == "Deleted"  # stale: ignored
+    assert _status() == "Deleted"
+    assert ProvisioningModel.get(TENANT, ProvisioningModel.SORT_KEY).deleted_at is not None  # to be shredded
+
+
+def test_a_new_enable_of_a_half_made_deleted_tenant_finishes_it_before_calling_it_ready(rt):
+    from openkcm.storage.models import TrustEntryModel
+
+    with pytest.raises(Boom):
+        provisioning.process_event(rt, marketplace_event(timestamp=EARLIER), before_step=_fail_at("l2_key"))
+    provisioning.process_event(rt, marketplace_event("service_disabled"))
+    assert provisioning.process_event(rt, marketplace_event(timestamp=LATER))["status"] == "Ready"
+    assert _status() == "Ready"
+    assert rt.keyring.current(TENANT) is not None  # the L2 key the half-made tenant never had
+    assert TrustEntryModel.get(TENANT, "TRUST") is not None
+
+
+def test_an_unsubscribe_during_provisioning_wins(rt):
+    enable = marketplace_event(event_id="evt-1", timestamp=EARLIER)
+    unsubscribed: list[int] = []
+
+    def unsubscribe_before_ready(step: str) -> None:
+        if step == "ready" and not unsubscribed:
+            unsubscribed.append(1)
+            provisioning.process_event(rt, marketplace_event("service_disabled", event_id="evt-2"))
+
+    with pytest.raises(Exception, match="deleted while it was provisioned"):
+        provisioning.process_event(rt, enable, before_step=unsubscribe_before_ready)
+    assert _status() == "Deleted"
+    assert provisioning.process_event(rt, enable)["status"] == "Deleted"  # the queue's retry
+    assert _status() == "Deleted"
+
+
+def test_a_restore_that_died_half_way_is_finished_by_the_next_delivery(rt, monkeypatch):
+    provisioning.process_event(rt, marketplace_event(timestamp=EARLIER))
+    provisioning.process_event(rt, marketplace_event("service_disabled"))
+    real = rt.tenants.set_status
+    died: list[int] = []
+
+    def die_before_ready(tenant_id: str, status: str, reason: str | None = None):
+        if status == "Ready" and not died:
+            died.append(1)
+            raise Boom("killed during the restore")
+        return real(tenant_id, status, reason)
+
+    monkeypatch.setattr(rt.tenants, "set_status", die_before_ready)
+    resubscribe = marketplace_event(event_id="evt-resub", timestamp=LATER)
+    with pytest.raises(Boom):
+        provisioning.process_event(rt, resubscribe)
+    assert provisioning.process_event(rt, resubscribe)["status"] == "Ready"  # the queue's retry
+    assert _status() == "Ready"
+    operations = [e["operation"] for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00")]
+    assert "RestoreTenant" in operations
+    assert rotation.shred_due(rt) == []
