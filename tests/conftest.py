@@ -34,6 +34,9 @@ def aws_endpoint() -> Iterator[str]:
     """A moto server on loopback for the whole session; AWS_ENDPOINT_URL points every client at it."""
     from moto.server import ThreadedMotoServer
 
+    from openkcm.local.durable_moto import atomic_dynamodb_items
+
+    atomic_dynamodb_items()  # DynamoDB's item atomicity, which moto's in-place updates lack
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -38,16 +38,42 @@ SERVICES = ("dynamodb", "kms", "sqs", "sns", "events", "secretsmanager", "s3", "
 
 _DYNAMODB_READS = frozenset(
     {
-        "GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems", "DescribeTable", "ListTables",
-        "DescribeTimeToLive", "DescribeContinuousBackups", "ListTagsOfResource", "DescribeEndpoints",
-        "DescribeLimits", "ListBackups", "ListGlobalTables", "ListExports", "ListImports",
+        "GetItem",
+        "BatchGetItem",
+        "Query",
+        "Scan",
+        "TransactGetItems",
+        "DescribeTable",
+        "ListTables",
+        "DescribeTimeToLive",
+        "DescribeContinuousBackups",
+        "ListTagsOfResource",
+        "DescribeEndpoints",
+        "DescribeLimits",
+        "ListBackups",
+        "ListGlobalTables",
+        "ListExports",
+        "ListImports",
     }
 )
 _READ_PREFIXES = ("Get", "List", "Describe", "Head")
 _PURE_CRYPTO = frozenset(
-    {"Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-     "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateRandom", "Sign", "Verify",
-     "GenerateMac", "VerifyMac", "AssumeRole", "GetCallerIdentity"}
+    {
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateRandom",
+        "Sign",
+        "Verify",
+        "GenerateMac",
+        "VerifyMac",
+        "AssumeRole",
+        "GetCallerIdentity",
+    }
 )
 
 
@@ -212,6 +238,42 @@ def _replay(app: Callable[..., Iterable[bytes]], entry: dict[str, Any]) -> None:
         pass
 
 
+_ITEM_LOCK = threading.RLock()
+_ITEM_ACTIONS = (
+    "get_item",
+    "batch_get_item",
+    "query",
+    "scan",
+    "put_item",
+    "update_item",
+    "delete_item",
+    "batch_write_item",
+    "transact_get_items",
+    "transact_write_items",
+)
+
+
+def atomic_dynamodb_items() -> None:
+    """Make moto's DynamoDB item operations atomic with respect to each other, as DynamoDB's are. moto
+    applies an UpdateItem to the stored item in place, one action at a time, so a GetItem served by another
+    thread meanwhile could return half an update (say a re-wrapped blob beside its old L2 version: an
+    integrity failure DynamoDB never shows). One lock per process around each DynamoDB handler closes that
+    (moto serves one request at a time per GIL anyway). Idempotent."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    for name in _ITEM_ACTIONS:
+        handler = getattr(DynamoHandler, name, None)
+        if handler is None or getattr(handler, "_openkcm_atomic", False):
+            continue
+
+        def atomic(self: Any, _handler: Callable[..., Any] = handler) -> Any:
+            with _ITEM_LOCK:
+                return _handler(self)
+
+        atomic._openkcm_atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoHandler, name, atomic)
+
+
 class DurableMiddleware:
     def __init__(self, app: Callable[..., Iterable[bytes]], store: DurableStore) -> None:
         self.app = app
@@ -256,6 +318,8 @@ class DurableMotoServer:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        atomic_dynamodb_items()
+
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any) -> None:
                 return None
@@ -263,7 +327,10 @@ class DurableMotoServer:
         app = DomainDispatcherApplication(create_backend_app)
         self.replayed = self.store.restore(app)
         self._server = make_server(
-            self._host, self._port, DurableMiddleware(app, self.store), threaded=True,
+            self._host,
+            self._port,
+            DurableMiddleware(app, self.store),
+            threaded=True,
             request_handler=QuietHandler,
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
