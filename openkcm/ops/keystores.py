@@ -514,8 +514,11 @@ def _account_of(key_arn: str) -> str:
 
 
 # ---- health probe (seed 002 REQ-016) -------------------------------------------------------------
+PROBE_SECONDS, PROBE_CALL_SECONDS = 20.0, 5.0  # one linked key's whole probe, and each call of it
 def probe_l1_health(runtime: Runtime, *, actor: str = "l1-health-probe") -> list[dict[str, Any]]:
-    """Test every linked L1 key once (connection + key state) and record each tenant's ``l1_state``
+    """Test every linked L1 key once (connection, key state and a wrap/unwrap round trip of a random value:
+    a key policy that takes away Encrypt/Decrypt but leaves DescribeKey, the customer's kill switch, must
+    show) and record each tenant's ``l1_state``
     (Active / Error with the reason). A key that stops working raises a security event in the audit trail
     (``L1KeyUnavailable``); one that works again, ``L1KeyRecovered``. Tenants keep being served from cache
     for the grace period either way — the probe reports, the keyring enforces. The rotation schedule
@@ -534,8 +537,7 @@ def probe_l1_health(runtime: Runtime, *, actor: str = "l1-health-probe") -> list
 
             keystore_id, key_ref = parse_l1_ref(l1_key_ref)
             connector = resolver(runtime).connector(account_id, keystore_id, key_ref)
-            connector.test_connection()
-            connector.check_key()
+            validate_parent(connector, tenants[0].tenant_id, Deadline(PROBE_SECONDS, PROBE_CALL_SECONDS))
         except OpenKCMError as exc:
             ok, message, fix = False, exc.message, getattr(exc, "fix", "")
         for tenant in tenants:

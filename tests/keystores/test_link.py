@@ -195,6 +195,29 @@ def test_probe_records_l1_health_and_audits_a_security_event(ks_runtime, kms):
         "L1KeyUnavailable", "L1KeyRecovered"]
 
 
+def test_probe_notices_a_key_that_may_no_longer_decrypt(ks_runtime, kms, monkeypatch):
+    """The customer's kill switch: Encrypt/Decrypt taken out of the key policy, DescribeKey left in. The
+    probe wraps and unwraps a random value, so it sees what the next cache miss would."""
+    from openkcm.domain.keystores.aws_kms import AwsKmsConnector
+    from openkcm.domain.keystores.base import KeystorePermissionMissing
+
+    rt = ks_runtime
+    tenant = new_tenant(rt)
+    meta = kms.create_key()["KeyMetadata"]
+    store = aws_keystore(rt)
+    [linked] = ks.link_l1_key(rt, ACCOUNT, store.keystore_id, meta["Arn"], [tenant.tenant_id], "alice")
+    assert linked["ok"]
+
+    def denied(self, *args, **kwargs):
+        raise KeystorePermissionMissing("kms:Decrypt is not allowed by the key policy", fix="Allow it again.")
+
+    monkeypatch.setattr(AwsKmsConnector, "_unwrap", denied)
+    ks.resolver(rt).forget(ACCOUNT, store.keystore_id)
+    [probe] = [r for r in ks.probe_l1_health(rt) if r["tenant_id"] == tenant.tenant_id]
+    assert not probe["ok"] and probe["l1_state"] == "Error" and "Decrypt" in probe["message"]
+    assert [e["operation"] for e in events_of(tenant.tenant_id) if e["kind"] == "security"] == ["L1KeyUnavailable"]
+
+
 def test_switch_survives_a_concurrent_tenant_update_and_a_broken_listener(ks_runtime, kms):
     rt = ks_runtime
     tenant = new_tenant(rt)
