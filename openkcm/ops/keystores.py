@@ -27,7 +27,7 @@ from openkcm.domain.keystores import (
     connector_class,
     validate_config,
 )
-from openkcm.domain.keystores.aws_kms import external_id_for
+from openkcm.domain.keystores.aws_kms import external_id_for, require_own_credentials
 from openkcm.domain.keystores.base import KEYSTORE_ERRORS, KeystoreConfigInvalid, audit_safe
 from openkcm.domain.reparent import (
     BYOK,
@@ -182,6 +182,8 @@ def create_keystore(
     clean = validate_config(provider, config or {}, runtime.settings.pkcs11_module_list)
     _no_chosen_external_id(provider, account_id, secrets or {})
     values = validate_secrets(secrets or {}, connector_class(provider).secret_fields)
+    if provider == "aws-kms":
+        require_own_credentials(clean, values)
     runtime.tenants.ensure_account(account_id)
     keystore_id = _new_keystore_id()
     now = runtime.clock.now()

@@ -36,7 +36,9 @@ ROLE = f"arn:aws:iam::{CUSTOMER_ACCOUNT}:role/OpenKCMAccess"
 
 
 def connector(key_ref: str | None = None, **config) -> AwsKmsConnector:
-    return AwsKmsConnector({"region": "us-east-1", **config}, {}, keystore_id="ks-test", key_ref=key_ref, timeout=5)
+    return AwsKmsConnector(
+        {"region": "us-east-1", **config}, {}, keystore_id="ks-test", key_ref=key_ref, timeout=5
+    )
 
 
 def test_existing_key_by_arn_and_alias_round_trip(kms):
@@ -98,8 +100,14 @@ def test_missing_decrypt_permission_names_action_key_and_principal():
     client = boto3.client("kms", region_name="us-east-1", endpoint_url="https://kms.us-east-1.amazonaws.com")
     stub = Stubber(client)
     meta = {
-        "KeyId": arn.rsplit("/", 1)[1], "Arn": arn, "KeyState": "Enabled", "KeySpec": "SYMMETRIC_DEFAULT",
-        "KeyUsage": "ENCRYPT_DECRYPT", "Origin": "AWS_KMS", "KeyManager": "CUSTOMER", "Enabled": True,
+        "KeyId": arn.rsplit("/", 1)[1],
+        "Arn": arn,
+        "KeyState": "Enabled",
+        "KeySpec": "SYMMETRIC_DEFAULT",
+        "KeyUsage": "ENCRYPT_DECRYPT",
+        "Origin": "AWS_KMS",
+        "KeyManager": "CUSTOMER",
+        "Enabled": True,
     }
     stub.add_response("describe_key", {"KeyMetadata": meta}, {"KeyId": arn})
     stub.add_client_error(
@@ -123,7 +131,11 @@ def test_missing_decrypt_permission_names_action_key_and_principal():
 def test_rejected_credentials_are_an_authentication_error():
     client = boto3.client("kms", region_name="us-east-1", endpoint_url="https://kms.us-east-1.amazonaws.com")
     stub = Stubber(client)
-    stub.add_client_error("list_aliases", "UnrecognizedClientException", "The security token included in the request is invalid.")
+    stub.add_client_error(
+        "list_aliases",
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
     with stub, pytest.raises(KeystoreAuthenticationFailed) as err:
         AwsKmsConnector({"region": "us-east-1"}, {}, client=client).test_connection()
     assert "credentials" in err.value.fix
@@ -133,13 +145,19 @@ def test_cross_account_role_with_external_id(kms, aws_endpoint):
     sts = boto3.client("sts", region_name="us-east-1")
     creds = sts.assume_role(RoleArn=ROLE, RoleSessionName="customer-admin")["Credentials"]
     customer_kms = boto3.client(
-        "kms", region_name="us-east-1", aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"],
+        "kms",
+        region_name="us-east-1",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
     )
     arn = customer_kms.create_key()["KeyMetadata"]["Arn"]
     assert f":{CUSTOMER_ACCOUNT}:" in arn
     conn = AwsKmsConnector(
-        {"region": "us-east-1", "role_arn": ROLE}, {"external_id": "openkcm-acme-7f3a"}, keystore_id="ks-x", key_ref=arn
+        {"region": "us-east-1", "role_arn": ROLE},
+        {"external_id": "openkcm-acme-7f3a"},
+        keystore_id="ks-x",
+        key_ref=arn,
     )
     assert conn.check_key().key_id == arn
     assert conn.unwrap(conn.wrap(b"z" * 32, CTX), CTX) == b"z" * 32
@@ -177,7 +195,9 @@ def test_unreachable_endpoint_and_hanging_endpoint_time_out(monkeypatch):
     try:
         slow = AwsKmsConnector(
             {"region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{listener.getsockname()[1]}"},
-            {}, key_ref="alias/x", timeout=1.0,
+            {},
+            key_ref="alias/x",
+            timeout=1.0,
         )
         started = time.monotonic()
         with pytest.raises(KeystoreTimeout):
@@ -210,12 +230,18 @@ def test_external_origin_import_flow(kms):
     stub = Stubber(client)
     stub.add_response(
         "get_parameters_for_import",
-        {"KeyId": arn, "ImportToken": token, "PublicKey": public_der,
-         "ParametersValidTo": datetime.now(UTC) + timedelta(hours=24)},
+        {
+            "KeyId": arn,
+            "ImportToken": token,
+            "PublicKey": public_der,
+            "ParametersValidTo": datetime.now(UTC) + timedelta(hours=24),
+        },
         {"KeyId": arn, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_4096"},
     )
     with stub:
-        importer = AwsKmsConnector({"region": "us-east-1"}, {}, keystore_id="ks-imp", key_ref=arn, client=client)
+        importer = AwsKmsConnector(
+            {"region": "us-east-1"}, {}, keystore_id="ks-imp", key_ref=arn, client=client
+        )
         params = importer.get_import_parameters()
     assert params["key_id"] == arn and base64.b64decode(params["import_token"]) == token
 
@@ -228,20 +254,34 @@ def test_external_origin_import_flow(kms):
     stub.add_response(
         "import_key_material",
         {"KeyId": arn, "KeyMaterialId": "a" * 64},
-        {"KeyId": arn, "ImportToken": token, "EncryptedKeyMaterial": wrapped,
-         "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"},
+        {
+            "KeyId": arn,
+            "ImportToken": token,
+            "EncryptedKeyMaterial": wrapped,
+            "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+        },
     )
-    meta = {"KeyId": arn.rsplit("/", 1)[1], "Arn": arn, "KeyState": "Enabled", "KeySpec": "SYMMETRIC_DEFAULT",
-            "KeyUsage": "ENCRYPT_DECRYPT", "Origin": "EXTERNAL", "Enabled": True}
+    meta = {
+        "KeyId": arn.rsplit("/", 1)[1],
+        "Arn": arn,
+        "KeyState": "Enabled",
+        "KeySpec": "SYMMETRIC_DEFAULT",
+        "KeyUsage": "ENCRYPT_DECRYPT",
+        "Origin": "EXTERNAL",
+        "Enabled": True,
+    }
     stub.add_response("describe_key", {"KeyMetadata": meta}, {"KeyId": arn})
     with stub:
         info = importer.import_key_material(params["import_token"], base64.b64encode(wrapped).decode())
     stub.assert_no_pending_responses()  # exactly the wrapped blob and token were forwarded
     assert info.state == "Enabled" and info.origin == "EXTERNAL"
     # What OpenKCM forwarded is only the wrapped blob: it opens with the wrapping private key alone.
-    assert wrapping_key.decrypt(
-        wrapped, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    ) == material
+    assert (
+        wrapping_key.decrypt(
+            wrapped, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        )
+        == material
+    )
 
     # Then use it (moto shows EXTERNAL keys as Enabled).
     user = AwsKmsConnector({"region": "us-east-1"}, {}, keystore_id="ks-imp", key_ref=arn)
@@ -258,30 +298,72 @@ def test_import_use_cases_through_the_keystore(ks_runtime, monkeypatch):
     arn = f"arn:aws:kms:us-east-1:{CUSTOMER_ACCOUNT}:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
     client = boto3.client("kms", region_name="us-east-1", endpoint_url="https://kms.us-east-1.amazonaws.com")
     stub = Stubber(client)
-    meta = {"KeyId": arn.rsplit("/", 1)[1], "Arn": arn, "KeyState": "PendingImport", "Origin": "EXTERNAL",
-            "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT", "Enabled": False}
-    stub.add_response("create_key", {"KeyMetadata": meta},
-                      {"Origin": "EXTERNAL", "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT",
-                       "Description": "acme imported L1"})
-    public_der = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    stub.add_response("get_parameters_for_import",
-                      {"KeyId": arn, "ImportToken": b"token-bytes", "PublicKey": public_der,
-                       "ParametersValidTo": datetime.now(UTC) + timedelta(hours=24)},
-                      {"KeyId": arn, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_4096"})
+    meta = {
+        "KeyId": arn.rsplit("/", 1)[1],
+        "Arn": arn,
+        "KeyState": "PendingImport",
+        "Origin": "EXTERNAL",
+        "KeySpec": "SYMMETRIC_DEFAULT",
+        "KeyUsage": "ENCRYPT_DECRYPT",
+        "Enabled": False,
+    }
+    stub.add_response(
+        "create_key",
+        {"KeyMetadata": meta},
+        {
+            "Origin": "EXTERNAL",
+            "KeySpec": "SYMMETRIC_DEFAULT",
+            "KeyUsage": "ENCRYPT_DECRYPT",
+            "Description": "acme imported L1",
+        },
+    )
+    public_der = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    stub.add_response(
+        "get_parameters_for_import",
+        {
+            "KeyId": arn,
+            "ImportToken": b"token-bytes",
+            "PublicKey": public_der,
+            "ParametersValidTo": datetime.now(UTC) + timedelta(hours=24),
+        },
+        {"KeyId": arn, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_4096"},
+    )
     wrapped = bytes(range(256)) * 2
-    stub.add_response("import_key_material", {"KeyId": arn},
-                      {"KeyId": arn, "ImportToken": b"token-bytes", "EncryptedKeyMaterial": wrapped,
-                       "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"})
-    stub.add_response("describe_key", {"KeyMetadata": {**meta, "KeyState": "Enabled", "Enabled": True}}, {"KeyId": arn})
+    stub.add_response(
+        "import_key_material",
+        {"KeyId": arn},
+        {
+            "KeyId": arn,
+            "ImportToken": b"token-bytes",
+            "EncryptedKeyMaterial": wrapped,
+            "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+        },
+    )
+    stub.add_response(
+        "describe_key", {"KeyMetadata": {**meta, "KeyState": "Enabled", "Enabled": True}}, {"KeyId": arn}
+    )
     monkeypatch.setattr(AwsKmsConnector, "_kms", lambda self: client)
-    store = ks.create_keystore(ks_runtime, "acme-corp-12345", "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice")
+    store = ks.create_keystore(
+        ks_runtime, "acme-corp-12345", "aws-kms", "kms", {"region": "us-east-1"}, {}, "alice"
+    )
     with stub:
-        started = ks.start_key_import(ks_runtime, "acme-corp-12345", store.keystore_id, actor="alice",
-                                      description="acme imported L1")
+        started = ks.start_key_import(
+            ks_runtime, "acme-corp-12345", store.keystore_id, actor="alice", description="acme imported L1"
+        )
         assert started["key_ref"] == arn and base64.b64decode(started["public_key"]) == public_der
-        done = ks.complete_key_import(ks_runtime, "acme-corp-12345", store.keystore_id, arn, started["import_token"],
-                                      base64.b64encode(wrapped).decode(), actor="alice")
+        done = ks.complete_key_import(
+            ks_runtime,
+            "acme-corp-12345",
+            store.keystore_id,
+            arn,
+            started["import_token"],
+            base64.b64encode(wrapped).decode(),
+            actor="alice",
+        )
     stub.assert_no_pending_responses()
     assert done["state"] == "Enabled" and done["origin"] == "EXTERNAL"
 
@@ -304,3 +386,30 @@ def test_blobs_open_after_the_customer_repoints_the_alias(kms):
     foreign = old.replace(old.split(":")[4], "999999999999")
     with pytest.raises(IntegrityFailure):
         conn.unwrap(pin(foreign, unpin(before)[1]), CTX)
+
+
+def test_a_keystore_gets_no_credentials_of_openkcm_outside_an_emulator(ks_runtime, monkeypatch):
+    """Without role_arn or access keys a connector would sign with the process's own AWS identity: any
+    account could then use whatever KMS key OpenKCM's role reaches. Only an emulator (AWS_ENDPOINT_URL)
+    or an operator's explicit OPENKCM_KMS_AMBIENT_CREDENTIALS allows it."""
+    from openkcm.domain.keystores import aws_kms
+    from openkcm.ops import keystores as ks
+
+    monkeypatch.delenv("OPENKCM_KMS_AMBIENT_CREDENTIALS", raising=False)
+    assert aws_kms.ambient_credentials_allowed()  # the tests' moto endpoint is set
+    with monkeypatch.context() as deployed:
+        deployed.delenv("AWS_ENDPOINT_URL")
+        assert not aws_kms.ambient_credentials_allowed()
+        with pytest.raises(KeystoreConfigInvalid) as refused:
+            AwsKmsConnector({"region": "us-east-1"}, {})  # builds no client: nothing is sent
+        assert refused.value.details["field"] == "role_arn"
+        AwsKmsConnector({"region": "us-east-1", "role_arn": "arn:aws:iam::111122223333:role/kms"}, {})
+        AwsKmsConnector({"region": "us-east-1"}, {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s"})
+        deployed.setenv("OPENKCM_KMS_AMBIENT_CREDENTIALS", "true")  # a single-customer installation
+        AwsKmsConnector({"region": "us-east-1"}, {})
+    monkeypatch.setattr(aws_kms, "ambient_credentials_allowed", lambda: False)
+    with pytest.raises(KeystoreConfigInvalid):
+        ks.create_keystore(
+            ks_runtime, "globex-999", "aws-kms", "borrowed", {"region": "us-east-1"}, {}, "mallory"
+        )
+    assert ks.list_keystores(ks_runtime, "globex-999") == []

@@ -107,6 +107,25 @@ def external_id_for(account_id: str) -> str:
     return f"openkcm:{account_id}"
 
 
+def ambient_credentials_allowed() -> bool:
+    """Whether a keystore without role_arn or access keys may use the process's own AWS credentials: only
+    against an emulator (AWS_ENDPOINT_URL set: the local stack, tests) or when the operator says so
+    (OPENKCM_KMS_AMBIENT_CREDENTIALS=true, a single-customer installation). In a deployment those are
+    OpenKCM's credentials, and a keystore of any account could use whatever KMS key they reach."""
+    flag = os.environ.get("OPENKCM_KMS_AMBIENT_CREDENTIALS", "").strip().lower() in ("1", "true", "yes")
+    return flag or bool(os.environ.get("AWS_ENDPOINT_URL", "").strip())
+
+
+def require_own_credentials(config: dict[str, Any], secrets: dict[str, Any]) -> None:
+    if config.get("role_arn") or secrets.get("access_key_id") or ambient_credentials_allowed():
+        return
+    raise KeystoreConfigInvalid(
+        "an AWS KMS keystore needs role_arn (a role in your account that OpenKCM assumes) or access keys: "
+        "OpenKCM does not lend its own credentials to a keystore",
+        field="role_arn",
+    )
+
+
 def _endpoint_allowed(endpoint: str) -> bool:
     """An AWS KMS endpoint, the deployment's own AWS endpoint, or one the operator lists (comma-separated,
     exact) in OPENKCM_KMS_ENDPOINTS_ALLOWED: a proxy of their own, or a test's unreachable address."""
@@ -149,6 +168,8 @@ class AwsKmsConnector(KeystoreConnector):
         self._external_id = secrets.get("external_id") or external_id
         if bool(secrets.get("access_key_id")) != bool(secrets.get("secret_access_key")):
             raise KeystoreConfigInvalid("give both access_key_id and secret_access_key, or neither")
+        if client is None:
+            require_own_credentials(config, secrets)
         self._region = config["region"]
         self._role_arn = config.get("role_arn") or ""
         self._endpoint = config.get("endpoint_url") or None
