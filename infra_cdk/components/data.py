@@ -268,6 +268,19 @@ class Data(Construct):
             server_access_logs_prefix="audit-archive/",
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # Segments are written once: a second PutObject of a key would become the version readers get
+        # (Object Lock keeps the first, out of sight). S3 refuses a put with If-None-Match on an existing
+        # key; this refuses puts without it, whoever sends them.
+        self.audit_archive.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AuditSegmentsWriteOnce",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[self.audit_archive.arn_for_objects("*")],
+                conditions={"Null": {"s3:if-none-match": "true"}},
+            )
+        )
 
     # -- grants: explicit actions on explicit ARNs, never "*" -------------------------------------------
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import boto3
+import pytest
 
 from openkcm.domain.audit import AuditEvent
 from openkcm.ops import audit
@@ -93,6 +94,28 @@ def test_kms_checkpoint_key_and_s3_archive(settings, tenant_factory, runtime):
         assert audit.verify_tenant(rt, tenant_id)["problems"][0]["kind"] == "forged_checkpoint"
     finally:
         rt.close()
+
+
+def test_an_archive_segment_is_written_once(settings, aws_endpoint):
+    """A second write of a segment's key is refused by S3 itself (If-None-Match), not by a check before
+    the put: on the versioned, locked bucket it would have become the version verifiers read."""
+    from openkcm.domain.audit.archive import S3ArchiveStore
+    from openkcm.errors import AlreadyExists
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    bucket = f"{settings.table_prefix}-write-once"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    store = S3ArchiveStore(s3, bucket)
+    store.put("t-1/segment-000001.jsonl.gz", b"the original")
+    # The second writer never saw the first (as in a race between a look and a put): S3 must refuse it.
+    s3.head_object = lambda **kwargs: (_ for _ in ()).throw(
+        s3.exceptions.ClientError({"Error": {"Code": "404"}}, "HeadObject")
+    )
+    with pytest.raises(AlreadyExists):
+        store.put("t-1/segment-000001.jsonl.gz", b"forged segment")
+    assert store.get("t-1/segment-000001.jsonl.gz") == b"the original"
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="audit/t-1/")["Versions"]
+    assert len(versions) == 1
 
 
 def test_security_events_reach_the_event_bus(runtime, tenant_factory):

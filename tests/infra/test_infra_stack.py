@@ -189,6 +189,17 @@ def test_signing_key_and_audit_archive(synth) -> None:
             "VersioningConfiguration": {"Status": "Enabled"},
         },
     )
+    # Segments are written once: puts without If-None-Match are refused, whoever sends them.
+    policies = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in synth.resources("AWS::S3::BucketPolicy").values()
+        if "AuditArchive" in str(p["Properties"]["Bucket"])
+    ]
+    [write_once] = [
+        s for statements in policies for s in statements if s.get("Sid") == "AuditSegmentsWriteOnce"
+    ]
+    assert write_once["Effect"] == "Deny" and write_once["Action"] == "s3:PutObject"
+    assert write_once["Condition"] == {"Null": {"s3:if-none-match": "true"}}
     for bucket in synth.resources("AWS::S3::Bucket").values():
         block = bucket["Properties"]["PublicAccessBlockConfiguration"]
         assert all(

@@ -106,20 +106,22 @@ class S3ArchiveStore(ArchiveStore):
         return f"s3://{self._bucket}/{self._prefix}"
 
     def put(self, key: str, data: bytes) -> None:
-        full = self._prefix + key
+        """Write once: ``If-None-Match: *`` makes S3 refuse a second write of the key atomically (a check
+        then a put was a race, and on the versioned bucket a second put becomes the version readers get
+        while Object Lock keeps the first out of sight). The bucket policy refuses puts without it."""
         try:
-            self._s3.head_object(Bucket=self._bucket, Key=full)
-        except self._s3.exceptions.ClientError:
-            pass
-        else:
-            raise AlreadyExists(f"archive segment {key} exists already")
-        self._s3.put_object(
-            Bucket=self._bucket,
-            Key=full,
-            Body=data,
-            ContentType="application/gzip",
-            ContentMD5=_md5_b64(data),
-        )
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=self._prefix + key,
+                Body=data,
+                ContentType="application/gzip",
+                ContentMD5=_md5_b64(data),
+                IfNoneMatch="*",
+            )
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise AlreadyExists(f"archive segment {key} exists already") from None
+            raise
 
     def get(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self._bucket, Key=self._prefix + key)["Body"].read()
