@@ -18,6 +18,7 @@ Flow
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import hmac
@@ -443,16 +444,20 @@ def provision_tenant(
     done = set(progress.steps_done)
     if "ready" in done and progress.deleted_at is None:
         _repair_ready(runtime, progress)
+        _note_enable(progress, event_time)
         return {"tenant_id": tenant_id, "status": READY, "attempts": int(progress.attempts), "resumed": False}
-    if progress.deleted_at is not None and event_time is not None:
-        decided = progress.deleted_event_at or progress.deleted_at
-        if event_time < decided:
-            log.info("marketplace enable of %s from before its deletion ignored", tenant_id)
-            return {"tenant_id": tenant_id, "status": DELETED, "ignored": "the enable predates the deletion"}
+    decided = progress.deleted_event_at
+    stale = progress.deleted_at is not None and event_time is not None and decided is not None
+    if stale and event_time < decided:  # of the same second: taken as the later, the customer's last word
+        log.info("marketplace enable of %s from before its deletion ignored", tenant_id)
+        return {"tenant_id": tenant_id, "status": DELETED, "ignored": "the enable predates the deletion"}
+    actions = [ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())]
+    if event_time is not None and (
+        progress.enabled_event_at is None or event_time > progress.enabled_event_at
+    ):
+        actions.append(ProvisioningModel.enabled_event_at.set(event_time))
     with condition_guard():
-        progress.update(
-            actions=[ProvisioningModel.attempts.add(1), ProvisioningModel.updated_at.set(runtime.clock.now())]
-        )
+        progress.update(actions=actions)
     attempt = int(progress.attempts)
     if progress.deleted_at is not None:
         restored = _undelete(runtime, progress)
@@ -478,7 +483,7 @@ def provision_tenant(
             if current == "ready":
                 progress.refresh()
                 if progress.deleted_at is not None:  # deleted while being provisioned: it stays deleted
-                    raise WrongState("the tenant was deleted while it was provisioned", tenant_id=tenant_id)
+                    return _deleted_meanwhile(tenant_id)
             steps[current]()
             if after_step:
                 after_step(current)
@@ -486,10 +491,75 @@ def provision_tenant(
             if current != "ready" and "ready" in done:  # a concurrent delivery finished the tenant
                 _repair_ready(runtime, progress)
                 break
+    except DeletedMeanwhile:
+        return _deleted_meanwhile(tenant_id)
     except Exception as exc:
         _mark_failed(runtime, progress, current, exc, attempt)
         raise
     return {"tenant_id": tenant_id, "status": READY, "attempts": attempt, "resumed": attempt > 1}
+
+
+def _note_enable(progress: ProvisioningModel, event_time: datetime | None) -> None:
+    """Keep the latest enable's marketplace time: a deletion from before it is a stale delivery."""
+    for _ in range(3):
+        if event_time is None or (
+            progress.enabled_event_at is not None and event_time <= progress.enabled_event_at
+        ):
+            return
+        try:
+            with condition_guard():
+                progress.update(actions=[ProvisioningModel.enabled_event_at.set(event_time)])
+            return
+        except ConditionFailed:
+            progress.refresh()
+
+
+class DeletedMeanwhile(Exception):
+    """The tenant was deleted while a delivery provisioned it: the deletion stands (not a failure)."""
+
+
+def _deleted_meanwhile(tenant_id: str) -> dict[str, Any]:
+    """Final, so the queue does not retry it into a restore: the unsubscribe came after this enable."""
+    log.info("marketplace enable of %s ended: the tenant was deleted while it was provisioned", tenant_id)
+    return {"tenant_id": tenant_id, "status": DELETED, "ignored": "deleted while it was provisioned"}
+
+
+def _set_ready_unless_deleted(runtime: Runtime, tenant_id: str) -> bool:
+    """Ready, in one transaction with the check that no deletion was recorded meanwhile (a delete
+    between a look and the write left a tenant Ready while deleted)."""
+    from pynamodb.connection import Connection
+    from pynamodb.transactions import TransactWrite
+
+    for _ in range(5):
+        tenant = runtime.tenants.get(tenant_id)
+        try:
+            with (
+                condition_guard(),
+                TransactWrite(connection=Connection(region=TenantModel.Meta.region)) as tx,
+            ):
+                tx.condition_check(
+                    ProvisioningModel,
+                    tenant_id,
+                    range_key=ProvisioningModel.SORT_KEY,
+                    condition=ProvisioningModel.deleted_at.does_not_exist(),
+                )
+                tx.update(
+                    tenant,
+                    actions=[
+                        TenantModel.status.set(READY),
+                        TenantModel.status_reason.remove(),
+                        TenantModel.updated_at.set(runtime.clock.now()),
+                        TenantModel.epoch.add(1),
+                    ],
+                )
+            return True
+        except ConditionFailed:
+            try:
+                if ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY).deleted_at is not None:
+                    return False
+            except ProvisioningModel.DoesNotExist:
+                pass
+    raise WrongState("the tenant keeps changing; retry", tenant_id=tenant_id)
 
 
 def _record_step(progress: ProvisioningModel, done: set[str], step: str) -> set[str]:
@@ -510,23 +580,22 @@ def _record_step(progress: ProvisioningModel, done: set[str], step: str) -> set[
         except ConditionFailed:
             progress.refresh()
             if progress.deleted_at is not None:  # deleted meanwhile: it stays deleted
-                raise WrongState(
-                    "the tenant was deleted while it was provisioned", tenant_id=progress.tenant_id
-                ) from None
+                raise DeletedMeanwhile from None
     raise WrongState("the tenant's provisioning record keeps changing; retry", tenant_id=progress.tenant_id)
 
 
 def _repair_ready(runtime: Runtime, progress: ProvisioningModel) -> None:
     """Every step is done and the tenant is not deleted: a tenant left Failed or Provisioning by a delivery
     that lost a race to the one that finished is Ready, and one left Deleted by a restore that died half
-    way is restored (a disabled tenant stays as it is)."""
+    way (``restoring_at``) is restored. A disabled tenant, or one deleted through the CMK API whose record
+    is still being written, stays as it is."""
     try:
         tenant = TenantModel.get(progress.tenant_id, TenantModel.SORT_KEY)
     except TenantModel.DoesNotExist:
         return
     if tenant.status in (FAILED, PROVISIONING):
         runtime.tenants.set_status(progress.tenant_id, READY)
-    elif tenant.status == DELETED and progress.deleted_at is None and progress.shredded_at is None:
+    elif tenant.status == DELETED and progress.restoring_at is not None and progress.deleted_at is None:
         _finish_restore(runtime, progress)
 
 
@@ -635,7 +704,9 @@ def _step_rotation_policy(runtime: Runtime, tenant_id: str) -> None:
 
 
 def _step_ready(runtime: Runtime, tenant_id: str, customer: str, attempt: int) -> None:
-    tenant = runtime.tenants.set_status(tenant_id, READY)
+    if not _set_ready_unless_deleted(runtime, tenant_id):
+        raise DeletedMeanwhile
+    tenant = runtime.tenants.get(tenant_id)
     runtime.audit.record(
         AuditEvent(
             tenant_id=tenant_id,
@@ -668,7 +739,12 @@ def _undelete(runtime: Runtime, progress: ProvisioningModel) -> dict[str, Any]:
     try:
         with condition_guard():
             progress.update(
-                actions=[ProvisioningModel.deleted_at.remove(), ProvisioningModel.shred_after.remove()],
+                actions=[
+                    ProvisioningModel.deleted_at.remove(),
+                    ProvisioningModel.deleted_event_at.remove(),
+                    ProvisioningModel.shred_after.remove(),
+                    ProvisioningModel.restoring_at.set(runtime.clock.now()),
+                ],
                 condition=ProvisioningModel.shred_started_at.does_not_exist()
                 & ProvisioningModel.shredded_at.does_not_exist(),
             )
@@ -694,7 +770,15 @@ def _finish_restore(runtime: Runtime, progress: ProvisioningModel) -> dict[str, 
             account_id=progress.customer,
         )
     )
-    runtime.tenants.set_status(progress.tenant_id, READY)
+    if not _set_ready_unless_deleted(runtime, progress.tenant_id):
+        return {
+            "tenant_id": progress.tenant_id,
+            "status": DELETED,
+            "restored": False,
+        }  # deleted again meanwhile
+    with contextlib.suppress(ConditionFailed), condition_guard():
+        progress.refresh()
+        progress.update(actions=[ProvisioningModel.restoring_at.remove()])
     return {"tenant_id": progress.tenant_id, "status": READY, "restored": True}
 
 
@@ -714,7 +798,17 @@ def delete_tenant(
     runtime.audit.ensure_writable()
     now = runtime.clock.now()
     progress = _progress(runtime, tenant_id, customer, "")
-    if progress.deleted_at is None:
+    enabled = progress.enabled_event_at
+    if (
+        progress.deleted_at is None
+        and event_time is not None
+        and enabled is not None
+        and event_time < enabled
+    ):
+        log.info("marketplace deletion of %s from before its latest enable ignored", tenant_id)
+        return {"tenant_id": tenant_id, "status": tenant.status, "ignored": "the deletion predates an enable"}
+    newly = progress.deleted_at is None
+    if newly:
         days = runtime.settings.shred_retention_days if retention_days is None else retention_days
         if days < 0:
             raise InvalidRequest("retention must be 0 or more days", field="retention_days")
@@ -723,11 +817,11 @@ def delete_tenant(
             progress.update(
                 actions=[
                     ProvisioningModel.deleted_at.set(now),
-                    ProvisioningModel.deleted_event_at.set(event_time or now),
+                    *([ProvisioningModel.deleted_event_at.set(event_time)] if event_time else []),
                     ProvisioningModel.shred_after.set(due),
                 ]
             )
-    if tenant.status != DELETED:
+    if newly or tenant.status != DELETED:  # newly: a restore may have set Ready after we looked
         runtime.tenants.set_status(tenant_id, DELETED, reason)
         runtime.keyring.invalidate(tenant_id)
         events.publish(runtime, events.TENANT_DISABLED, tenant_id, reason=reason)

@@ -301,9 +301,11 @@ class ProvisioningModel(Model):
     attempts = NumberAttribute(default=0)
     last_error = UnicodeAttribute(null=True)
     deleted_at = UTCDateTimeAttribute(null=True)
-    # When the deletion was decided: the marketplace event's own time (else ``deleted_at``). An enable
-    # from before it (a queue retry, a late delivery) must not undo it.
+    # The marketplace's own time of the deleting event (None for a deletion through the CMK API: our clock
+    # and the marketplace's are not compared). An enable from before it must not undo it.
     deleted_event_at = UTCDateTimeAttribute(null=True)
+    enabled_event_at = UTCDateTimeAttribute(null=True)  # the latest marketplace enable's own time
+    restoring_at = UTCDateTimeAttribute(null=True)  # a restore cleared the deletion and is not finished
     shred_after = UTCDateTimeAttribute(null=True)
     shredded_at = UTCDateTimeAttribute(null=True)
     # Set (on a deleted tenant only) before the first L2 version is destroyed; a restore needs it absent.

@@ -126,7 +126,7 @@ def test_a_new_enable_of_a_half_made_deleted_tenant_finishes_it_before_calling_i
 
 
 def test_an_unsubscribe_during_provisioning_wins(rt):
-    enable = marketplace_event(event_id="evt-1", timestamp=EARLIER)
+    enable = marketplace_event(event_id="evt-1")
     unsubscribed: list[int] = []
 
     def unsubscribe_before_ready(step: str) -> None:
@@ -134,26 +134,28 @@ def test_an_unsubscribe_during_provisioning_wins(rt):
             unsubscribed.append(1)
             provisioning.process_event(rt, marketplace_event("service_disabled", event_id="evt-2"))
 
-    with pytest.raises(Exception, match="deleted while it was provisioned"):
-        provisioning.process_event(rt, enable, before_step=unsubscribe_before_ready)
+    # Final, not a failure: the queue must not retry this enable into a restore (same-second times here).
+    result = provisioning.process_event(rt, enable, before_step=unsubscribe_before_ready)
+    assert result["status"] == "Deleted" and result["ignored"] == "deleted while it was provisioned"
     assert _status() == "Deleted"
-    assert provisioning.process_event(rt, enable)["status"] == "Deleted"  # the queue's retry
-    assert _status() == "Deleted"
+    records = read_events(TENANT, since="2000-01-01T00:00:00+00:00")
+    assert [e["operation"] for e in records if e["result"] != "success"] == []  # no provisioning failure
+    assert "CreateTenant" not in [e["operation"] for e in records]
 
 
 def test_a_restore_that_died_half_way_is_finished_by_the_next_delivery(rt, monkeypatch):
     provisioning.process_event(rt, marketplace_event(timestamp=EARLIER))
     provisioning.process_event(rt, marketplace_event("service_disabled"))
-    real = rt.tenants.set_status
+    real = provisioning._set_ready_unless_deleted
     died: list[int] = []
 
-    def die_before_ready(tenant_id: str, status: str, reason: str | None = None):
-        if status == "Ready" and not died:
+    def die_before_ready(runtime, tenant_id: str) -> bool:
+        if not died:
             died.append(1)
             raise Boom("killed during the restore")
-        return real(tenant_id, status, reason)
+        return real(runtime, tenant_id)
 
-    monkeypatch.setattr(rt.tenants, "set_status", die_before_ready)
+    monkeypatch.setattr(provisioning, "_set_ready_unless_deleted", die_before_ready)
     resubscribe = marketplace_event(event_id="evt-resub", timestamp=LATER)
     with pytest.raises(Boom):
         provisioning.process_event(rt, resubscribe)
@@ -162,3 +164,53 @@ def test_a_restore_that_died_half_way_is_finished_by_the_next_delivery(rt, monke
     operations = [e["operation"] for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00")]
     assert "RestoreTenant" in operations
     assert rotation.shred_due(rt) == []
+
+
+# ---- a second review: ordering between marketplace events and the CMK API ---------------------------------
+def test_a_late_unsubscribe_does_not_undo_a_later_enable(rt):
+    provisioning.process_event(rt, marketplace_event(event_id="e1", timestamp=EARLIER))
+    provisioning.process_event(rt, marketplace_event(event_id="e3", timestamp=LATER))
+    result = provisioning.process_event(rt, marketplace_event("service_disabled", event_id="e2"))  # 10:30
+    assert _status() == "Ready" and result["deleted"][0]["ignored"] == "the deletion predates an enable"
+
+
+def test_an_api_delete_still_being_recorded_is_not_taken_for_a_restore(rt):
+    """The API route sets Deleted before it records the deletion: in between, or if that write failed, an
+    enable (here an old one) must not "finish a restore" that never began."""
+    provisioning.process_event(rt, marketplace_event(event_id="e1", timestamp=EARLIER))
+    rt.tenants.set_status(TENANT, "Deleted", "deleted through the API")
+    provisioning.process_event(rt, marketplace_event(event_id="e0", timestamp="2020-01-01T00:00:00Z"))
+    assert _status() == "Deleted"
+
+
+def test_a_delete_during_a_restore_wins(rt, monkeypatch):
+    provisioning.process_event(rt, marketplace_event(event_id="e1", timestamp=EARLIER))
+    provisioning.process_event(rt, marketplace_event("service_disabled", event_id="e2"))
+    real = rt.audit.record
+    fired: list[int] = []
+
+    def unsubscribe_again_after_the_restore_record(event, **kwargs):
+        real(event, **kwargs)
+        if event.operation == "RestoreTenant" and not fired:
+            fired.append(1)
+            provisioning.delete_tenant(rt, TENANT, TENANT, reason="service_disabled")
+
+    monkeypatch.setattr(rt.audit, "record", unsubscribe_again_after_the_restore_record)
+    provisioning.process_event(rt, marketplace_event(event_id="e3", timestamp=LATER))
+    assert fired and _status() == "Deleted"
+    assert ProvisioningModel.get(TENANT, ProvisioningModel.SORT_KEY).deleted_at is not None
+    operations = [e["operation"] for e in read_events(TENANT, since="2000-01-01T00:00:00+00:00")]
+    assert operations.count("DeleteTenant") == 2  # the second deletion is in the trail too
+
+
+def test_an_api_delete_is_not_compared_with_the_marketplace_clock(rt, clock):
+    from datetime import timedelta
+
+    provisioning.process_event(rt, marketplace_event(event_id="e1", timestamp=EARLIER))
+    provisioning.delete_tenant(rt, TENANT, TENANT, reason="deleted through the API")  # our clock only
+    behind = (clock.now() - timedelta(seconds=30)).isoformat()  # the marketplace's clock runs behind
+    assert (
+        provisioning.process_event(rt, marketplace_event(event_id="e2", timestamp=behind))["status"]
+        == "Ready"
+    )
+    assert _status() == "Ready"

@@ -74,9 +74,11 @@ def delete_tenant(tenant_id: str, body: TenantDelete) -> dict[str, Any]:
     shred_after = now + timedelta(days=retention)
     rt.audit.ensure_writable()
     reason = "deleted through the API" + ("" if retention else "; crypto-shredded at once")
+    # The deletion is recorded before the status says so: a restore in between then cannot take the tenant
+    # for one it must finish, and the shred schedule finds every deleted tenant.
+    _record_deletion_request(tenant_id, tenant.account_id, now, shred_after)
     rt.tenants.set_status(tenant_id, DELETED, reason)
     rt.keyring.invalidate(tenant_id)
-    _record_deletion_request(tenant_id, tenant.account_id, now, shred_after)
     events.publish(rt, events.TENANT_DISABLED, tenant_id, reason="deleted")
     audit(
         router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="DeleteTenant", kind="lifecycle",
