@@ -102,8 +102,19 @@ def _new_keystore_id() -> str:
     return "ks-" + base64.b32encode(os.urandom(10)).decode().lower()
 
 
-def _audit(runtime: Runtime, account_id: str, operation: str, actor: str, *, tenant_id: str = "", result: str = "success",
-           kind: str = "config", reason: str = "", l1_ref: str = "", **details: str) -> None:
+def _audit(
+    runtime: Runtime,
+    account_id: str,
+    operation: str,
+    actor: str,
+    *,
+    tenant_id: str = "",
+    result: str = "success",
+    kind: str = "config",
+    reason: str = "",
+    l1_ref: str = "",
+    **details: str,
+) -> None:
     runtime.audit.record(
         AuditEvent(
             tenant_id=tenant_id or PLATFORM_TENANT,
@@ -137,7 +148,9 @@ def _tenants_using(account_id: str, keystore_id: str) -> list[str]:
 
 def _check_key_ref(provider: str, key_ref: str) -> str:
     if not isinstance(key_ref, str) or not key_ref.strip() or len(key_ref) > 1024:
-        raise KeystoreConfigInvalid("key_ref names the L1 key (ARN, alias, label or key URL)", field="key_ref")
+        raise KeystoreConfigInvalid(
+            "key_ref names the L1 key (ARN, alias, label or key URL)", field="key_ref"
+        )
     validator = getattr(connector_class(provider), "validate_key_ref", None)
     return validator(key_ref.strip()) if validator else key_ref.strip()
 
@@ -151,8 +164,12 @@ def _publish_l1_changed(runtime: Runtime, result: dict[str, Any]) -> None:
         from openkcm.ops.events import L1_CHANGED, publish
 
         publish(
-            runtime, L1_CHANGED, result["tenant_id"], key_mode=result["key_mode"],
-            l1_key_ref=audit_safe(result["l1_key_ref"] or "platform"), epoch=int(result["epoch"]),
+            runtime,
+            L1_CHANGED,
+            result["tenant_id"],
+            key_mode=result["key_mode"],
+            l1_key_ref=audit_safe(result["l1_key_ref"] or "platform"),
+            epoch=int(result["epoch"]),
         )
     except Exception as exc:  # noqa: BLE001 - never fail a committed change over a notification
         log.warning("l1_changed event not published (%s)", type(exc).__name__)
@@ -160,7 +177,9 @@ def _publish_l1_changed(runtime: Runtime, result: dict[str, Any]) -> None:
 
 def _set_status(item: KeystoreModel, status: str, reason: str | None, runtime: Runtime) -> None:
     actions = [KeystoreModel.status.set(status), KeystoreModel.updated_at.set(runtime.clock.now())]
-    actions.append(KeystoreModel.status_reason.set(reason[:1000]) if reason else KeystoreModel.status_reason.remove())
+    actions.append(
+        KeystoreModel.status_reason.set(reason[:1000]) if reason else KeystoreModel.status_reason.remove()
+    )
     try:
         with condition_guard():
             item.update(actions=actions)
@@ -200,7 +219,9 @@ def create_keystore(
     )
     with condition_guard():
         item.save(condition=KeystoreModel.keystore_id.does_not_exist())
-    _audit(runtime, account_id, "CreateKeystore", actor, keystore_id=keystore_id, provider=provider, name=name)
+    _audit(
+        runtime, account_id, "CreateKeystore", actor, keystore_id=keystore_id, provider=provider, name=name
+    )
     return item
 
 
@@ -232,9 +253,14 @@ def update_keystore(
     new settings within a minute; test the keystore after changing it."""
     runtime.audit.ensure_writable()
     item = get_keystore(runtime, account_id, keystore_id)
-    actions = [KeystoreModel.updated_at.set(runtime.clock.now()), KeystoreModel.status.set(UNTESTED),
-               KeystoreModel.status_reason.remove()]
+    actions = [
+        KeystoreModel.updated_at.set(runtime.clock.now()),
+        KeystoreModel.status.set(UNTESTED),
+        KeystoreModel.status_reason.remove(),
+    ]
     changed = []
+    clean: dict[str, Any] | None = None
+    merged: dict[str, Any] | None = None
     if name is not None:
         actions.append(KeystoreModel.name.set(_check_name(name)))
         changed.append("name")
@@ -247,13 +273,23 @@ def update_keystore(
         _no_chosen_external_id(item.provider, account_id, secrets)
         unknown = sorted(set(secrets) - cls.secret_fields)
         if unknown:
-            raise InvalidRequest(f"unknown secret fields {unknown}; this provider takes {sorted(cls.secret_fields)}")
+            raise InvalidRequest(
+                f"unknown secret fields {unknown}; this provider takes {sorted(cls.secret_fields)}"
+            )
         vault = CredentialVault(runtime.root)
         current = vault.open(account_id, keystore_id, item.secret_wrapped)
         merged = validate_secrets(dict(current.merged(secrets)), cls.secret_fields)
         blob = vault.seal(account_id, keystore_id, merged)
-        actions.append(KeystoreModel.secret_wrapped.set(blob) if blob else KeystoreModel.secret_wrapped.remove())
+        actions.append(
+            KeystoreModel.secret_wrapped.set(blob) if blob else KeystoreModel.secret_wrapped.remove()
+        )
         changed.append("secrets:" + ",".join(sorted(secrets)))
+    if item.provider == "aws-kms" and (clean is not None or merged is not None):  # as creation refuses it
+        if merged is None:
+            merged = dict(
+                CredentialVault(runtime.root).open(account_id, keystore_id, item.secret_wrapped).merged({})
+            )
+        require_own_credentials(clean if clean is not None else json.loads(item.config_json or "{}"), merged)
     try:
         with condition_guard():
             item.update(actions=actions)
@@ -307,12 +343,16 @@ def test_keystore(
     outcome as the keystore's status (Connected / Error)."""
     item = get_keystore(runtime, account_id, keystore_id)
     checks: list[dict[str, Any]] = []
-    deadline = Deadline(runtime.settings.l1_validation_budget_seconds, runtime.settings.keystore_call_timeout_seconds)
+    deadline = Deadline(
+        runtime.settings.l1_validation_budget_seconds, runtime.settings.keystore_call_timeout_seconds
+    )
     current = "configuration"
     try:
         ref = _check_key_ref(item.provider, key_ref) if key_ref else None
         connector = _connector(runtime, item, ref)
-        checks.append({"name": "configuration", "ok": True, "message": "configuration is complete", "fix": ""})
+        checks.append(
+            {"name": "configuration", "ok": True, "message": "configuration is complete", "fix": ""}
+        )
         current = "connection"
         if ref:
             current = "validation"
@@ -320,7 +360,14 @@ def test_keystore(
                 checks.append({**check, "fix": ""})
         else:
             connector.test_connection(timeout=deadline.call_timeout())
-            checks.append({"name": "connection", "ok": True, "message": "keystore reachable, credentials accepted", "fix": ""})
+            checks.append(
+                {
+                    "name": "connection",
+                    "ok": True,
+                    "message": "keystore reachable, credentials accepted",
+                    "fix": "",
+                }
+            )
     except (*KEYSTORE_ERRORS, OpenKCMError) as exc:
         name = getattr(exc, "check", current)
         if name == "keystore":
@@ -328,10 +375,17 @@ def test_keystore(
         checks.append({"name": name, "ok": False, "message": exc.message, "fix": getattr(exc, "fix", "")})
     ok = all(c["ok"] for c in checks)
     failed = next((c for c in checks if not c["ok"]), None)
-    _set_status(item, CONNECTED if ok else ERROR, None if ok else f"{failed['name']}: {failed['message']}", runtime)
+    _set_status(
+        item, CONNECTED if ok else ERROR, None if ok else f"{failed['name']}: {failed['message']}", runtime
+    )
     _audit(
-        runtime, account_id, "TestKeystore", actor, result="success" if ok else "failure",
-        reason="" if ok else f"{failed['name']}: {failed['message']}", keystore_id=keystore_id,
+        runtime,
+        account_id,
+        "TestKeystore",
+        actor,
+        result="success" if ok else "failure",
+        reason="" if ok else f"{failed['name']}: {failed['message']}",
+        keystore_id=keystore_id,
     )
     return checks
 
@@ -388,8 +442,14 @@ def link_l1_key(
         except OpenKCMError as exc:  # refused before anything started (tenant not Ready, audit down ...)
             error = exc.to_dict()
             result = {
-                "tenant_id": tenant.tenant_id, "ok": False, "key_mode": tenant.key_mode, "l1_state": tenant.l1_state,
-                "l1_key_ref": tenant.l1_key_ref, "versions_rewrapped": 0, "epoch": int(tenant.epoch), "error": error,
+                "tenant_id": tenant.tenant_id,
+                "ok": False,
+                "key_mode": tenant.key_mode,
+                "l1_state": tenant.l1_state,
+                "l1_key_ref": tenant.l1_key_ref,
+                "versions_rewrapped": 0,
+                "epoch": int(tenant.epoch),
+                "error": error,
             }
         results.append(result)
         _publish_l1_changed(runtime, result)
@@ -402,23 +462,36 @@ def link_l1_key(
 
 
 def return_to_platform(
-    runtime: Runtime, tenant_id: str, actor: str, progress: Progress | None = None, *, account_id: str | None = None
+    runtime: Runtime,
+    tenant_id: str,
+    actor: str,
+    progress: Progress | None = None,
+    *,
+    account_id: str | None = None,
 ) -> dict[str, Any]:
     """Move a BYOK/HYOK tenant back to the internal root key (every retained L2 version re-wrapped,
     atomically). The current L1 key must still unwrap (or its keys be cached within the grace period).
     With ``account_id`` a tenant of another account is reported as missing."""
-    tenant = runtime.tenants.get_in_account(account_id, tenant_id) if account_id else runtime.tenants.get(tenant_id)
+    tenant = (
+        runtime.tenants.get_in_account(account_id, tenant_id)
+        if account_id
+        else runtime.tenants.get(tenant_id)
+    )
     if tenant.key_mode == PLATFORM:
         raise WrongState("the tenant uses the platform key already")
-    result = _parent_change(runtime).run(
-        tenant_id, runtime.root, key_mode=PLATFORM, actor=actor, source="api", progress=progress
-    ).to_dict()
+    result = (
+        _parent_change(runtime)
+        .run(tenant_id, runtime.root, key_mode=PLATFORM, actor=actor, source="api", progress=progress)
+        .to_dict()
+    )
     _publish_l1_changed(runtime, result)
     return result
 
 
 # ---- EXTERNAL-origin import (AWS KMS, DECISIONS 5) ----------------------------------------------
-def start_key_import(runtime: Runtime, account_id: str, keystore_id: str, *, actor: str, description: str = "") -> dict[str, Any]:
+def start_key_import(
+    runtime: Runtime, account_id: str, keystore_id: str, *, actor: str, description: str = ""
+) -> dict[str, Any]:
     """Create a KMS key with EXTERNAL origin in the customer's account and return its import parameters
     (public wrapping key, import token, expiry). The customer wraps their key material with the public key
     on their side and calls :func:`complete_key_import`."""
@@ -433,8 +506,14 @@ def start_key_import(runtime: Runtime, account_id: str, keystore_id: str, *, act
 
 
 def complete_key_import(
-    runtime: Runtime, account_id: str, keystore_id: str, key_ref: str, import_token: str, encrypted_key_material: str,
-    *, actor: str,
+    runtime: Runtime,
+    account_id: str,
+    keystore_id: str,
+    key_ref: str,
+    import_token: str,
+    encrypted_key_material: str,
+    *,
+    actor: str,
 ) -> dict[str, Any]:
     """Forward the customer's wrapped key material (base64) with the import token. OpenKCM never sees the
     plaintext L1 material. Returns the key's description (state Enabled when the import took)."""
@@ -469,13 +548,15 @@ def aws_trust_template(
         principals = [principal]
     trust = {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "OpenKCMAssumeRole",
-            "Effect": "Allow",
-            "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_id_for(account_id)}},
-        }],
+        "Statement": [
+            {
+                "Sid": "OpenKCMAssumeRole",
+                "Effect": "Allow",
+                "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id_for(account_id)}},
+            }
+        ],
     }
     key_statement = {
         "Sid": "OpenKCMUseOfTheKey",
@@ -493,9 +574,16 @@ def aws_trust_template(
         "role_name": role_name,
         "role_trust_policy": trust,
         "key_policy_statement": key_statement,
-        "role_permissions": {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": ["kms:ListAliases", "kms:ListKeys"], "Resource": "*"}]},
-        "keystore_config": {"region": runtime.settings.region, "role_arn": f"arn:aws:iam::<your account id>:role/{role_name}"},
+        "role_permissions": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["kms:ListAliases", "kms:ListKeys"], "Resource": "*"}
+            ],
+        },
+        "keystore_config": {
+            "region": runtime.settings.region,
+            "role_arn": f"arn:aws:iam::<your account id>:role/{role_name}",
+        },
         "external_id": external_id_for(account_id),
     }
 
@@ -517,6 +605,8 @@ def _account_of(key_arn: str) -> str:
 
 # ---- health probe (seed 002 REQ-016) -------------------------------------------------------------
 PROBE_SECONDS, PROBE_CALL_SECONDS = 20.0, 5.0  # one linked key's whole probe, and each call of it
+
+
 def probe_l1_health(runtime: Runtime, *, actor: str = "l1-health-probe") -> list[dict[str, Any]]:
     """Test every linked L1 key once (connection, key state and a wrap/unwrap round trip of a random value:
     a key policy that takes away Encrypt/Decrypt but leaves DescribeKey, the customer's kill switch, must
@@ -547,7 +637,9 @@ def probe_l1_health(runtime: Runtime, *, actor: str = "l1-health-probe") -> list
     return results
 
 
-def _record_health(runtime: Runtime, tenant: TenantModel, ok: bool, message: str, fix: str, actor: str) -> dict[str, Any]:
+def _record_health(
+    runtime: Runtime, tenant: TenantModel, ok: bool, message: str, fix: str, actor: str
+) -> dict[str, Any]:
     state = L1_ACTIVE if ok else L1_ERROR
     before = str(tenant.l1_state)
     if before != state or (not ok and tenant.l1_reason != message):

@@ -6,6 +6,7 @@ API model."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 import time
@@ -413,3 +414,11 @@ def test_a_keystore_gets_no_credentials_of_openkcm_outside_an_emulator(ks_runtim
             ks_runtime, "globex-999", "aws-kms", "borrowed", {"region": "us-east-1"}, {}, "mallory"
         )
     assert ks.list_keystores(ks_runtime, "globex-999") == []
+    role = {"region": "us-east-1", "role_arn": "arn:aws:iam::111122223333:role/kms"}
+    store = ks.create_keystore(ks_runtime, "globex-999", "aws-kms", "own role", role, {}, "mallory")
+    with pytest.raises(KeystoreConfigInvalid):  # an update cannot drop the role either
+        ks.update_keystore(
+            ks_runtime, "globex-999", store.keystore_id, config={"region": "us-east-1"}, actor="m"
+        )
+    stored = ks.get_keystore(ks_runtime, "globex-999", store.keystore_id).config_json
+    assert json.loads(stored) == role
