@@ -7,6 +7,7 @@ import dataclasses
 import html
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
@@ -273,11 +274,24 @@ def usage(runtime: Runtime, tenant_id: str, days: int = 30) -> dict[str, Any]:
 _EVENT_FIELDS = frozenset(f.name for f in dataclasses.fields(AuditEvent))
 
 
+# What may precede the sink's JSON in an exported log line: a level, a timestamp, a request id (Lambda's
+# own format is "[ERROR]<tab>time<tab>request id<tab>message"). Anything else (words: a message that merely
+# quotes such text, which a client may have sent) is not a line the sink wrote.
+_LOG_PREFIX = re.compile(
+    r"^(?:(?:\[[A-Z]+\]|[A-Z]+|\d{4}-\d{2}-\d{2}[T ][0-9:.,]+(?:Z|[+-]\d{2}:?\d{2})?|\d{10,16}"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+){0,4}"
+)
+
+
 def _unstored_record(line: str) -> dict[str, Any] | None:
-    """The record of an ``UNSTORED_EVENT`` log line: as the sink wrote it, or inside a log formatter's
-    JSON (``message``) and after a log export's prefix (a timestamp)."""
-    text = line[line.find("{") :] if "{" in line else ""
+    """The record of an ``UNSTORED_EVENT`` log line: the sink's JSON as the whole message, alone or as a
+    log formatter's ``message`` (the Lambda's JSON logs), after at most an export's level, time and request
+    id."""
+    text = line.strip()
+    text = text[_LOG_PREFIX.match(text).end() :]  # type: ignore[union-attr]  (matches, if only "")
     for _ in range(2):
+        if not text.startswith("{"):
+            return None
         try:
             data = json.loads(text)
         except ValueError:
@@ -287,7 +301,8 @@ def _unstored_record(line: str) -> dict[str, Any] | None:
         if data.get("event") == UNSTORED_EVENT:
             record = data.get("record")
             return record if isinstance(record, dict) else None
-        text = data.get("message") if isinstance(data.get("message"), str) else ""
+        message = data.get("message")
+        text = message.strip() if isinstance(message, str) else ""
     return None
 
 
@@ -295,7 +310,9 @@ def ingest_unstored(runtime: Runtime, lines: Iterable[str]) -> dict[str, int]:
     """Chain the records a Lambda logged because it could not store them (``UNSTORED_EVENT``), each with
     its own id and time, unless the trail already holds it (the Lambda may have stored it on a later
     invocation): running it twice over the same log adds nothing. The ingesting writer chains and MACs
-    them, so they are as trustworthy as the log export they came from; take it from CloudWatch Logs."""
+    them, so they are as trustworthy as the log export they came from: take it from the Lambdas' own log
+    groups. Only lines whose whole message is the sink's JSON count (a message quoting such text does
+    not); nothing proves a line was written by the sink itself."""
     counts = {"ingested": 0, "already_stored": 0, "unreadable": 0}
     runtime.audit.flush()
     for line in lines:

@@ -121,5 +121,10 @@ def test_a_record_a_lambda_could_not_store_is_logged_once_and_ingested_once(
     assert stored == record  # the same record: its id, time, actor and chain fields
     assert main(command) == 0  # run twice over the same log: nothing added
     assert json.loads(capsys.readouterr().out) == {"ingested": 0, "already_stored": 1, "unreadable": 0}
+    # A message that only quotes such text (a client's value in a log line) is not a line the sink wrote.
+    quoted = json.dumps({"event": UNSTORED_EVENT, "record": {**record, "event_id": "e" * 32}})
+    export.write_text(f"[WARNING] rejected field value: {quoted}\n", encoding="utf-8")
+    assert main(command) == 1  # the operator is told something carried the marker and was not taken
+    assert json.loads(capsys.readouterr().out) == {"ingested": 0, "already_stored": 0, "unreadable": 1}
     audit.checkpoint_tenant(runtime, tenant_id)
     assert audit.verify_tenant(runtime, tenant_id)["intact"]

@@ -119,7 +119,13 @@ class S3ArchiveStore(ArchiveStore):
                 IfNoneMatch="*",
             )
         except self._s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            # 412: the key exists; 409: another put of it is under way (S3's conditional-write conflict)
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+                "409",
+            ):
                 raise AlreadyExists(f"archive segment {key} exists already") from None
             raise
 
