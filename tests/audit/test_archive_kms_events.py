@@ -33,6 +33,19 @@ def _write(runtime, tenant_id: str, n: int, start: int = 0) -> None:
         runtime.audit.record(event(tenant_id, i))
 
 
+def tamper_archived_link(runtime, tenant_id: str) -> dict:
+    """Make the first record of the first segment's second link a Destroy (the local folder is not Object
+    Lock); returns that link as it now stands in the segment."""
+    path = Path(runtime.settings.data_dir) / "audit" / "archive" / tenant_id / "segment-000001.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    link = json.loads(lines[3])
+    link["events"][0]["operation"] = "Destroy"
+    lines[3] = json.dumps(link)
+    path.chmod(0o600)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return link
+
+
 def test_local_archive_then_expiry_and_verification_spans_it(runtime, tenant_factory):
     tenant_id = tenant_factory().tenant_id
     _write(runtime, tenant_id, 6)
@@ -54,13 +67,7 @@ def test_local_archive_then_expiry_and_verification_spans_it(runtime, tenant_fac
     assert audit.verify_tenant(runtime, tenant_id)["intact"]
 
     # A tampered archive segment (the local folder is not Object Lock) is named.
-    path = Path(runtime.settings.data_dir) / "audit" / "archive" / tenant_id / "segment-000001.jsonl.gz"
-    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
-    link = json.loads(lines[3])
-    link["events"][0]["operation"] = "Destroy"
-    lines[3] = json.dumps(link)
-    path.chmod(0o600)
-    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    tamper_archived_link(runtime, tenant_id)
     problems = audit.verify_tenant(runtime, tenant_id)["problems"]
     kinds = {p["kind"] for p in problems}
     assert "archive" in kinds and "altered" in kinds

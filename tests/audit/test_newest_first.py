@@ -14,7 +14,7 @@ from openkcm.domain.audit import sink as sink_module
 from openkcm.domain.audit.chain import spans_bounded_since
 from openkcm.errors import InvalidRequest
 from tests.audit.helpers import event, events_of, items, table
-from tests.audit.test_paging import START, _sink
+from tests.audit.test_paging import START, _sink, write_spaced_links
 
 UNTIL = START + timedelta(hours=1)
 
@@ -85,17 +85,7 @@ def test_the_newest_page_of_a_long_trail_reads_the_links_around_it(
     links_parsed,
 ):
     tenant = tenant_factory().tenant_id
-    clock = ManualClock(START)
-    sink = _sink(runtime, tmp_path / "wal", clock)
-    try:
-        for n in range(40):  # 40 links of 4 events, one every 30 s: 20 minutes of trail
-            for k in range(4):
-                sink.record(event(tenant, 4 * n + k), sync=False)
-                clock.advance(0.5)
-            sink.flush()
-            clock.advance(28)
-    finally:
-        sink.close()
+    write_spaced_links(runtime, tenant, tmp_path / "wal")
     links_read["links"] = links_parsed["links"] = 0
     page, token = read_page(
         tenant, since="", until=UNTIL, kinds={"operation"}, limit=5, next_token=None, newest_first=True

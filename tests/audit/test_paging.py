@@ -26,6 +26,21 @@ def _sink(runtime, path: Path, clock: ManualClock) -> ChainedAuditSink:
     return sink
 
 
+def write_spaced_links(runtime, tenant: str, wal: Path) -> None:
+    """40 links of 4 events, one every 30 s from START: 20 minutes of trail."""
+    clock = ManualClock(START)
+    sink = _sink(runtime, wal, clock)
+    try:
+        for n in range(40):
+            for k in range(4):
+                sink.record(event(tenant, 4 * n + k), sync=False)
+                clock.advance(0.5)
+            sink.flush()
+            clock.advance(28)
+    finally:
+        sink.close()
+
+
 def _all_pages(tenant_id: str, limit: int, **filters) -> list[dict]:
     pages, token = [], None
     while True:
@@ -37,17 +52,7 @@ def _all_pages(tenant_id: str, limit: int, **filters) -> list[dict]:
 
 def test_a_page_reads_the_links_around_it_not_the_whole_trail(runtime, tenant_factory, tmp_path, links_read):
     tenant = tenant_factory().tenant_id
-    clock = ManualClock(START)
-    sink = _sink(runtime, tmp_path / "wal", clock)
-    try:
-        for n in range(40):  # 40 links of 4 events, one every 30 s: 20 minutes of trail
-            for k in range(4):
-                sink.record(event(tenant, 4 * n + k), sync=False)
-                clock.advance(0.5)
-            sink.flush()
-            clock.advance(28)
-    finally:
-        sink.close()
+    write_spaced_links(runtime, tenant, tmp_path / "wal")
     assert len(items(tenant)) >= 40
     until = START + timedelta(hours=1)
 

@@ -4,7 +4,6 @@ whose bytes do not prove out is parsed and compared record by record, so problem
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -168,18 +167,12 @@ def test_a_forged_checkpoint_is_named_however_many_records_were_altered(runtime,
 def test_an_archived_link_edited_the_same_way_in_both_copies_is_not_said_to_differ(runtime, tenant_factory):
     from datetime import timedelta
 
-    from tests.audit.test_archive_kms_events import _write
+    from tests.audit.test_archive_kms_events import _write, tamper_archived_link
 
     tenant_id = tenant_factory().tenant_id
     _write(runtime, tenant_id, 6)
     audit.archive(runtime, tenant_id, before=runtime.clock.now() + timedelta(seconds=1))
-    path = Path(runtime.settings.data_dir) / "audit" / "archive" / tenant_id / "segment-000001.jsonl.gz"
-    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
-    link = json.loads(lines[3])
-    link["events"][0]["operation"] = "Destroy"
-    lines[3] = json.dumps(link)
-    path.chmod(0o600)
-    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    link = tamper_archived_link(runtime, tenant_id)
     live = next(
         i for i in items(tenant_id) if i.get("writer") == link["writer"] and int(i["seq"]) == link["seq"]
     )
