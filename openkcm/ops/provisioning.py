@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pynamodb.connection import Connection
+from pynamodb.transactions import TransactWrite
 
 from openkcm.config import Settings
 from openkcm.domain.audit import AuditEvent
@@ -527,9 +529,6 @@ def _deleted_meanwhile(tenant_id: str) -> dict[str, Any]:
 def _set_ready_unless_deleted(runtime: Runtime, tenant_id: str) -> bool:
     """Ready, in one transaction with the check that no deletion was recorded meanwhile (a delete
     between a look and the write left a tenant Ready while deleted)."""
-    from pynamodb.connection import Connection
-    from pynamodb.transactions import TransactWrite
-
     for _ in range(5):
         tenant = runtime.tenants.get(tenant_id)
         try:

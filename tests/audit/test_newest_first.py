@@ -14,7 +14,7 @@ from openkcm.domain.audit import sink as sink_module
 from openkcm.domain.audit.chain import spans_bounded_since
 from openkcm.errors import InvalidRequest
 from tests.audit.helpers import event, events_of, items, table
-from tests.audit.test_paging import START, _sink, write_spaced_links
+from tests.audit.test_paging import START, _sink, write_interleaved_trail, write_spaced_links
 
 UNTIL = START + timedelta(hours=1)
 
@@ -47,22 +47,7 @@ def links_parsed(monkeypatch):
 
 def test_pages_of_interleaved_writers_newest_first_with_nothing_skipped(runtime, tenant_factory, tmp_path):
     tenant = tenant_factory().tenant_id
-    clock = ManualClock(START)
-    sinks = [_sink(runtime, tmp_path / f"wal-{w}", clock) for w in range(3)]
-    try:
-        for n in range(90):
-            kind = "security" if n % 11 == 0 else "operation"
-            sinks[n % 3].record(
-                event(tenant, n, kind=kind, result="denied" if kind == "security" else "success"), sync=False
-            )
-            clock.advance(0.3)
-            if n % (5 + n % 3) == 0:
-                sinks[n % 3].flush()
-        for writer in sinks:
-            writer.flush()
-    finally:
-        for writer in sinks:
-            writer.close()
+    write_interleaved_trail(runtime, tenant, tmp_path)
     stored = [e for item in items(tenant) for e in events_of(item) if e["object_id"].startswith("obj-")]
     expected = sorted(stored, key=lambda e: (e["time"], e["event_id"]), reverse=True)
     assert len(expected) == 90

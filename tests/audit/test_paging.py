@@ -41,6 +41,28 @@ def write_spaced_links(runtime, tenant: str, wal: Path) -> None:
         sink.close()
 
 
+def write_interleaved_trail(runtime, tenant: str, tmp_path: Path) -> None:
+    """90 events from START, 0.3 s apart, every third from each of three writers that flush at different
+    moments; every 11th a security refusal."""
+    clock = ManualClock(START)
+    sinks = [_sink(runtime, tmp_path / f"wal-{w}", clock) for w in range(3)]
+    try:
+        for n in range(90):
+            writer = sinks[n % 3]
+            kind = "security" if n % 11 == 0 else "operation"
+            writer.record(
+                event(tenant, n, kind=kind, result="denied" if kind == "security" else "success"), sync=False
+            )
+            clock.advance(0.3)
+            if n % (5 + n % 3) == 0:
+                writer.flush()
+        for writer in sinks:
+            writer.flush()
+    finally:
+        for writer in sinks:
+            writer.close()
+
+
 def _all_pages(tenant_id: str, limit: int, **filters) -> list[dict]:
     pages, token = [], None
     while True:
@@ -86,23 +108,7 @@ def test_pages_of_interleaved_writers_are_in_time_order_with_nothing_skipped(
     runtime, tenant_factory, tmp_path
 ):
     tenant = tenant_factory().tenant_id
-    clock = ManualClock(START)
-    sinks = [_sink(runtime, tmp_path / f"wal-{w}", clock) for w in range(3)]
-    try:
-        for n in range(90):  # each writer takes every third event; they flush at different moments
-            writer = sinks[n % 3]
-            kind = "security" if n % 11 == 0 else "operation"
-            writer.record(
-                event(tenant, n, kind=kind, result="denied" if kind == "security" else "success"), sync=False
-            )
-            clock.advance(0.3)
-            if n % (5 + n % 3) == 0:
-                writer.flush()
-        for writer in sinks:
-            writer.flush()
-    finally:
-        for writer in sinks:
-            writer.close()
+    write_interleaved_trail(runtime, tenant, tmp_path)
     stored = [e for item in items(tenant) for e in events_of(item) if e["object_id"].startswith("obj-")]
     expected = sorted(stored, key=lambda e: (e["time"], e["event_id"]))
     assert len(expected) == 90

@@ -16,7 +16,7 @@ TENANT = "acme-corp-12345"
 
 
 class Boom(RuntimeError):
-    pass
+    """Stands for a crash or an outage at a chosen point."""
 
 
 def test_a_delivery_that_could_not_be_queued_is_accepted_when_the_marketplace_retries(rt, secret, clock):
