@@ -54,7 +54,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     PLATFORM_OPERATOR: _READ | {TENANT_WRITE, AUDIT_READ, NOTIFICATIONS_READ},
 }
 
-_SUB = re.compile(r"^[^\x00-\x1f]{1,256}$")
+_SUB = re.compile(r"^[^\x00-\x1f]{1,256}\Z")
 
 
 def _as_list(value: Any) -> list[str]:

@@ -29,7 +29,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _state: dict[str, Any] = {"runtime": None}
 
-GENERIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+GENERIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 
@@ -70,7 +70,7 @@ def principal(router: BaseRouter) -> Principal:
 
 def check_id(value: str, pattern: re.Pattern[str] = GENERIC_ID) -> str:
     """An id that cannot exist is reported like a missing one."""
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise NotFound("no such object")
     return value
 
@@ -212,7 +212,7 @@ def page_body(items: list[dict[str, Any]], next_token: str | None) -> dict[str, 
 
 # ---- idempotency of creating calls --------------------------------------------------------------------
 IDEMPOTENCY_HEADER = "idempotency-key"
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}\Z")
 
 
 def _persistence() -> Any:

@@ -25,8 +25,8 @@ from openkcm.errors import InvalidRequest, Unauthenticated
 from openkcm.files import write_private
 
 _SEGMENT = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-SPIFFE_PATTERN = re.compile(rf"^spiffe://([A-Za-z0-9.-]+)/tenant/({_SEGMENT})/service/([A-Za-z0-9._-]{{1,128}})$")
-SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+SPIFFE_PATTERN = re.compile(rf"^spiffe://([A-Za-z0-9.-]+)/tenant/({_SEGMENT})/service/([A-Za-z0-9._-]{{1,128}})\Z")
+SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 
 
 @dataclass(frozen=True)

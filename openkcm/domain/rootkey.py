@@ -26,7 +26,7 @@ from openkcm.errors import IntegrityFailure, InvalidRequest, KeyUnavailable
 from openkcm.files import fsync_dir
 
 _MAGIC = b"R"
-_FILE = re.compile(r"^root-key-v(\d{4,})\.bin$")
+_FILE = re.compile(r"^root-key-v(\d{4,})\.bin\Z")
 
 
 class RootKeyProvider(WrappingKey):

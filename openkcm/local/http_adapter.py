@@ -67,7 +67,7 @@ def security_headers(frame_ancestors: tuple[str, ...] = ()) -> dict[str, str]:
 
 
 FRAME_ANCESTORS_ENV = "OPENKCM_UI_FRAME_ANCESTORS"
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?\Z")
 
 
 def frame_ancestors_from_env() -> tuple[str, ...]:

@@ -39,9 +39,9 @@ ROLES = ("account-admin", "key-admin", "auditor", "platform-operator")
 CODE_TTL = 120
 DEFAULT_TTL = 3600
 MAX_TTL = 12 * 3600
-_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
-_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
-_CLIENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
+_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}\Z")
+_CLIENT = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 Reply = tuple[int, dict[str, str], bytes]

@@ -32,7 +32,7 @@ from openkcm.storage import CertificateModel
 
 router = Router()
 ca_router = Router()
-SERIAL = re.compile(r"^[0-9a-f]{1,40}$")
+SERIAL = re.compile(r"^[0-9a-f]{1,40}\Z")
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 

@@ -78,7 +78,7 @@ def spans_bounded_since(tenant_id: str) -> str | None:
         return None
 
 
-_SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})$")
+_SK = re.compile(r"^W#([A-Za-z0-9._:-]{1,160})#(\d{12})\Z")
 
 
 def link_hash(prev_hash: str, tenant_id: str, writer: str, seq: int, digests: list[str]) -> str:

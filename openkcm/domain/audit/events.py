@@ -28,7 +28,7 @@ _MAX_FIELD = 512
 # (64 characters) and certificate subjects stay well below the threshold.
 _PEM = re.compile(r"-----BEGIN|PRIVATE KEY")
 _RUN = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_HEX = re.compile(r"^[0-9a-fA-F]+\Z")
 
 
 @dataclass(frozen=True, slots=True)

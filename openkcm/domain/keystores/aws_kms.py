@@ -46,8 +46,8 @@ _KEY_REF = re.compile(
     r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)"
     r"|alias/[A-Za-z0-9/_-]{1,250}|[A-Za-z0-9-]{36}|mrk-[a-f0-9]{32})$"
 )
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d\Z")
 # A customer-chosen endpoint receives requests signed with OpenKCM's own credentials when the keystore has
 # no keys or role of its own: only AWS KMS endpoints (regional, FIPS, VPC interface endpoints; the China
 # partition) qualify, and the deployment's own AWS endpoint (AWS_ENDPOINT_URL: moto in the local stack).

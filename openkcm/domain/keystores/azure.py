@@ -46,8 +46,8 @@ _VAULT = re.compile(
     r"(vault\.azure\.net|managedhsm\.azure\.net|vault\.azure\.cn|managedhsm\.azure\.cn|"
     r"vault\.usgovcloudapi\.net|managedhsm\.usgovcloudapi\.net)/?$"
 )
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_KEY_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}(/[0-9a-fA-F]{32})?$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}(/[0-9a-fA-F]{32})?\Z")
 _ALGORITHMS = {"RSA-OAEP-256": ("RSA", "RSA-HSM"), "A256KW": ("oct", "oct-HSM")}
 
 

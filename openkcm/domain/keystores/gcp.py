@@ -36,9 +36,9 @@ from openkcm.domain.wrapping import Context
 from openkcm.errors import IntegrityFailure, OpenKCMError
 
 PROVIDER = "gcp-kms"
-_KEY_RING = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]{1,63}/keyRings/[A-Za-z0-9_-]{1,63}$")
-_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-_ENDPOINT = re.compile(r"^[a-z0-9.-]+\.(googleapis\.com|p\.googleapis\.com)$")
+_KEY_RING = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]{1,63}/keyRings/[A-Za-z0-9_-]{1,63}\Z")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,63}\Z")
+_ENDPOINT = re.compile(r"^[a-z0-9.-]+\.(googleapis\.com|p\.googleapis\.com)\Z")
 _PERMISSIONS = {
     "wrap": "cloudkms.cryptoKeyVersions.useToEncrypt",
     "unwrap": "cloudkms.cryptoKeyVersions.useToDecrypt",
@@ -87,7 +87,7 @@ class GcpKmsConnector(KeystoreConnector):
 
     @staticmethod
     def validate_key_ref(key_ref: str) -> str:
-        if _KEY_ID.match(key_ref) or re.match(_KEY_RING.pattern[:-1] + r"/cryptoKeys/[A-Za-z0-9_-]{1,63}$", key_ref):
+        if _KEY_ID.match(key_ref) or re.match(_KEY_RING.pattern[:-2] + r"/cryptoKeys/[A-Za-z0-9_-]{1,63}\Z", key_ref):
             return key_ref
         raise KeystoreConfigInvalid("a Cloud KMS key is named by its CryptoKey id or full resource name", field="key_ref")
 
