@@ -191,7 +191,7 @@ class Api(Construct):
         data.grant_tables(
             self.cmk_api.role,
             {
-                "accounts": READ + WRITE,
+                "accounts": READ + WRITE + ["Scan"],  # platform operators list every account
                 "tenants": READ + WRITE,
                 "objects": READ,
                 "keystores": READ + WRITE,

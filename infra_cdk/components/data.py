@@ -26,8 +26,9 @@ from openkcm.domain.hierarchy import l2_context
 from openkcm.storage import models
 
 # Key administration for the account, without any cryptographic use (kms:Encrypt etc. are absent).
+# Not kms:Create*: kms:CreateGrant would let any principal of the account grant itself Encrypt/Decrypt/Sign.
 KEY_ADMIN_ACTIONS = [
-    "kms:Create*",
+    "kms:CreateAlias",
     "kms:Describe*",
     "kms:Enable*",
     "kms:List*",

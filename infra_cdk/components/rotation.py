@@ -40,7 +40,10 @@ def route_notifications(
         targets=[targets.SnsTopic(topic)],
     )
     # The topic is encrypted with the table key: EventBridge must be able to use it (through SNS, for
-    # the topics encrypted with it; the statement AWS documents for EventBridge -> encrypted SNS).
+    # the topics encrypted with it; the statement AWS documents for EventBridge -> encrypted SNS). Left
+    # without source conditions: whether SNS's KMS call on EventBridge's behalf carries aws:SourceArn is not
+    # documented, and a wrong guess silently drops every notification. Publishing is what is gated: only
+    # this account's rules may publish to the topic (the Deny below).
     data.table_key.add_to_resource_policy(
         iam.PolicyStatement(
             principals=[iam.ServicePrincipal("events.amazonaws.com")],
@@ -86,7 +89,6 @@ class Rotation(Construct):
             environment={
                 **base_env,
                 setting("rotation_schedule"): config.rotation_schedule,
-                setting("audit_archive_bucket"): data.audit_archive.bucket_name,
             },
             reserved_concurrency=config.rotate_reserved_concurrency,
             timeout=Duration.minutes(15),
@@ -115,6 +117,5 @@ class Rotation(Construct):
         data.allow_root_key(self.rotate.role, ["kms:Encrypt", "kms:Decrypt"], ("l2", "credentials"))
         data.allow_root_key(self.rotate.role, ["kms:Encrypt"], ("writer",))  # its audit writer key
         data.allow_signing(self.rotate.role)
-        data.grant_archive(self.rotate.role, write=True)
         data.allow_customer_keystores(self.rotate.role)
         api.grant_events_and_notify(self.rotate.role, bus, data)

@@ -74,8 +74,10 @@ class WebUi(Construct):
             "SecurityHeaders",
             comment="OpenKCM web UI security headers",
             security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
+                # Not override: the S3 origin sends no CSP (the UI gets this one), while /v1/* responses
+                # that set their own (the HTML compliance report: default-src 'none') keep it.
                 content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
-                    content_security_policy=self.csp, override=True
+                    content_security_policy=self.csp, override=False
                 ),
                 strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
                     access_control_max_age=Duration.days(730),
