@@ -42,6 +42,17 @@ describe("app shell", () => {
     expect(screen.getByRole("link", { name: "Dashboard" }).getAttribute("aria-current")).toBe("page");
   });
 
+  it("takes a Cognito token's openkcm:mfa claim as MFA: no false HYOK warning", async () => {
+    const user = userEvent.setup();
+    setSession(jwt({ sub: "alice", "openkcm:account": "acme", "openkcm:roles": ["account-admin"], "openkcm:mfa": "true", exp: Date.now() / 1000 + 600 }));
+    navigate("/tenants/t1/master-key", true);
+    const api = new CmkApi("http://api.test", fakeFetch({ "GET /v1/accounts/acme/tenants": () => tenantsOf("acme", ["t1"]) }));
+    render(<App config={config} api={api} notifications={false} />);
+    await user.click(await screen.findByLabelText(/HYOK — PKCS#11/));
+    expect(screen.getByTestId("who").textContent).toMatch(/MFA/);
+    expect(screen.queryByText(/no second factor/)).toBeNull();
+  });
+
   it("lets a platform operator pick the account", async () => {
     const user = userEvent.setup();
     setSession(jwt({ sub: "op", "openkcm:roles": ["platform-operator"], exp: Date.now() / 1000 + 600 }));

@@ -97,7 +97,7 @@ function Shell({ api, session, route, notifications, kmipEndpoint, onSignOut }: 
         <span className="who" data-testid="who">
           {session.claims.sub}
           {session.claims.account && <> · {session.claims.account}</>} · {session.claims.roles.join(", ")}
-          {session.claims.amr.includes("mfa") && " · MFA"}
+          {session.claims.mfa && " · MFA"}
         </span>
         <button type="button" onClick={onSignOut}>Sign out</button>
       </header>
@@ -143,7 +143,7 @@ function Shell({ api, session, route, notifications, kmipEndpoint, onSignOut }: 
             tenant={route.tenant}
             tab={route.tab}
             tenants={items}
-            mfa={session.claims.amr.includes("mfa")}
+            mfa={session.claims.mfa}
             onTenantsChanged={tenants.reload}
             kmipEndpoint={kmipEndpoint}
           />

@@ -75,4 +75,17 @@ describe("claims", () => {
     expect(isExpired(c, 200)).toBe(true);
     expect(() => decodeClaims("not-a-jwt")).toThrow();
   });
+
+  it("reads MFA from amr or from Cognito's openkcm:mfa claim, with the API's rule", () => {
+    const mfa = (claims: Record<string, unknown>) => decodeClaims(jwt({ sub: "bob", ...claims })).mfa;
+    expect(mfa({ amr: ["pwd", "mfa"] })).toBe(true);
+    expect(mfa({ "openkcm:mfa": "true" })).toBe(true); // what infra_cdk/pretoken sets
+    expect(mfa({ "openkcm:mfa": "TRUE" })).toBe(true); // str(v).lower() == "true"
+    expect(mfa({ "openkcm:mfa": true })).toBe(true); // str(True).lower() == "true"
+    expect(mfa({ "openkcm:mfa": "false" })).toBe(false);
+    expect(mfa({ "openkcm:mfa": "yes" })).toBe(false);
+    expect(mfa({ "openkcm:mfa": ["true"] })).toBe(false); // str(["true"]) is "['true']"
+    expect(mfa({ amr: ["pwd"] })).toBe(false);
+    expect(mfa({})).toBe(false);
+  });
 });

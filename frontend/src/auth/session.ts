@@ -12,6 +12,8 @@ export interface Claims {
   account?: string;
   roles: Role[];
   amr: string[];
+  /** A second factor, as the API decides it (openkcm/api/auth.py): "mfa" in `amr`, or `openkcm:mfa` = "true". */
+  mfa: boolean;
 }
 
 export interface Session {
@@ -34,12 +36,17 @@ export function decodeClaims(token: string): Claims {
   const raw = decodeSegment(parts[1]) as Record<string, unknown>;
   const roles = Array.isArray(raw["openkcm:roles"]) ? (raw["openkcm:roles"] as Role[]) : [];
   const amr = Array.isArray(raw.amr) ? (raw.amr as string[]) : [];
+  // Cognito reserves `amr`, so its pre-token trigger states MFA as `openkcm:mfa` = "true" (infra_cdk/pretoken).
+  // Same rule as the API's str(value).lower() == "true": the string in any case, or a JSON true.
+  const flag = raw["openkcm:mfa"];
+  const mfa = amr.includes("mfa") || flag === true || (typeof flag === "string" && flag.toLowerCase() === "true");
   return {
     sub: String(raw.sub ?? ""),
     exp: typeof raw.exp === "number" ? raw.exp : undefined,
     account: typeof raw["openkcm:account"] === "string" ? (raw["openkcm:account"] as string) : undefined,
     roles,
     amr,
+    mfa,
   };
 }
 

@@ -41,7 +41,7 @@ export const KEYSTORE_FIELDS: Record<KeystoreType, FieldSpec[]> = {
     { name: "region", target: "config", label: "Region", required: true, placeholder: "eu-west-1",
       check: pattern(AWS_REGION, "Enter an AWS region such as eu-west-1.") },
     { name: "role_arn", target: "config", label: "IAM role ARN OpenKCM assumes", placeholder: "arn:aws:iam::123456789012:role/openkcm-access",
-      help: "The role in your account whose trust policy lets OpenKCM assume it, with the external id OpenKCM sets for your account (the trust template shows it). Leave empty to use OpenKCM's own identity.",
+      help: "The role in your account whose trust policy lets OpenKCM assume it, with the external id OpenKCM sets for your account (the trust template shows it). Needed outside a local emulator: OpenKCM does not lend its own identity to a keystore, so the API refuses an AWS KMS keystore without a role.",
       check: pattern(AWS_ROLE_ARN, "Enter an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>.") },
     { name: "endpoint_url", target: "config", label: "KMS endpoint URL", placeholder: "https://kms.eu-west-1.amazonaws.com",
       help: "Only for a VPC endpoint or a local emulator.", check: pattern(URL_RE, "Enter an http(s) URL.") },
@@ -121,5 +121,5 @@ export function validateCsr(pem: string): string | null {
 }
 
 export function validateServiceId(value: string): string | null {
-  return /^[A-Za-z0-9._-]{1,128}$/.test(value) ? null : "Service ids use letters, digits, '.', '_' and '-' (1–128), e.g. mongodb-prod.";
+  return /^[A-Za-z0-9._-]{1,64}$/.test(value) ? null : "Service ids use letters, digits, '.', '_' and '-' (1–64), e.g. mongodb-prod.";
 }

@@ -16,6 +16,10 @@ const CHOICES: { value: Choice; label: string; detail: string }[] = [
   { value: "pkcs11", label: "HYOK — PKCS#11 HSM", detail: "Keep the master key in your own HSM. Changes need a multi-factor sign-in." },
 ];
 
+/** Form fields that go to the keystore's `secrets`: dropped from state once the API has them. */
+const SECRET_FIELDS = new Set(Object.values(KEYSTORE_FIELDS).flat().filter((s) => s.target === "secrets").map((s) => s.name));
+const withoutSecrets = (fields: Fields): Fields => Object.fromEntries(Object.entries(fields).filter(([k]) => !SECRET_FIELDS.has(k)));
+
 const STEPS = ["Choose", "Connection", "Test connection", "Save & activate"];
 const LAST = STEPS.length - 1;
 
@@ -99,6 +103,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
   const [after, setAfter] = useState<Tenant>();
   const [failed, setFailed] = useState(false);
   const [failure, setFailure] = useState<string>();
+  const [shown, setShown] = useState<Record<string, boolean>>({});
   const action = useAction();
   const headingRef = useRef<HTMLHeadingElement>(null);
   const first = useRef(true);
@@ -112,7 +117,9 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
   }, [step]);
 
   const isStore = choice !== "platform-managed";
-  const specs = isStore ? KEYSTORE_FIELDS[choice] : [];
+  // Once this keystore is saved the API holds its secrets: an empty secret field means "keep them".
+  const saved = isStore && keystore?.provider === choice;
+  const specs = (isStore ? KEYSTORE_FIELDS[choice] : []).map((s) => (saved && s.target === "secrets" ? { ...s, required: false } : s));
 
   const setField = (field: string, value: string) => {
     setFields((f) => ({ ...f, [field]: value }));
@@ -128,6 +135,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
   };
   const valid = () => {
     const found = validateAll(choice as KeystoreProvider, fields);
+    for (const s of specs) if (!s.required && !(fields[s.name] ?? "").trim()) delete found[s.name];
     setErrors(found);
     return Object.keys(found).length === 0;
   };
@@ -145,6 +153,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
         store = await api.updateKeystore(account, store.keystore_id, { name: label, config, ...(Object.keys(secrets).length ? { secrets } : {}) });
       }
       setKeystore(store);
+      setFields(withoutSecrets); // the API has them now; nothing keeps them in this page
       return api.testKeystore(account, store.keystore_id, keyRef);
     });
     if (result) setTest(result);
@@ -230,7 +239,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
             const common = {
               id,
               name: s.name,
-              autoComplete: "off",
+              autoComplete: s.target === "secrets" ? "new-password" : "off",
               spellCheck: false,
               required: s.required,
               placeholder: s.placeholder,
@@ -246,9 +255,19 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
                   {s.required ? <span aria-hidden="true"> *</span> : <span className="muted"> (optional)</span>}
                 </label>
                 {s.multiline ? (
-                  <textarea rows={5} {...common} onChange={(e) => setField(s.name, e.target.value)} />
+                  <>
+                    <textarea rows={5} {...common} className={s.secret && !shown[s.name] ? "masked" : undefined}
+                      placeholder={saved && s.secret ? "Saved — paste again only to replace it" : common.placeholder}
+                      onChange={(e) => setField(s.name, e.target.value)} />
+                    {s.secret && (
+                      <button type="button" className="reveal" aria-controls={id} onClick={() => setShown((v) => ({ ...v, [s.name]: !v[s.name] }))}>
+                        {shown[s.name] ? "Hide" : "Show"}
+                      </button>
+                    )}
+                  </>
                 ) : (
-                  <input type={s.secret ? "password" : "text"} {...common} onChange={(e) => setField(s.name, e.target.value)} />
+                  <input type={s.secret ? "password" : "text"} {...common}
+                    placeholder={saved && s.secret ? "Saved — type again only to replace it" : common.placeholder} onChange={(e) => setField(s.name, e.target.value)} />
                 )}
                 {s.help && <small id={`${id}-help`} className="muted">{s.help}</small>}
                 <small id={`${id}-err`} className="field-error" role={err ? "alert" : undefined}>{err}</small>
@@ -320,7 +339,7 @@ export function MasterKeyWizard({ api, account, tenant, mfa }: { api: CmkApi; ac
           <button type="button" className="primary" onClick={next}>Next</button>
         )}
         {done && (
-          <button type="button" onClick={() => { setStep(0); setSteps(undefined); setAfter(undefined); setFailed(false); setTest(undefined); setKeystore(undefined); action.clearError(); }}>
+          <button type="button" onClick={() => { setStep(0); setSteps(undefined); setAfter(undefined); setFailed(false); setTest(undefined); setKeystore(undefined); setFields(withoutSecrets); setShown({}); action.clearError(); }}>
             Start again
           </button>
         )}

@@ -91,6 +91,79 @@ describe("master key wizard", () => {
     expect(screen.getByRole("alert").textContent).toMatch(/refuses HYOK changes without MFA/);
   });
 
+  it("forgets typed secrets once the keystore is saved and on Start again; keeps the other fields", async () => {
+    const user = userEvent.setup();
+    const bodies: Record<string, unknown>[] = [];
+    const api = new CmkApi("http://api.test", fakeFetch({
+      "POST /v1/accounts/acme/keystores": ({ body }) => { bodies.push(body as Record<string, unknown>); return { status: 201, body: { keystore_id: "ks1", provider: "azure-key-vault", config: {} } }; },
+      "PATCH /v1/accounts/acme/keystores/ks1": ({ body }) => { bodies.push(body as Record<string, unknown>); return { body: { keystore_id: "ks1", provider: "azure-key-vault", config: {} } }; },
+      "POST /v1/accounts/acme/keystores/ks1/test": () => ({ body: { ok: true, checks: [{ name: "connect", ok: true }] } }),
+      "POST /v1/accounts/acme/keystores/ks1/link": () => ({ body: { keystore_id: "ks1", result: {}, progress: ["switched"] } }),
+      "GET /v1/tenants/t1": () => ({ body: tenant("t1", { key_mode: "byok" }) }),
+    }));
+    render(<MasterKeyWizard api={api} account="acme" tenant="t1" mfa={false} />);
+    await user.click(screen.getByLabelText(/BYOK — Azure Key Vault/));
+    await user.click(screen.getByRole("button", { name: "Next" }));
+    await user.type(screen.getByLabelText(/^Vault URL/), "https://my-vault.vault.azure.net");
+    await user.type(screen.getByLabelText(/^Key name/), "tenant-master");
+    await user.type(screen.getByLabelText(/^Directory \(tenant\) ID/), "11111111-2222-3333-4444-555555555555");
+    await user.type(screen.getByLabelText(/^Application \(client\) ID/), "66666666-7777-8888-9999-000000000000");
+    const secret = screen.getByLabelText(/^Client secret/);
+    expect(secret.getAttribute("type")).toBe("password");
+    expect(secret.getAttribute("autocomplete")).toBe("new-password");
+    await user.type(secret, "s3cr3t-value");
+    await user.click(screen.getByRole("button", { name: "Next" }));
+    await user.click(screen.getByRole("button", { name: "Test connection" }));
+    expect(await screen.findByText(/All checks passed/)).toBeTruthy();
+    expect(bodies[0].secrets).toEqual({ client_secret: "s3cr3t-value" });
+
+    await user.click(screen.getByRole("button", { name: "Back" }));
+    expect((screen.getByLabelText(/^Client secret/) as HTMLInputElement).value).toBe(""); // gone right after the save
+    expect((screen.getByLabelText(/^Vault URL/) as HTMLInputElement).value).toBe("https://my-vault.vault.azure.net");
+    await user.click(screen.getByRole("button", { name: "Next" })); // the saved keystore keeps its secret
+    await user.click(screen.getByRole("button", { name: "Test again" }));
+    await waitFor(() => expect(bodies.length).toBe(2));
+    expect(bodies[1]).not.toHaveProperty("secrets");
+    await user.click(await screen.findByRole("button", { name: "Next" }));
+    await user.click(screen.getByRole("button", { name: "Save & activate" }));
+    await screen.findByTestId("activation-result");
+
+    await user.click(screen.getByRole("button", { name: "Start again" }));
+    await user.click(screen.getByRole("button", { name: "Next" }));
+    expect((screen.getByLabelText(/^Client secret/) as HTMLInputElement).value).toBe("");
+    expect((screen.getByLabelText(/^Key name/) as HTMLInputElement).value).toBe("tenant-master");
+    expect(document.body.textContent).not.toContain("s3cr3t-value");
+  });
+
+  it("masks the pasted service-account key until Show is pressed, and asks no autofill for it", async () => {
+    const user = userEvent.setup();
+    render(<MasterKeyWizard api={new CmkApi("http://api.test", fakeFetch({}))} account="acme" tenant="t1" mfa={false} />);
+    await user.click(screen.getByLabelText(/BYOK — Google Cloud KMS/));
+    await user.click(screen.getByRole("button", { name: "Next" }));
+    const json = screen.getByLabelText(/^Service account key/) as HTMLTextAreaElement;
+    expect(json.tagName).toBe("TEXTAREA");
+    expect(json.getAttribute("autocomplete")).toBe("new-password");
+    expect(json.classList.contains("masked")).toBe(true);
+    json.focus();
+    await user.paste('{"type":"service_account"}');
+    expect(json.value).toBe('{"type":"service_account"}');
+    await user.click(screen.getByRole("button", { name: "Show" }));
+    expect(json.classList.contains("masked")).toBe(false);
+    await user.click(screen.getByRole("button", { name: "Hide" }));
+    expect(json.classList.contains("masked")).toBe(true);
+    expect(screen.getByLabelText(/^Key ring/).getAttribute("autocomplete")).toBe("off");
+  });
+
+  it("says an AWS KMS keystore needs a role (the API lends no identity of its own)", async () => {
+    const user = userEvent.setup();
+    render(<MasterKeyWizard api={new CmkApi("http://api.test", fakeFetch({}))} account="acme" tenant="t1" mfa={false} />);
+    await user.click(screen.getByLabelText(/BYOK — AWS KMS/));
+    await user.click(screen.getByRole("button", { name: "Next" }));
+    const help = document.getElementById("f-role_arn-help")!.textContent!;
+    expect(help).not.toMatch(/leave empty/i);
+    expect(help).toMatch(/refuses an AWS KMS keystore without a role/);
+  });
+
   it("reads missing permissions and per-tenant failures from the API's answers", () => {
     expect(missingPermissions({ name: "permission", ok: false, message: `permission kms:DescribeKey missing on ${ARN}` })).toEqual(["kms:DescribeKey"]);
     expect(missingPermissions({ name: "permission", ok: true, message: "permission kms:DescribeKey missing" })).toEqual([]);
