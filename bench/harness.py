@@ -158,7 +158,7 @@ class Harness:
     def provision(self) -> None:
         """Tables, two Ready platform-managed tenants, a server certificate and one client bundle each."""
         from openkcm.config import Settings
-        from openkcm.domain.pki import write_client_bundle
+        from openkcm.ops.certificates import issue_client_bundle
         from openkcm.ops.runtime import build_runtime
         from openkcm.ops.tenants import create_platform_tenant
 
@@ -177,7 +177,9 @@ class Harness:
             os.chmod(self.pki_dir / "server.key", 0o600)
             (self.pki_dir / "ca.pem").write_bytes(ca.cert_pem)
             for tenant in (TENANT, CREATE_TENANT):
-                self.paths[tenant] = write_client_bundle(ca, tenant, "bench", self.work / f"client-{tenant}")
+                self.paths[tenant] = issue_client_bundle(
+                    runtime, tenant, "bench", self.work / f"client-{tenant}", actor="bench"
+                )
         finally:
             runtime.close()
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TENANT_ID = r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$"
-SERVICE_ID = r"^[A-Za-z0-9._-]{1,128}$"
+SERVICE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 KEYSTORE_PROVIDERS = ("aws-kms", "azure-key-vault", "gcp-kms", "pkcs11")
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from openkcm.cli.common import add_data_dir, connect
-from openkcm.domain.pki import write_client_bundle
+from openkcm.ops.certificates import issue_client_bundle
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _issue(args: argparse.Namespace) -> int:
     runtime = connect(args)
-    runtime.tenants.require_usable(args.tenant)
-    paths = write_client_bundle(runtime.certificate_authority(), args.tenant, args.service, args.out)
+    paths = issue_client_bundle(runtime, args.tenant, args.service, args.out, actor="cli")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

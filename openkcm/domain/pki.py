@@ -26,7 +26,9 @@ from openkcm.files import write_private
 
 _SEGMENT = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 SPIFFE_PATTERN = re.compile(rf"^spiffe://([A-Za-z0-9.-]+)/tenant/({_SEGMENT})/service/([A-Za-z0-9._-]{{1,128}})\Z")
-SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+# 64: RFC 5280's bound for an OU (the subject fallback carries the service there); longer service ids made
+# cryptography refuse the subject, a 500 for a valid request.
+SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -142,12 +144,12 @@ class CertificateAuthority:
         if not csr.is_signature_valid:
             raise InvalidRequest("csr signature does not verify", field="csr")
         if not SERVICE_PATTERN.match(service_id):
-            raise InvalidRequest("service id must be 1-128 letters, digits, '.', '_' or '-'", field="service_id")
+            raise InvalidRequest("service id must be 1-64 letters, digits, '.', '_' or '-'", field="service_id")
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, tenant_id),
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, service_id),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{service_id}.{tenant_id}"),
+                x509.NameAttribute(NameOID.COMMON_NAME, _common_name(tenant_id, service_id)),
             ]
         )
         builder = (
@@ -174,11 +176,18 @@ class CertificateAuthority:
         return cert, _pem_key(key)
 
 
-def write_client_bundle(ca: CertificateAuthority, tenant_id: str, service_id: str, out: Path) -> dict[str, Path]:
-    """Write ``client.pem``, ``client.key`` (0600) and ``ca.pem`` for a service into ``out``."""
+def _common_name(tenant_id: str, service_id: str) -> str:
+    """``<service>.<tenant>`` where it fits a CN's 64 characters, else the service alone: the CN only
+    informs people; identity comes from the SPIFFE URI (or O and OU)."""
+    composite = f"{service_id}.{tenant_id}"
+    return composite if len(composite) <= 64 else service_id
+
+
+def write_client_bundle(ca: CertificateAuthority, cert: x509.Certificate, key_pem: bytes, out: Path) -> dict[str, Path]:
+    """Write ``client.pem``, ``client.key`` (0600) and ``ca.pem`` into ``out``. Issuing goes through
+    ``openkcm.ops.certificates``, which records the certificate: the KMIP listener refuses unrecorded ones."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cert, key_pem = ca.issue_client(tenant_id, service_id)
     paths = {"cert": out / "client.pem", "key": out / "client.key", "ca": out / "ca.pem"}
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_private(paths["key"], key_pem)

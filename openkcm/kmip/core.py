@@ -139,7 +139,7 @@ class KmipCore:
         store.deriver = _derive
         self.services = KmipServices(runtime, self.config, store)
         self.metrics = Metrics()
-        self._cert_cache: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._cert_cache: dict[tuple[str, str], tuple[float, int, str | None, float]] = {}
         # One audit template per (tenant, certificate subject, service, client address): a connection's
         # events share those fields, validated and encoded once (see EventTemplate).
         self._templates: dict[tuple[str, str, str, str], EventTemplate] = {}
@@ -158,23 +158,31 @@ class KmipCore:
         )
 
     # ---- authorization -------------------------------------------------------------------------
-    def _revoked(self, tenant_id: str, serial_hex: str, epoch: int) -> bool:
+    def _certificate_refusal(self, tenant_id: str, serial_hex: str, epoch: int) -> str | None:
+        """Why the tenant's certificate with this serial is not accepted, or None. Only recorded
+        certificates are (``openkcm.ops.certificates``): one without a record could be neither listed nor
+        revoked. Expiry is checked here too, against the record: TLS checks it only at the handshake, and a
+        connection (or a resumed session) may outlive the certificate. Cached per tenant epoch, which a
+        revocation bumps, for at most ``epoch_poll_seconds``."""
         now = time.monotonic()
         key = (tenant_id, serial_hex)
         with self._cert_lock:
             hit = self._cert_cache.get(key)
-        if hit is not None and hit[1] == epoch and now - hit[0] < self._poll:
-            return hit[2]
-        try:
-            cert = CertificateModel.get(tenant_id, CertificateModel.sort_key(serial_hex))
-            revoked = cert.revoked_at is not None
-        except CertificateModel.DoesNotExist:
-            revoked = False
-        with self._cert_lock:
-            if len(self._cert_cache) > 100_000:
-                self._cert_cache.clear()
-            self._cert_cache[key] = (now, epoch, revoked)
-        return revoked
+        if hit is None or hit[1] != epoch or now - hit[0] >= self._poll:
+            try:
+                cert = CertificateModel.get(tenant_id, CertificateModel.sort_key(serial_hex))
+                refusal = "revoked" if cert.revoked_at is not None else None
+                not_after = cert.not_after.timestamp()
+            except CertificateModel.DoesNotExist:
+                refusal, not_after = "not issued by this deployment", 0.0
+            hit = (now, epoch, refusal, not_after)
+            with self._cert_lock:
+                if len(self._cert_cache) > 100_000:
+                    self._cert_cache.clear()
+                self._cert_cache[key] = hit
+        if hit[2] is None and self.services.clock.timestamp() >= hit[3]:
+            return "expired"
+        return hit[2]
 
     def authorize(self, identity: ClientIdentity) -> KmipError | None:
         """None when the caller may proceed; otherwise the error every item gets."""
@@ -184,8 +192,9 @@ class KmipCore:
             return KmipError(Reason.AUTHENTICATION_NOT_SUCCESSFUL, "the client certificate is not accepted")
         if status != READY:
             return KmipError(Reason.PERMISSION_DENIED, "the tenant is not enabled")
-        if self._revoked(identity.tenant_id, identity.serial_hex, epoch):
-            return KmipError(Reason.AUTHENTICATION_NOT_SUCCESSFUL, "the client certificate is not accepted")
+        refusal = self._certificate_refusal(identity.tenant_id, identity.serial_hex, epoch)
+        if refusal is not None:
+            return KmipError(Reason.AUTHENTICATION_NOT_SUCCESSFUL, f"the client certificate is not accepted ({refusal})")
         return None
 
     # ---- audit ---------------------------------------------------------------------------------

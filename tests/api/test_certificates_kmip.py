@@ -81,3 +81,91 @@ def test_issued_certificate_works_on_kmip_until_revoked(api, account, make_tenan
         assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
     finally:
         client.close()
+
+
+def test_a_certificate_issued_outside_the_api_is_recorded_listed_and_revocable(
+    api, account, make_tenant, kmip_listener, tmp_path
+):
+    """``openkcm pki issue`` (and the local stack, the benchmark) issue through the same record: the
+    certificate shows in the API's list and its revocation reaches the listener."""
+    from kmip.core import enums
+    from kmip.pie.exceptions import KmipOperationFailure
+
+    from openkcm.ops.certificates import issue_client_bundle
+
+    tenant = make_tenant(account)
+    issue_client_bundle(api_runtime_of(api), tenant.tenant_id, "cli-svc", tmp_path / "cli", actor="test")
+    listed = api.call("GET", f"/v1/tenants/{tenant.tenant_id}/certificates", claims(account, "auditor")).json()
+    [cert] = listed["items"]
+    assert cert["service_id"] == "cli-svc" and cert["status"] == "active"
+
+    client = _client(kmip_listener.port, tmp_path / "cli")
+    try:
+        assert client.create(enums.CryptographicAlgorithm.AES, 256, name="from-cli")
+    finally:
+        client.close()
+    revoke = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/certificates/{cert['serial']}/revoke",
+                      claims(account), body={"reason": "host retired"})
+    assert revoke.status == 200
+    client = _client(kmip_listener.port, tmp_path / "cli")
+    try:
+        with pytest.raises(KmipOperationFailure) as refused:
+            client.create(enums.CryptographicAlgorithm.AES, 256, name="after-revoke")
+        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
+    finally:
+        client.close()
+
+
+def test_a_certificate_the_deployment_never_recorded_is_refused_and_audited(
+    api, account, make_tenant, kmip_listener, tmp_path
+):
+    """Signed by the deployment's CA but never recorded (its key leaked from a test, a bug, an old tool):
+    it could be neither listed nor revoked, so the listener does not accept it."""
+    from kmip.core import enums
+    from kmip.pie.exceptions import KmipOperationFailure
+
+    from openkcm.domain.audit import read_events
+    from openkcm.domain.pki import write_client_bundle
+
+    tenant = make_tenant(account)
+    ca = api_runtime_of(api).certificate_authority()
+    cert, key_pem = ca.issue_client(tenant.tenant_id, "ghost")
+    write_client_bundle(ca, cert, key_pem, tmp_path / "ghost")
+    client = _client(kmip_listener.port, tmp_path / "ghost")
+    try:
+        with pytest.raises(KmipOperationFailure) as refused:
+            client.create(enums.CryptographicAlgorithm.AES, 256, name="ghost")
+        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
+    finally:
+        client.close()
+    api_runtime_of(api).audit.flush()
+    serial = format(cert.serial_number, "x")
+    refusals = [
+        e for e in read_events("_platform", since="2000-01-01T00:00:00+00:00")
+        if e["kind"] == "security" and e["details"].get("serial") == serial
+    ]
+    assert refusals and "not issued by this deployment" in refusals[0]["reason"]
+
+
+def test_long_service_ids_get_a_certificate_or_a_400_never_a_500(api, account, make_tenant):
+    tenant = make_tenant(account)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "svc")])).sign(key, hashes.SHA256())
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    service = "s" * 64
+    reply = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/certificates", claims(account),
+                     body={"service_id": service, "csr": pem})
+    assert reply.status == 201, reply.text
+    issued = x509.load_pem_x509_certificate(reply.json()["certificate_pem"].encode())
+    assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == service
+    assert issued.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == service
+    reply = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/certificates", claims(account),
+                     body={"service_id": "s" * 65, "csr": pem})
+    assert reply.status == 400 and reply.json()["details"]["field"] == "service_id", reply.text
+
+
+def api_runtime_of(api):
+    from openkcm.api.context import runtime
+
+    return runtime()

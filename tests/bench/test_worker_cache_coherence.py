@@ -9,14 +9,14 @@ cache); the requests are real TTLV through the bytes-in/bytes-out core."""
 from __future__ import annotations
 
 from bench import kmip_requests as kr
-from openkcm.domain.pki import ClientIdentity
+from tests.identities import recorded_identity
 
 
 def test_activate_on_one_worker_is_seen_by_another(runtime, tenant_factory):
     from openkcm.kmip.core import KmipCore
 
     tenant = tenant_factory(tenant_id="coherence-a")
-    ident = ClientIdentity(tenant.tenant_id, "app", "CN=app", "c0ffee")
+    ident = recorded_identity(tenant.tenant_id, "app", "CN=app", "c0ffee")
     worker_a, worker_b = KmipCore(runtime), KmipCore(runtime)
 
     uid = kr.payload_of(worker_a.handle(kr.create("coherent"), ident)).child_value(kr.Tag.UNIQUE_IDENTIFIER)
@@ -31,7 +31,7 @@ def test_pre_active_key_still_refused_for_encrypt(runtime, tenant_factory):
     from openkcm.kmip.core import KmipCore
 
     tenant = tenant_factory(tenant_id="coherence-b")
-    ident = ClientIdentity(tenant.tenant_id, "app", "CN=app", "c0ffee")
+    ident = recorded_identity(tenant.tenant_id, "app", "CN=app", "c0ffee")
     worker_a, worker_b = KmipCore(runtime), KmipCore(runtime)
     uid = kr.payload_of(worker_a.handle(kr.create(), ident)).child_value(kr.Tag.UNIQUE_IDENTIFIER)
     for worker in (worker_a, worker_b):

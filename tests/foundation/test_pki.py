@@ -27,7 +27,8 @@ def test_ca_is_persistent_and_its_key_private(ca, tmp_path):
 
 
 def test_client_certificate_names_tenant_and_service(ca, tmp_path):
-    paths = write_client_bundle(ca, "tenant-a", "mongodb-cluster-a", tmp_path / "client")
+    cert, key_pem = ca.issue_client("tenant-a", "mongodb-cluster-a")
+    paths = write_client_bundle(ca, cert, key_pem, tmp_path / "client")
     cert = x509.load_pem_x509_certificate(paths["cert"].read_bytes())
     cert.verify_directly_issued_by(ca.cert)
     identity = identity_from_certificate(cert, "openkcm.test")

@@ -43,7 +43,7 @@ def main(seconds: float = 5.0, connections: int = 1) -> None:
     from kmip_fargate.main import audit_wal_dir, build_server, write_server_certificate
     from kmip_fargate.server import ServerConfig
     from openkcm.config import Settings
-    from openkcm.domain.pki import write_client_bundle
+    from openkcm.ops.certificates import issue_client_bundle
     from openkcm.ops.runtime import build_runtime
     from openkcm.ops.tenants import create_platform_tenant
     from openkcm.protocol import ttlv
@@ -67,7 +67,7 @@ def main(seconds: float = 5.0, connections: int = 1) -> None:
             trust_domain=settings.trust_domain,
         ),
     ).start_in_thread()
-    paths = write_client_bundle(runtime.certificate_authority(), "bench", "svc", data / "client")
+    paths = issue_client_bundle(runtime, "bench", "svc", data / "client", actor="bench")
     with KmipConnection(server.port, paths) as conn:
         attrs = [
             ttlv.structure(Tag.ATTRIBUTE, [ttlv.text(Tag.ATTRIBUTE_NAME, n), v])

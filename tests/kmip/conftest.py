@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from openkcm.domain.pki import write_client_bundle
+from openkcm.ops.certificates import issue_client_bundle
 
 
 @pytest.fixture
@@ -59,16 +60,18 @@ def kmip_server(runtime, settings, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def bundle(runtime, tmp_path: Path) -> Callable[[str, str], dict[str, Path]]:
-    """Issue a client certificate bundle for (tenant, service)."""
+def bundle(runtime, tmp_path: Path) -> Callable[..., dict[str, Path]]:
+    """Issue a client certificate bundle for (tenant, service), recorded as every issuing path records it.
+    ``recorded=False``: signed by the CA but never recorded (what the listener must refuse), also for a
+    tenant that does not exist or is disabled."""
 
-    def make(tenant_id: str, service_id: str = "mongod") -> dict[str, Path]:
-        return write_client_bundle(
-            runtime.certificate_authority(),
-            tenant_id,
-            service_id,
-            tmp_path / f"client-{tenant_id}-{service_id}",
-        )
+    def make(tenant_id: str, service_id: str = "mongod", *, recorded: bool = True) -> dict[str, Path]:
+        out = tmp_path / f"client-{tenant_id}-{service_id}"
+        if recorded:
+            return issue_client_bundle(runtime, tenant_id, service_id, out, actor="test")
+        ca = runtime.certificate_authority()
+        cert, key_pem = ca.issue_client(tenant_id, service_id)
+        return write_client_bundle(ca, cert, key_pem, out)
 
     return make
 

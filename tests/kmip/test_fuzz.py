@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openkcm.domain.pki import ClientIdentity
 from openkcm.protocol import messages, ttlv
 from openkcm.protocol.messages import MessageError
 from openkcm.protocol.ttlv import TTLVError
+from tests.identities import recorded_identity
 
 CAPTURES = sorted(
     (Path(__file__).resolve().parent / "captures" / "libmongocrypt").glob("*/*.ttlv")
@@ -59,7 +59,7 @@ def test_mutated_and_truncated_captures(seed: bytes, flips, cut):
 
 def test_core_always_answers_malformed_requests(kmip_core, tenant_factory):
     tenant_factory(tenant_id="fuzzed")
-    who = ClientIdentity("fuzzed", "svc", "CN=svc", "f1")
+    who = recorded_identity("fuzzed", "svc", "CN=svc", "f1")
 
     @settings(max_examples=120, deadline=2000, suppress_health_check=list(HealthCheck))
     @given(

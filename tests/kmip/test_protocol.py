@@ -11,11 +11,12 @@ from openkcm.domain.tenants import DISABLED
 from openkcm.protocol import ttlv
 from openkcm.protocol.tags import Alg, BatchContinuation, ObjectType, Op, Reason, Status, Tag
 from openkcm.storage import CertificateModel
+from tests.identities import recorded_identity
 from tests.kmip.wire import request, response, uid
 
 
 def who(tenant_id: str, serial: str = "a1") -> ClientIdentity:
-    return ClientIdentity(tenant_id, "svc", f"CN=svc.{tenant_id},OU=svc,O={tenant_id}", serial)
+    return recorded_identity(tenant_id, "svc", f"CN=svc.{tenant_id},OU=svc,O={tenant_id}", serial)
 
 
 def create_payload(length: int = 256, name: str | None = None) -> list[ttlv.TTLV]:
@@ -339,4 +340,25 @@ def test_destroyed_l2_fails_closed_for_this_tenant_only(runtime, kmip_core, tena
     _, results = call(kmip_core, "shredded", request((1, 2), (Op.GET, [uid(ids["shredded"])])))
     assert results[0].status == Status.OPERATION_FAILED and results[0].reason == Reason.PERMISSION_DENIED
     _, results = call(kmip_core, "survivor", request((1, 2), (Op.GET, [uid(ids["survivor"])])))
+    assert results[0].status == Status.SUCCESS
+
+
+def test_a_certificate_past_its_recorded_validity_is_refused(runtime, kmip_core, tenant_factory):
+    """TLS checks validity only at the handshake; a long-lived connection or a resumed session can outlive
+    the certificate. Each request checks the recorded not_after."""
+    tenant_factory(tenant_id="expiring")
+    then = datetime.now(UTC)
+    CertificateModel(
+        "expiring",
+        CertificateModel.sort_key("0ld"),
+        serial="0ld",
+        service_id="svc",
+        issued_at=then,
+        not_after=then,
+    ).save()
+    get = request((1, 2), (Op.CREATE, create_payload()))
+    _, results = call(kmip_core, "expiring", get, serial="0ld")
+    assert results[0].reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
+    assert "expired" in results[0].message
+    _, results = call(kmip_core, "expiring", get, serial="fresh")
     assert results[0].status == Status.SUCCESS

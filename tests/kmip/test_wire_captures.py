@@ -11,6 +11,7 @@ from openkcm.domain.pki import ClientIdentity
 from openkcm.protocol import ttlv
 from openkcm.protocol.tags import Tag
 from openkcm.protocol.ttlv import TTLV
+from tests.identities import recorded_identity
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "libmongocrypt"
 VARIABLE = {Tag.UNIQUE_IDENTIFIER, Tag.TIME_STAMP}
@@ -35,7 +36,7 @@ def _replace_uid(item: TTLV, uid: str) -> None:
 
 
 def identity(tenant_id: str) -> ClientIdentity:
-    return ClientIdentity(tenant_id, "app", f"CN=app.{tenant_id},OU=app,O={tenant_id}", "abc123")
+    return recorded_identity(tenant_id, "app", f"CN=app.{tenant_id},OU=app,O={tenant_id}", "abc123")
 
 
 def _replay(kmip_core, tenant_id: str, mode: str) -> list[TTLV]:

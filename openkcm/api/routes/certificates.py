@@ -28,6 +28,7 @@ from openkcm.api.errors import json_response
 from openkcm.api.models import CertificateIssue, CertificateRevoke
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso
 from openkcm.errors import InvalidRequest, NotFound, WrongState
+from openkcm.ops.certificates import record_certificate
 from openkcm.storage import CertificateModel
 
 router = Router()
@@ -82,14 +83,9 @@ def issue_certificate(tenant_id: str, body: CertificateIssue) -> Response[dict[s
         rt.audit.ensure_writable()
         ca = certificate_authority()
         cert = ca.sign_client_csr(csr_pem, tenant_id, body.service_id, body.validity_days)
-        serial = format(cert.serial_number, "x")
-        item = CertificateModel(
-            tenant_id, CertificateModel.sort_key(serial), serial=serial, service_id=body.service_id,
-            subject=cert.subject.rfc4514_string(), issued_at=rt.clock.now(), not_after=cert.not_valid_after_utc,
-        )
-        item.save()
+        item = record_certificate(rt, tenant_id, body.service_id, cert)
         audit(router, who, tenant_id=tenant_id, account_id=tenant.account_id, operation="IssueCertificate",
-              kind="security", object_id=serial, details={"service_id": body.service_id})
+              kind="security", object_id=item.serial, details={"service_id": body.service_id})
         out = _cert(item)
         out.update(
             spiffe_id=ca.spiffe_id(tenant_id, body.service_id),
