@@ -23,6 +23,7 @@ import hmac
 import logging
 import os
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -153,8 +154,19 @@ class KeyInfo:
 
 
 # One executor for every connector of the process: a backend call that hangs keeps a worker busy but
-# never the caller, who gets KeystoreTimeout after its deadline.
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="keystore")
+# never the caller, who gets KeystoreTimeout after its deadline. A hung call cannot be cancelled (PKCS#11
+# calls have no timeout of their own), so each backend (``KeystoreConnector.backend_key``: an HSM module,
+# a cloud provider) may hold at most MAX_IN_FLIGHT workers; past that its calls fail at once. One
+# customer's unresponsive HSM then cannot take the workers every other tenant's keystore calls need.
+MAX_IN_FLIGHT = 4
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="keystore")
+_GATES: dict[str, threading.BoundedSemaphore] = {}
+_GATES_GUARD = threading.Lock()
+
+
+def _gate(backend: str) -> threading.BoundedSemaphore:
+    with _GATES_GUARD:
+        return _GATES.setdefault(backend, threading.BoundedSemaphore(MAX_IN_FLIGHT))
 
 
 def context_digest(context: Context) -> bytes:
@@ -222,6 +234,11 @@ class KeystoreConnector(WrappingKey, ABC):
         self.timeout = timeout
 
     # ---- identity ------------------------------------------------------------------------------
+    @property
+    def backend_key(self) -> str:
+        """What one unresponsive backend is: calls sharing it share MAX_IN_FLIGHT workers."""
+        return f"{self.provider}:{self.keystore_id}"
+
     @property
     def ref(self) -> str:
         return f"l1:{self.keystore_id}/{self._require_key()}"
@@ -314,7 +331,18 @@ class KeystoreConnector(WrappingKey, ABC):
                 fix="The validation budget ran out; check the keystore's latency and try again.",
             )
         started = time.monotonic()
-        future = _POOL.submit(fn)
+        gate = _gate(self.backend_key)
+        if not gate.acquire(blocking=False):
+            raise KeystoreTimeout(
+                f"{self.provider} keystore has {MAX_IN_FLIGHT} calls that have not returned; {operation} refused",
+                fix="The keystore is not answering; check its health and network path. Calls resume once it does.",
+            )
+        try:
+            future = _POOL.submit(fn)
+        except BaseException:
+            gate.release()
+            raise
+        future.add_done_callback(lambda _done: gate.release())  # when the backend returns, not the caller
         outcome = "ok"
         try:
             return future.result(timeout=limit)

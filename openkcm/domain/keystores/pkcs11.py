@@ -33,6 +33,7 @@ from openkcm.domain.keystores.base import (
     KeystoreKeyDisabled,
     KeystoreKeyNotFound,
     KeystoreKeyUnsuitable,
+    KeystoreTimeout,
     KeystoreUnreachable,
     bind_plaintext,
     unbind_plaintext,
@@ -156,6 +157,10 @@ class Pkcs11Connector(KeystoreConnector):
                 fix="Check the token label or slot and that the HSM partition is reachable and assigned.",
             ) from None
 
+    @property
+    def backend_key(self) -> str:
+        return f"{PROVIDER}:{self._module}"  # every keystore on one module waits behind its lock
+
     @contextmanager
     def _session(self) -> Iterator[Any]:
         import pkcs11
@@ -163,7 +168,13 @@ class Pkcs11Connector(KeystoreConnector):
         # One lock per module: two keystores naming the same token (by label and by slot) never overlap, so
         # every session proves its own PIN — none rides on another's login — and token lookups never race
         # with operations (SoftHSM answers C_GetTokenInfo during another session's work with a general error).
-        with _token_lock(self._module, "*"):
+        # Waited for at most one call's timeout: behind a hung call the worker gives up instead of queueing.
+        lock = _token_lock(self._module, "*")
+        if not lock.acquire(timeout=self.timeout):
+            raise KeystoreTimeout(
+                f"the HSM module was not free within {self.timeout:.0f} s (an earlier call has not returned)"
+            )
+        try:
             token = self._token()
             try:
                 session = token.open(user_pin=self._pin)
@@ -176,6 +187,8 @@ class Pkcs11Connector(KeystoreConnector):
                 yield session
             finally:
                 session.close()
+        finally:
+            lock.release()
 
     def _find_key(self, session: Any, key_ref: str) -> Any:
         import pkcs11
