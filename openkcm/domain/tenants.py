@@ -8,6 +8,7 @@ Tenant ids are stable, URL- and SPIFFE-path-safe: lowercase letters, digits and 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -23,14 +24,26 @@ ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?
 # Status values of a tenant record.
 PROVISIONING, READY, FAILED, DISABLED, DELETED = "Provisioning", "Ready", "Failed", "Disabled", "Deleted"
 PLATFORM_TENANT = "_platform"  # audit partition for events that belong to no tenant
+_DIGEST_ID = re.compile(r"c-[0-9a-f]{20}")
 
 
 def new_tenant_id() -> str:
     return "t-" + base64.b32encode(os.urandom(10)).decode().lower()
 
 
+def digest_tenant_id(customer: str) -> str:
+    """A marketplace customer's tenant when its customer id is no valid tenant id, or when another account
+    holds that id: ``c-`` + the first 20 hex digits of SHA-256 of the customer id exactly as sent."""
+    return "c-" + hashlib.sha256(customer.encode()).hexdigest()[:20]
+
+
+def is_digest_tenant_id(tenant_id: str) -> bool:
+    """Ids of the :func:`digest_tenant_id` form are the marketplace's: no account may choose one."""
+    return bool(_DIGEST_ID.fullmatch(tenant_id or ""))
+
+
 def validate_tenant_id(tenant_id: str) -> str:
-    if not ID_PATTERN.match(tenant_id or ""):
+    if not ID_PATTERN.fullmatch(tenant_id or ""):
         raise InvalidRequest("tenant id must be 3-63 lowercase letters, digits or inner hyphens", field="tenant_id")
     return tenant_id
 
@@ -40,7 +53,7 @@ class Tenants:
         self._clock = clock
 
     def ensure_account(self, account_id: str, name: str = "") -> AccountModel:
-        if not ACCOUNT_PATTERN.match(account_id or ""):
+        if not ACCOUNT_PATTERN.fullmatch(account_id or ""):
             raise InvalidRequest("account id must be 1-128 letters, digits, '.', '_' or '-'", field="account_id")
         try:
             return AccountModel.get(account_id)

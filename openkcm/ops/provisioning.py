@@ -42,7 +42,7 @@ from pynamodb.connection import Connection
 from pynamodb.transactions import TransactWrite
 
 from openkcm.config import Settings
-from openkcm.domain.audit import AuditEvent
+from openkcm.domain.audit import AuditEvent, RefusalThrottle
 from openkcm.domain.tenants import (
     ACCOUNT_PATTERN,
     DELETED,
@@ -51,6 +51,7 @@ from openkcm.domain.tenants import (
     PLATFORM_TENANT,
     PROVISIONING,
     READY,
+    digest_tenant_id,
 )
 from openkcm.errors import AlreadyExists, InvalidRequest, NotFound, OpenKCMError, Unauthenticated, WrongState
 from openkcm.ops import events, notifications
@@ -65,7 +66,7 @@ REPLAY_WINDOW_SECONDS = 300
 IDEMPOTENCY_SECONDS = 7 * 24 * 3600
 DEFAULT_ROTATION_DAYS = 90
 PROVISION_STEPS = ("record", "l2_key", "trust_domain", "audit_stream", "rotation_policy", "ready")
-_SIG_PART = re.compile(r"^\s*(t|v1)=([0-9A-Za-z]+)\s*$")
+_SIG_PART = re.compile(r"^\s*(t|v1)=([0-9A-Za-z]+)\s*\Z")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -105,12 +106,51 @@ def parse_event(body: bytes | str | Mapping[str, Any]) -> MarketplaceEvent:
 
 def default_tenant_id(customer: str) -> str:
     """The tenant a ``service_enabled`` event creates: the customer id itself when it is a valid tenant id
-    (seed 003 shows ``acme-corp-12345``), else a stable digest of it. Deterministic, so retries and
-    duplicates always land on the same tenant."""
+    (seed 003 shows ``acme-corp-12345``), else a stable digest of it (:func:`digest_tenant_id`).
+    Deterministic, so retries and duplicates always land on the same tenant; :func:`customer_tenant_id`
+    moves to the digest when another account holds this id."""
     candidate = customer.lower()
-    if ID_PATTERN.match(candidate) and not candidate.startswith("t-"):
+    if ID_PATTERN.fullmatch(candidate) and not candidate.startswith("t-"):
         return candidate
-    return "c-" + hashlib.sha256(customer.encode()).hexdigest()[:20]
+    return digest_tenant_id(customer)
+
+
+@dataclass(frozen=True)
+class CustomerTenant:
+    tenant_id: str
+    squatted_by: str = ""  # the account holding the customer's default id, when tenant_id is the digest
+
+
+def _holder(tenant_id: str) -> str | None:
+    """The account that holds a tenant id: its tenant record's, else the customer of a provisioning that
+    stopped before creating the record. Neither item is ever deleted (no TTL on the tenants table,
+    crypto-shredding keeps both, a shredded id is never provisioned again), so the answer never goes back
+    to None once given."""
+    try:
+        return TenantModel.get(tenant_id, TenantModel.SORT_KEY).account_id
+    except TenantModel.DoesNotExist:
+        pass
+    try:
+        return ProvisioningModel.get(tenant_id, ProvisioningModel.SORT_KEY).customer
+    except ProvisioningModel.DoesNotExist:
+        return None
+
+
+def customer_tenant_id(customer: str) -> CustomerTenant:
+    """The tenant of a customer's ``service_*`` events: :func:`default_tenant_id`, unless that id is held
+    by another account (made through the CMK API before the customer subscribed, or a customer whose id
+    differs only in case): then :func:`digest_tenant_id`. Deterministic given the holder, which never
+    changes; and a customer already on its digest tenant stays there."""
+    preferred = default_tenant_id(customer)
+    digest = digest_tenant_id(customer)
+    if preferred == digest:
+        return CustomerTenant(digest)
+    holder = _holder(preferred)
+    if holder == customer:
+        return CustomerTenant(preferred)
+    if holder is None:
+        return CustomerTenant(digest if _holder(digest) == customer else preferred)
+    return CustomerTenant(digest, squatted_by=holder)
 
 
 # ---- signature -----------------------------------------------------------------------------------------
@@ -181,18 +221,61 @@ def forget_signature(check: SignatureCheck) -> None:
 
 
 # ---- the webhook secret -------------------------------------------------------------------------------
-def load_webhook_secret(settings: Settings) -> bytes:
-    """AWS: the Secrets Manager secret named by ``webhook_secret_arn``. Embedded default: the 0600 file
-    ``<data_dir>/secrets/webhook-secret`` (created on first use, DECISIONS 6)."""
-    if settings.webhook_secret_arn:
-        import boto3
+SECRET_RELOAD_SECONDS = 60  # a signature that fails reloads the secret at most this often (per process)
+SECRET_MAX_AGE_SECONDS = 300  # and a cached secret is read again after this long (a rotation takes effect)
+PREVIOUS_SECRET_GRACE_SECONDS = 24 * 3600  # AWSPREVIOUS is accepted this long after AWSCURRENT was made
 
-        reply = boto3.client("secretsmanager", region_name=settings.region).get_secret_value(
-            SecretId=settings.webhook_secret_arn
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """The secrets a delivery may be signed with: the current one, and during a Secrets Manager rotation
+    the previous one (``previous_until``, epoch seconds, bounds it)."""
+
+    current: bytes
+    previous: bytes | None = None
+    previous_until: float = 0.0
+
+    def accepted(self, now: float) -> tuple[bytes, ...]:
+        if self.previous is not None and now < self.previous_until:
+            return (self.current, self.previous)
+        return (self.current,)
+
+
+def load_webhook_secrets(settings: Settings) -> WebhookSecrets:
+    """AWS: the Secrets Manager secret named by ``webhook_secret_arn`` (``AWSCURRENT``, and ``AWSPREVIOUS``
+    for :data:`PREVIOUS_SECRET_GRACE_SECONDS` after the current version was created). Embedded default:
+    the 0600 file ``<data_dir>/secrets/webhook-secret`` (created on first use, DECISIONS 6)."""
+    if not settings.webhook_secret_arn:
+        return WebhookSecrets(_local_secret(Path(settings.data_dir) / "secrets" / "webhook-secret"))
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("secretsmanager", region_name=settings.region)
+    reply = client.get_secret_value(SecretId=settings.webhook_secret_arn)
+    current = _secret_value(reply)
+    created = reply.get("CreatedDate")
+    if not isinstance(created, datetime):
+        return WebhookSecrets(current)  # no creation time: no bound for the previous version, so none
+    try:
+        previous = _secret_value(
+            client.get_secret_value(SecretId=settings.webhook_secret_arn, VersionStage="AWSPREVIOUS")
         )
-        value = reply.get("SecretString") or reply["SecretBinary"]
-        return value.encode() if isinstance(value, str) else bytes(value)
-    return _local_secret(Path(settings.data_dir) / "secrets" / "webhook-secret")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        return WebhookSecrets(current)  # never rotated
+    if previous == current:
+        return WebhookSecrets(current)
+    return WebhookSecrets(current, previous, _aware(created).timestamp() + PREVIOUS_SECRET_GRACE_SECONDS)
+
+
+def load_webhook_secret(settings: Settings) -> bytes:
+    return load_webhook_secrets(settings).current
+
+
+def _secret_value(reply: Mapping[str, Any]) -> bytes:
+    value = reply.get("SecretString") or reply["SecretBinary"]
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def _local_secret(path: Path) -> bytes:
@@ -212,11 +295,81 @@ def _local_secret(path: Path) -> bytes:
     return path.read_bytes().strip()
 
 
-def webhook_secret(runtime: Runtime) -> bytes:
-    found = runtime.extras.get("webhook_secret")
+class _SecretCache:
+    """One process's copy of the webhook secrets. Read again when older than
+    :data:`SECRET_MAX_AGE_SECONDS`, or when a signature does not verify (the secret may have been rotated)
+    but at most every :data:`SECRET_RELOAD_SECONDS`, so a flood of forged requests costs at most one read
+    of Secrets Manager a minute. Times come from the runtime's clock."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self._secrets: WebhookSecrets | None = None
+        self._loaded_at = 0.0
+
+    def get(self) -> WebhookSecrets:
+        found = self._secrets
+        now = self._runtime.clock.timestamp()
+        if found is None or not 0 <= now - self._loaded_at < SECRET_MAX_AGE_SECONDS:
+            found = self.reload(force=found is None)
+        assert found is not None
+        return found
+
+    def reload(self, *, force: bool = False) -> WebhookSecrets | None:
+        """Read the secrets again unless that was done less than :data:`SECRET_RELOAD_SECONDS` ago. A
+        failing read keeps the secrets known (and counts as a read for the rate limit)."""
+        with self._lock:
+            now = self._runtime.clock.timestamp()
+            known = self._secrets
+            if known is not None and not force and 0 <= now - self._loaded_at < SECRET_RELOAD_SECONDS:
+                return known
+            self._loaded_at = now
+            try:
+                self._secrets = load_webhook_secrets(self._runtime.settings)
+            except Exception:
+                if known is None:
+                    raise
+                log.warning("could not read the webhook secret again; keeping the one loaded", exc_info=True)
+            return self._secrets
+
+
+def _secret_cache(runtime: Runtime) -> _SecretCache:
+    found = runtime.extras.get("webhook_secrets")
     if found is None:
-        found = runtime.extras["webhook_secret"] = load_webhook_secret(runtime.settings)
+        found = runtime.extras.setdefault("webhook_secrets", _SecretCache(runtime))
     return found
+
+
+def webhook_secret(runtime: Runtime) -> bytes:
+    """The current webhook secret (what OpenKCM's own tooling signs with)."""
+    return _secret_cache(runtime).get().current
+
+
+def _verify(runtime: Runtime, header: str | None, body: bytes) -> SignatureCheck:
+    """:func:`verify_signature` against each accepted secret; when none matches, once more after reading
+    the secrets again (rate-limited), so a rotation needs no restart of warm processes."""
+    cache = _secret_cache(runtime)
+    now = runtime.clock.timestamp()
+    known = cache.get()
+    try:
+        return _verify_any(known.accepted(now), header, body, now)
+    except WebhookRejected as exc:
+        if exc.reason != "forged":
+            raise
+        fresh = cache.reload()
+        if fresh is None or fresh == known:
+            raise
+        return _verify_any(fresh.accepted(now), header, body, now)
+
+
+def _verify_any(candidates: tuple[bytes, ...], header: str | None, body: bytes, now: float) -> SignatureCheck:
+    for secret in candidates:
+        try:
+            return verify_signature(secret, header, body, now)
+        except WebhookRejected as exc:
+            if exc.reason != "forged":  # missing, malformed, stale: the same under every secret
+                raise
+    raise WebhookRejected("forged")
 
 
 # ---- the webhook ---------------------------------------------------------------------------------------
@@ -229,30 +382,17 @@ def accept_webhook(
     """Authenticate, validate and queue one marketplace event. Returns (HTTP status, JSON body)."""
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
-        check = verify_signature(
-            webhook_secret(runtime), lowered.get(SIGNATURE_HEADER), body, runtime.clock.timestamp()
-        )
+        check = _verify(runtime, lowered.get(SIGNATURE_HEADER), body)
         remember_signature(check)
     except WebhookRejected as exc:
-        runtime.audit.record(
-            AuditEvent(
-                tenant_id=PLATFORM_TENANT,
-                source="provision",
-                operation="MarketplaceWebhook",
-                kind="security",
-                result="denied",
-                reason=f"signature {exc.reason}",
-                actor="marketplace",
-                client_address=client_address,
-            )
-        )  # the sink also publishes it as a security_event (openkcm.ops.audit.security_publisher)
+        _audit_refusal(runtime, exc.reason, client_address)
         return exc.http_status, exc.to_dict()
     try:
         event = parse_event(body)
     except InvalidRequest as exc:
         return exc.http_status, exc.to_dict()
-    tenant_id = event.tenant or default_tenant_id(event.customer)
     try:
+        tenant_id = event.tenant or customer_tenant_id(event.customer).tenant_id
         enqueue(event.to_message())
     except Exception:
         forget_signature(check)  # not queued: the marketplace's retry of this delivery must get through
@@ -270,6 +410,35 @@ def accept_webhook(
         )
     )
     return 202, {"accepted": True, "event_id": event.event_id, "event": event.event, "tenant_id": tenant_id}
+
+
+WEBHOOK_REFUSAL_AUDIT_SECONDS = 60.0
+
+
+def _audit_refusal(runtime: Runtime, reason: str, client_address: str) -> None:
+    """A refused delivery is a security record (which the sink also publishes as a security_event): the
+    first per (client address, reason) at once, then at most one a minute per process carrying the number
+    refused in between, so forged floods cannot flood the hash-chained platform trail and the bus."""
+    throttle = runtime.extras.get("webhook_refusals")
+    if throttle is None:
+        throttle = runtime.extras.setdefault("webhook_refusals", RefusalThrottle(WEBHOOK_REFUSAL_AUDIT_SECONDS))
+    suppressed = throttle.admit((client_address, reason))
+    if suppressed is None:
+        return
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=PLATFORM_TENANT,
+            source="provision",
+            operation="MarketplaceWebhook",
+            kind="security",
+            result="denied",
+            reason=f"signature {reason}"
+            + (f" ({suppressed} more since the last record)" if suppressed else ""),
+            actor="marketplace",
+            client_address=client_address,
+            details={"suppressed": str(suppressed)} if suppressed else {},
+        )
+    )
 
 
 class SqsEnqueue:
@@ -352,16 +521,31 @@ def process_event(
 
 def _dispatch(runtime: Runtime, event: MarketplaceEvent, **hooks: Any) -> dict[str, Any]:
     if event.event in ("service_enabled", "tenant_created"):
-        tenant_id = event.tenant or default_tenant_id(event.customer)
-        return provision_tenant(
-            runtime,
-            tenant_id,
-            event.customer,
-            region=event.region,
-            event_id=event.event_id,
-            event_time=_aware(event.timestamp),
-            **hooks,
-        )
+
+        def provision(tenant_id: str) -> dict[str, Any]:
+            return provision_tenant(
+                runtime,
+                tenant_id,
+                event.customer,
+                region=event.region,
+                event_id=event.event_id,
+                event_time=_aware(event.timestamp),
+                **hooks,
+            )
+
+        if event.tenant:
+            return provision(event.tenant)
+        chosen = customer_tenant_id(event.customer)
+        _note_fallback(runtime, event, chosen)
+        try:
+            return provision(chosen.tenant_id)
+        except NotFound:
+            # Another account took the default id between the look and the claim: decide again, once.
+            again = customer_tenant_id(event.customer)
+            if again.tenant_id == chosen.tenant_id:
+                raise
+            _note_fallback(runtime, event, again)
+            return provision(again.tenant_id)
     when = _aware(event.timestamp)
     if event.event == "tenant_deleted":
         assert event.tenant is not None
@@ -375,6 +559,38 @@ def _dispatch(runtime: Runtime, event: MarketplaceEvent, **hooks: Any) -> dict[s
         for t in list(runtime.tenants.list_for_account(event.customer))
     ]
     return {"deleted": deleted}
+
+
+def _note_fallback(runtime: Runtime, event: MarketplaceEvent, chosen: CustomerTenant) -> None:
+    """A customer provisioned on its digest tenant because another account holds its default id: the
+    operator sees it in the platform's security trail (and on the bus as a security_event)."""
+    if not chosen.squatted_by:
+        return
+    preferred = default_tenant_id(event.customer)
+    log.warning(
+        "marketplace customer %s: default tenant id %s is held by account %s; using %s",
+        event.customer,
+        preferred,
+        chosen.squatted_by,
+        chosen.tenant_id,
+    )
+    runtime.audit.record(
+        AuditEvent(
+            tenant_id=PLATFORM_TENANT,
+            source="provision",
+            operation="ResolveMarketplaceTenant",
+            kind="security",
+            actor="marketplace",
+            account_id=event.customer,
+            reason="the customer's default tenant id is held by another account",
+            details={
+                "event_id": event.event_id,
+                "default_tenant": preferred,
+                "held_by": chosen.squatted_by,
+                "tenant": chosen.tenant_id,
+            },
+        )
+    )
 
 
 def _aware(moment: datetime) -> datetime:

@@ -14,8 +14,8 @@ from openkcm.api.context import authorize, check_id, idempotent, page_body, pagi
 from openkcm.api.errors import json_response, optional_ops
 from openkcm.api.models import TenantCreate
 from openkcm.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, iso, tenant_summary
-from openkcm.domain.tenants import ACCOUNT_PATTERN
-from openkcm.errors import NotFound
+from openkcm.domain.tenants import ACCOUNT_PATTERN, is_digest_tenant_id
+from openkcm.errors import InvalidRequest, NotFound
 from openkcm.ops.tenants import create_platform_tenant
 from openkcm.storage import AccountModel
 
@@ -73,6 +73,9 @@ def list_tenants(account_id: str, limit: Limit = DEFAULT_LIMIT, next_token: Next
 def create_tenant(account_id: str, body: TenantCreate) -> Response[dict[str, Any]]:
     """Create an additional platform-managed tenant (L2 version 1 under the platform root key)."""
     who, _ = _scoped_account(account_id, auth.TENANT_WRITE)
+    if body.tenant_id and is_digest_tenant_id(body.tenant_id):
+        # The marketplace's fallback ids (c- + 20 hex digits): choosing one could block a customer.
+        raise InvalidRequest("tenant ids of the form c-<20 hex digits> are reserved", field="tenant_id")
 
     def create() -> dict[str, Any]:
         tenant = create_platform_tenant(
