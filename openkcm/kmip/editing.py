@@ -9,7 +9,7 @@ from openkcm.domain.objects import Attributes, ManagedObject
 from openkcm.kmip.attributes import SPECS, is_custom
 from openkcm.kmip.context import RequestContext
 from openkcm.kmip.errors import KmipError
-from openkcm.kmip.lifecycle import MAX_INSTANCES, names_of, now
+from openkcm.kmip.lifecycle import MAX_INSTANCES, check_size, names_of, now
 from openkcm.protocol.tags import Reason
 
 
@@ -35,6 +35,7 @@ def copy_attributes(obj: ManagedObject) -> Attributes:
 
 
 def save(ctx: RequestContext, obj: ManagedObject, attributes: Attributes) -> ManagedObject:
+    check_size(attributes)
     attributes["Last Change Date"] = [now(ctx)]
     return ctx.services.store.update(obj, attributes=attributes, names=names_of(attributes))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from openkcm.domain.objects import Attributes, ManagedObject
@@ -12,6 +13,17 @@ from openkcm.protocol.tags import Reason
 from openkcm.protocol.ttlv import TTLV
 
 MAX_INSTANCES = 32
+# The client-settable attributes of one object, as stored (JSON): far below DynamoDB's 400 KB item, so a
+# lifecycle write (Revoke, Destroy) always fits. Without a bound one client of a tenant could add custom
+# attributes to any of the tenant's keys until the item was too large to revoke or destroy.
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+
+
+def check_size(attributes: Attributes) -> None:
+    if len(json.dumps(attributes, separators=(",", ":"))) > MAX_ATTRIBUTES_BYTES:
+        raise invalid(
+            f"the object's attributes would exceed {MAX_ATTRIBUTES_BYTES} bytes", Reason.INVALID_ATTRIBUTE_VALUE
+        )
 
 
 def now(ctx: RequestContext) -> int:
@@ -27,7 +39,7 @@ def new_attributes(ctx: RequestContext, payload: TTLV) -> tuple[Attributes, list
     attributes: Attributes = {}
     for name, value in template_attributes(ctx.version, payload):
         spec = SPECS.get(name)
-        if not is_custom(name) and (spec is None or not spec.on_create):
+        if name.startswith("y-") or (not is_custom(name) and (spec is None or not spec.on_create)):  # y-: server's
             raise invalid(f"attribute {name!r} is set by the server", Reason.ATTRIBUTE_READ_ONLY)
         values = attributes.setdefault(name, [])
         if values and spec is not None and not spec.multi:
@@ -35,6 +47,7 @@ def new_attributes(ctx: RequestContext, payload: TTLV) -> tuple[Attributes, list
         if len(values) >= MAX_INSTANCES:
             raise invalid("too many attribute instances", Reason.INVALID_ATTRIBUTE_VALUE)
         values.append(value)
+    check_size(attributes)
     t = now(ctx)
     attributes["Initial Date"] = [t]
     attributes["Original Creation Date"] = [t]

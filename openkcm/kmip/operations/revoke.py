@@ -24,7 +24,7 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     store = ctx.services.store
     if reason["c"] in (RevocationCode.KEY_COMPROMISE, RevocationCode.CA_COMPROMISE):
         require_state(obj, PRE_ACTIVE, ACTIVE, DEACTIVATED, COMPROMISED)
-        attributes = stamp(ctx, obj, "Compromise Date")
+        attributes = stamp(ctx, obj, *(() if obj.state == COMPROMISED else ("Compromise Date",)))
         occurred = int_field(
             payload, Tag.COMPROMISE_OCCURRENCE_DATE, "Compromise Occurrence Date", (ttlv.DATE_TIME,)
         )
