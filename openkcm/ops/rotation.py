@@ -133,7 +133,7 @@ def rewrap_tenant(
         if deadline is not None and time.monotonic() > deadline:
             return result
         batch = list(
-            ManagedObjectModel.query(
+            ManagedObjectModel.of_tenant(
                 tenant_id,
                 filter_condition=(ManagedObjectModel.l2_version < target)
                 & ManagedObjectModel.wrapped.exists(),
@@ -188,7 +188,7 @@ def _rewrap_object(runtime: Runtime, item: ManagedObjectModel, target: int) -> s
 def referenced_versions(tenant_id: str) -> set[int]:
     return {
         int(i.l2_version)
-        for i in ManagedObjectModel.query(tenant_id, attributes_to_get=["l2_version", "object_id"])
+        for i in ManagedObjectModel.of_tenant(tenant_id, attributes_to_get=["l2_version", "object_id"])
     }
 
 

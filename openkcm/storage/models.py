@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import botocore.session
 import pynamodb.connection.base as _pynamodb_connection_base
@@ -195,6 +196,30 @@ class ManagedObjectModel(Model):
     updated_at = UTCDateTimeAttribute()
     last_used_at = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
+
+    @classmethod
+    def of_tenant(cls, tenant_id: str, **kwargs: Any) -> Any:
+        """Query the tenant's objects, not the name index entries sharing the partition (keys from ``~``)."""
+        return cls.query(tenant_id, cls.object_id < NAME_INDEX_FROM, **kwargs)
+
+
+NAME_INDEX_FROM = "~"  # object ids are ``<tenant>.<hex>``: every one sorts before this
+
+
+class ObjectNameModel(Model):
+    """An entry of the objects table's name index (``~N#<digest of the name>#<object id>``): written in the
+    same transaction as the object whose Name it is, so Locate by Name reads its matches instead of the
+    tenant's whole partition. ``~`` sorts after every object id (``<tenant>.<hex>``); readers of objects
+    query the ``<tenant>.`` prefix. The key attribute names are the table's."""
+
+    class Meta:
+        table_name = f"{_DEFAULT_PREFIX}-objects"
+        region = _DEFAULT_REGION
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    object_id = UnicodeAttribute(range_key=True)  # the index key, not an object id
+    target = UnicodeAttribute(default="")  # the object the name belongs to ("" for the completeness mark)
 
 
 class KeystoreModel(Model):
@@ -390,6 +415,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     TenantKeyModel,
     CertificateModel,
     ManagedObjectModel,
+    ObjectNameModel,
     KeystoreModel,
     AuditBatchModel,
     UsageModel,
@@ -417,6 +443,7 @@ _LOGICAL_NAMES = {
     TenantKeyModel: "tenants",
     CertificateModel: "tenants",
     ManagedObjectModel: "objects",
+    ObjectNameModel: "objects",
     KeystoreModel: "keystores",
     AuditBatchModel: "audit",
     UsageModel: "usage",

@@ -158,6 +158,8 @@ def test_deleting_an_attribute_the_object_lacks_is_a_kmip_error(kmip_core, tenan
 
 
 def test_one_message_of_many_locates_reads_the_tenants_objects_once(kmip_core, tenant_factory, monkeypatch):
+    """Locate without a Name reads the partition: once per message, not once per item. Locate by Name reads
+    only that name's objects through the index, never the partition."""
     tenant_factory(tenant_id="locating")
     store = kmip_core.services.store
     reads = []
@@ -177,15 +179,26 @@ def test_one_message_of_many_locates_reads_the_tenants_objects_once(kmip_core, t
             ),
         ],
     )
-    locates = [(Op.LOCATE, [name])] * 40
-    _, results = call(kmip_core, "locating", request((1, 2), *locates))
-    assert [r.status for r in results] == [Status.SUCCESS] * 40 and len(reads) == 1
-    # an item that may change objects in between: the next Locate reads again and sees the change
-    reads.clear()
-    _, results = call(
-        kmip_core,
-        "locating",
-        request((1, 2), (Op.LOCATE, [name]), (Op.CREATE, create_payload(name="wanted")), (Op.LOCATE, [name])),
+    of_type = ttlv.structure(
+        Tag.ATTRIBUTE,
+        [
+            ttlv.text(Tag.ATTRIBUTE_NAME, "Object Type"),
+            ttlv.enumeration(Tag.ATTRIBUTE_VALUE, ObjectType.SYMMETRIC_KEY),
+        ],
     )
-    assert len(reads) == 2
-    assert [len(r.payload.all(Tag.UNIQUE_IDENTIFIER)) for r in (results[0], results[2])] == [0, 1]
+    _, results = call(kmip_core, "locating", request((1, 2), *[(Op.LOCATE, [of_type])] * 40))
+    assert [r.status for r in results] == [Status.SUCCESS] * 40 and len(reads) == 1
+    reads.clear()
+    _, results = call(kmip_core, "locating", request((1, 2), *[(Op.LOCATE, [name])] * 40))
+    assert [r.status for r in results] == [Status.SUCCESS] * 40 and reads == []
+    # an item that may change objects in between: the next Locate sees the change
+    for wanted in (of_type, name):
+        reads.clear()
+        _, results = call(
+            kmip_core,
+            "locating",
+            request((1, 2), (Op.LOCATE, [wanted]), (Op.CREATE, create_payload(name="wanted")), (Op.LOCATE, [wanted])),
+        )
+        first, _, second = (len(r.payload.all(Tag.UNIQUE_IDENTIFIER)) for r in results)
+        assert second == first + 1
+        assert len(reads) == (2 if wanted is of_type else 0)

@@ -51,6 +51,6 @@ def _object(item: ManagedObjectModel) -> dict[str, Any]:
 @router.get("/<tenant_id>/keys")
 def list_keys(tenant_id: str, limit: Limit = DEFAULT_LIMIT, next_token: NextToken = None) -> dict[str, Any]:
     tenant_in_scope(router, tenant_id, auth.KEYS_READ)
-    items = ManagedObjectModel.query(tenant_id)
+    items = ManagedObjectModel.of_tenant(tenant_id)
     page, token = paginate(items, lambda o: o.object_id, limit, next_token)
     return page_body([_object(o) for o in page], token)

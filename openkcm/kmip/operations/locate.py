@@ -1,7 +1,8 @@
 """Locate (spec 4.9): the caller's objects matching every attribute given (Name, Object Type, State,
 algorithm/length/usage mask, Object Group, custom x- attributes; two instances of a date = a range),
 newest first, after Offset Items (1.3+), at most Maximum Items. Located Items (the total) from 1.3 on.
-Only the caller's partition is searched: another tenant's names and attributes match nothing."""
+Only the caller's partition is searched: another tenant's names and attributes match nothing. With a Name
+among the attributes only the objects of that name are read (the name index, ``openkcm.domain.objects``)."""
 
 from __future__ import annotations
 
@@ -63,9 +64,15 @@ def handle(ctx: RequestContext, payload: TTLV, batch: BatchState) -> Outcome:
     if (maximum is not None and maximum < 0) or offset < 0:
         raise invalid("Maximum Items and Offset Items must not be negative")
     wanted = criteria(ctx, payload)
-    if batch.listing is None:
-        batch.listing = ctx.services.store.all(ctx.tenant_id)
-    found = [o for o in batch.listing if matches(o, wanted)]
+    store = ctx.services.store
+    names = wanted.get("Name")
+    if names and isinstance(names[0].get("v"), str) and store.ensure_name_index(ctx.tenant_id):
+        candidates = store.named(ctx.tenant_id, names[0]["v"])  # the index: only this name's objects
+    else:
+        if batch.listing is None:
+            batch.listing = store.all(ctx.tenant_id)
+        candidates = batch.listing
+    found = [o for o in candidates if matches(o, wanted)]
     found.reverse()  # newest first
     page = found[offset:] if maximum is None else found[offset : offset + maximum]
     out: list[TTLV] = []
