@@ -115,7 +115,7 @@ def test_pykmip_clients_see_zero_failures_across_rotations(runtime, kmip_server,
     result = rotation.rewrap_tenant(scheduler, TENANT)
     assert result.complete and result.target_version == 4
     scheduler.close()
-    assert {int(i.l2_version) for i in ManagedObjectModel.query(TENANT)} == {4}
+    assert {int(i.l2_version) for i in ManagedObjectModel.of_tenant(TENANT)} == {4}
     after = connect(kmip_server, paths)
     try:
         for uid, (key, data, iv, plain) in before.items():

@@ -97,7 +97,7 @@ def parents(tenant_id: str) -> set[tuple[str, str]]:
 def assert_all_readable(rt, materials: dict[str, bytes]) -> None:
     fresh = build_runtime(rt.settings, clock=rt.clock)
     try:
-        for item in ManagedObjectModel.query(TENANT):
+        for item in ManagedObjectModel.of_tenant(TENANT):
             assert (
                 fresh.keyring.open_object(TENANT, item.object_id, int(item.l2_version), item.wrapped)
                 == materials[item.object_id]
@@ -177,7 +177,7 @@ def test_cmk_tenant_fails_closed_when_its_l1_key_is_gone_after_migration(rt, mig
     assert result["ok"]
     kms.disable_key(KeyId=key["KeyId"])
     fresh = build_runtime(rt.settings, clock=rt.clock)  # a process with nothing cached
-    item = next(iter(ManagedObjectModel.query(TENANT)))
+    item = next(iter(ManagedObjectModel.of_tenant(TENANT)))
     with pytest.raises(KeyUnavailable):  # fails closed: every retained version moved to L1
         fresh.keyring.open_object(TENANT, item.object_id, int(item.l2_version), item.wrapped)
     fresh.close()

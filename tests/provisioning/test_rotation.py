@@ -34,7 +34,7 @@ def tenant(rt):
 
 
 def stored_objects(tenant_id: str) -> list[ManagedObjectModel]:
-    return list(ManagedObjectModel.query(tenant_id))
+    return list(ManagedObjectModel.of_tenant(tenant_id))
 
 
 def assert_each_blob_opens_only_under_newest(rt, tenant_id: str, materials: dict[str, bytes]) -> None:

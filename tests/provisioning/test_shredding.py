@@ -47,7 +47,7 @@ def test_deleted_tenant_is_shredded_after_retention(rt, clock):
     records = list(TenantKeyModel.query(tenant_id, TenantKeyModel.sk.startswith("L2#")))
     assert [(r.state, r.wrapped) for r in records] == [("destroyed", None), ("destroyed", None)]
     fresh = build_runtime(rt.settings, clock=rt.clock)  # nobody, not even a fresh process with the root key
-    for item in ManagedObjectModel.query(tenant_id):
+    for item in ManagedObjectModel.of_tenant(tenant_id):
         assert item.wrapped is not None  # the blob is still stored ...
         with pytest.raises(KeyUnavailable):  # ... and can never be opened again
             fresh.keyring.open_object(tenant_id, item.object_id, int(item.l2_version), item.wrapped)
