@@ -30,7 +30,11 @@ pip_install() {
   local want; want="$(sha256sum pyproject.toml | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   log "pip install -e .[$extras]"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | grep -vE '^(WARNING: Location|\s*$)' >&2 || true
+  # pipefail: pip's exit status decides; the filter may print nothing (grep's 1 is not a failure)
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[$extras]" 2>&1 \
+      | { grep -vE '^(WARNING: Location|\s*$)' >&2 || true; }; then
+    log "pip install -e .[$extras] failed"; exit 1
+  fi
   "$VENV/bin/python" -c "import openkcm" # fail loudly if the install did not work
   echo "$want" > "$stamp"
 }

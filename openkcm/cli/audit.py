@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from openkcm.cli.common import add_data_dir, connect
 from openkcm.ops import audit
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 date or time (``2024-05-01``, ``2024-05-01T12:00:00+00:00``)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date or time such as 2024-05-01, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     archive = commands.add_parser("archive", help="archive a tenant's checkpointed records older than a day")
     add_data_dir(archive)
     archive.add_argument("--tenant", required=True)
-    archive.add_argument("--before", help="ISO time; default: now minus the retention period")
+    archive.add_argument("--before", type=iso_time, help="ISO time; default: now minus the retention period")
     archive.set_defaults(func=_archive)
     ingest = commands.add_parser(
         "ingest-log",
@@ -87,12 +96,9 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     runtime = connect(args)
     try:
-        before = datetime.fromisoformat(args.before) if args.before else None
-        result = audit.archive(runtime, args.tenant, before=before)
+        result = audit.archive(runtime, args.tenant, before=args.before)
     finally:
         runtime.close()
     print(json.dumps(result, default=str))

@@ -10,7 +10,26 @@ import urllib.request
 from pathlib import Path
 
 from openkcm.cli.common import add_data_dir
-from openkcm.local.stack import LocalStack, StackOptions, read_stack_file
+from openkcm.local.stack import LocalStack, StackOptions, is_loopback, read_stack_file
+
+
+def service_port(text: str) -> tuple[str, int]:
+    """``SERVICE=PORT`` of ``--port``."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=PORT (e.g. kmip=15696), got {text!r}")
+    return name, tcp_port(value)
+
+
+def tcp_port(text: str) -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number 0..65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number 0..65535, got {text!r}")
+    return port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     commands = local.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole stack and wait for Ctrl-C")
     add_data_dir(up)
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--moto-port", type=int, default=4566)
-    up.add_argument("--health-port", type=int, default=8470)
-    up.add_argument("--port", action="append", default=[], metavar="SERVICE=PORT",
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address of the API/UI, KMIP and health listeners (loopback unless --unsafe-expose)")
+    up.add_argument("--unsafe-expose", action="store_true",
+                    help="allow a --host other than loopback (moto and the sign-in page stay local-only)")
+    up.add_argument("--moto-port", type=tcp_port, default=4566, help="the local AWS, always on 127.0.0.1")
+    up.add_argument("--health-port", type=tcp_port, default=8470)
+    up.add_argument("--port", action="append", default=[], metavar="SERVICE=PORT", type=service_port,
                     help="override a service's port, e.g. --port kmip=15696")
     up.set_defaults(func=_up)
     status = commands.add_parser("status", help="report whether the local stack is healthy")
@@ -33,11 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    ports = {}
-    for item in args.port:
-        name, _, value = item.partition("=")
-        ports[name] = int(value)
-    stack = LocalStack(StackOptions(Path(args.data_dir), args.host, args.moto_port, args.health_port, ports))
+    ports = dict(args.port)
+    stack = LocalStack(StackOptions(Path(args.data_dir), args.host, args.moto_port, args.health_port, ports,
+                                    unsafe_expose=args.unsafe_expose))
     try:
         info = stack.up()
         print("OpenKCM local stack is up", flush=True)
@@ -48,6 +68,9 @@ def _up(args: argparse.Namespace) -> int:
         for name, details in info["services"].items():
             for key, value in details.items():
                 print(f"  {name:<14} : {key} = {value}")
+        if args.unsafe_expose and not is_loopback(args.host):
+            print(f"WARNING: listening on {args.host} (--unsafe-expose); the sign-in page and AWS stay on "
+                  "this machine only", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         stack.wait()
     finally:
@@ -58,7 +81,7 @@ def _up(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     info = read_stack_file(args.data_dir)
     try:
-        with urllib.request.urlopen(info["health_url"], timeout=3) as reply:  # noqa: S310 (local URL)
+        with urllib.request.urlopen(info["health_url"], timeout=3) as reply:  # a local URL
             body = json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")

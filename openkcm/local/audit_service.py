@@ -1,12 +1,15 @@
 """The audit schedule inside ``openkcm local up``: every ``audit_checkpoint_seconds`` (at least 1 s) it
 checkpoints every tenant whose chains moved and archives records past the retention period to
-``<data_dir>/audit/archive`` — what the audit schedule Lambda does in AWS."""
+``<data_dir>/audit/archive`` — what the audit schedule Lambda does in AWS. The last run is kept in
+``<data_dir>/schedules/audit.json``; a run that is overdue at start happens right away."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from openkcm.local.schedule import LastRun, run_on_schedule
 
 if TYPE_CHECKING:
     from openkcm.local.stack import LocalStack
@@ -28,14 +31,15 @@ class AuditScheduleService:
         interval = max(1.0, runtime.settings.audit_checkpoint_seconds or 300.0)
         signer = audit.signer(runtime)  # creates the 0600 key on first start
 
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.last = audit.run_schedule(runtime, budget_seconds=interval)
-                except Exception as exc:  # noqa: BLE001 (keep the schedule alive; the next round retries)
-                    self.last = {"error": type(exc).__name__}
+        def run() -> None:
+            try:
+                self.last = audit.run_schedule(runtime, budget_seconds=interval)
+            except Exception as exc:  # noqa: BLE001 (keep the schedule alive; the next round retries)
+                self.last = {"error": type(exc).__name__}
 
-        self._thread = threading.Thread(target=loop, daemon=True, name="audit-schedule")
+        last_run = LastRun(Path(runtime.settings.data_dir), self.name)
+        self._thread = threading.Thread(target=run_on_schedule, args=(last_run, interval, run, self._stop),
+                                        daemon=True, name="audit-schedule")
         self._thread.start()
         return {
             "schedule": f"checkpoint + archive every {interval:g} s",

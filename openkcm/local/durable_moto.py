@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import json
 import os
 import pickle
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -155,13 +157,22 @@ class DurableStore:
         replayed = 0
         path = self.journal_path(self.generation)
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    break  # a torn last line: that call was never acknowledged
-                _replay(app, entry)
-                replayed += 1
+            good = 0  # bytes of complete, replayed lines
+            with open(path, "rb") as handle:
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        break  # a torn last line: that call was never acknowledged
+                    try:
+                        entry = json.loads(raw)
+                    except ValueError:
+                        break
+                    _replay(app, entry)
+                    replayed += 1
+                    good += len(raw)
+            if good != path.stat().st_size:
+                # Cut the torn fragment (and anything after it) off before appending again: the next
+                # acknowledged write would otherwise be glued to it and lost on the next replay.
+                os.truncate(path, good)
         self._entries = replayed
         self._journal = _open_journal(path)
         for stale in self.dir.glob("moto-journal-*.log"):
@@ -274,12 +285,48 @@ def atomic_dynamodb_items() -> None:
         setattr(DynamoHandler, name, atomic)
 
 
+def _loopback_host(host_header: str) -> bool:
+    """Whether a Host header names this machine: localhost, *.localhost or a loopback address literal."""
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:4566
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(environ: dict[str, Any]) -> str | None:
+    """Why a request to the local AWS is refused, or None. Only the stack's own SDK clients (boto3,
+    pynamodb) may use it, and they never send ``Origin``; every browser request that could do harm does
+    (a cross-site POST, a CORS preflight). moto answers CORS for any origin, so without this any web page
+    could read the local DynamoDB or wipe it through moto's ``/moto-api/reset``. A Host that is not this
+    machine is a DNS-rebinding page talking to 127.0.0.1 under its own name."""
+    if environ.get("HTTP_ORIGIN") is not None:
+        return "cross-origin requests are refused"
+    if environ.get("REQUEST_METHOD") == "OPTIONS":
+        return "CORS preflights are refused"
+    if environ.get("PATH_INFO", "").startswith("/moto-api"):
+        return "moto's own API is disabled"
+    if not _loopback_host(environ.get("HTTP_HOST", "")):
+        return "the Host header must name this machine (localhost or a loopback address)"
+    return None
+
+
 class DurableMiddleware:
     def __init__(self, app: Callable[..., Iterable[bytes]], store: DurableStore) -> None:
         self.app = app
         self.store = store
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        refused = refusal(environ)
+        if refused is not None:
+            start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Connection", "close")])
+            return [f"forbidden: {refused}\n".encode()]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
@@ -324,15 +371,22 @@ class DurableMotoServer:
             def log_request(self, *args: Any) -> None:
                 return None
 
-        app = DomainDispatcherApplication(create_backend_app)
-        self.replayed = self.store.restore(app)
-        self._server = make_server(
-            self._host,
-            self._port,
-            DurableMiddleware(app, self.store),
-            threaded=True,
-            request_handler=QuietHandler,
-        )
+        # Our own socket: werkzeug would print and sys.exit(1) when the port is in use; this raises OSError.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.create_server((self._host, self._port), family=family)
+        try:
+            app = DomainDispatcherApplication(create_backend_app)
+            self.replayed = self.store.restore(app)
+            self._server = make_server(
+                self._host,
+                listener.getsockname()[1],
+                DurableMiddleware(app, self.store),
+                threaded=True,
+                request_handler=QuietHandler,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # the server holds its own duplicate
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
         self._thread.start()
         return self.endpoint

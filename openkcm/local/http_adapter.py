@@ -8,11 +8,14 @@ adapter only decides which *function* a path belongs to, as the HTTP API's route
   the local issuer exactly as the HTTP API's JWT authorizer does (signature, issuer, audience, expiry);
   the verified claims go into ``requestContext.authorizer.jwt.claims``. No valid token: 401, and the
   function is never called.
-- ``/oidc/...`` -> the local OIDC issuer (:mod:`openkcm.local.oidc`)
+- ``/oidc/...`` -> the local OIDC issuer (:mod:`openkcm.local.oidc`), for loopback clients only (its
+  login has no password; even a stack exposed with ``--unsafe-expose`` never signs in another machine)
 - everything else -> the built web UI from ``frontend/dist`` with an SPA fallback to ``index.html``
 
 A Lambda container handles one event at a time; so does the adapter (one lock around the handler), which
-also keeps Powertools' per-invocation state safe.
+also keeps Powertools' per-invocation state safe. Request bodies need a Content-Length (API Gateway
+buffers chunked bodies; this adapter refuses them with 411), and a client that stays silent for
+``REQUEST_TIMEOUT`` seconds is disconnected.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from openkcm.errors import Unauthenticated
 from openkcm.local.oidc import LocalIssuer
+from openkcm.local.stack import is_loopback
 
 if TYPE_CHECKING:
     from openkcm.local.stack import LocalStack
     from openkcm.ops.runtime import Runtime
 
 MAX_BODY = 1024 * 1024
+REQUEST_TIMEOUT = 30.0  # seconds a connection may stay silent (headers, body, keep-alive idle)
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CMK_HANDLER = "functions.cmk_api.handler:handler"
 WEBHOOK_HANDLER = "functions.provision.handler:webhook_handler"
@@ -220,6 +225,9 @@ class LocalHttpAdapter:
         parts = urllib.parse.urlsplit(target)
         path, query = parts.path or "/", parts.query
         if path == "/oidc" or path.startswith("/oidc/"):
+            if not is_loopback(source_ip):
+                return 403, {"Content-Type": "application/json"}, \
+                    b'{"error":"access_denied","error_description":"the local issuer signs in this machine only"}'
             return self._oidc(method, path[len("/oidc"):] or "/", query, headers, body)
         if path.startswith(MARKETPLACE_PREFIX):
             return self._invoke("webhook", method, parts, headers, body, source_ip, claims=None)
@@ -299,11 +307,18 @@ class LocalHttpAdapter:
             disable_nagle_algorithm = True
             server_version = "openkcm-local"
             sys_version = ""
+            timeout = REQUEST_TIMEOUT  # a silent client's socket read times out and its thread ends
 
             def _serve(self) -> None:
                 if self.command not in ALLOWED_METHODS:
                     self._send(405, {"Content-Type": "application/json", "Allow": ", ".join(sorted(ALLOWED_METHODS))},
                                b'{"message":"Method Not Allowed"}')
+                    return
+                if self.headers.get("Transfer-Encoding") is not None:
+                    # no de-chunking here: the chunk bytes would otherwise be read as the next request
+                    self._send(411, {"Content-Type": "application/json", "Connection": "close"},
+                               b'{"message":"Length Required"}')
+                    self.close_connection = True
                     return
                 length_header = self.headers.get("Content-Length") or "0"
                 try:

@@ -4,7 +4,9 @@
   local HTTP adapter routes ``/v1/marketplace/`` to ``functions.provision.handler.webhook_handler``,
   which hands events to this queue because no SQS queue URL is configured.
 - ``rotation``: the rotation Lambda's handler on the same schedule expression as the EventBridge rule
-  (``OPENKCM_ROTATION_SCHEDULE``, ``rate(<n> minute|minutes|hour|hours|day|days)``).
+  (``OPENKCM_ROTATION_SCHEDULE``, ``rate(<n> minute|minutes|hour|hours|day|days)``); the last run is kept
+  in ``<data-dir>/schedules/rotation.json``, and a run that is overdue at start happens right away
+  (:mod:`openkcm.local.schedule`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openkcm.local.schedule import LastRun, run_on_schedule
 from openkcm.ops import events, provisioning
 
 if TYPE_CHECKING:
@@ -90,17 +93,19 @@ class RotationScheduleService:
         expression = runtime.settings.rotation_schedule
         interval = schedule_seconds(expression)
 
-        def loop() -> None:
-            from functions.rotate.handler import handler
+        last_run = LastRun(Path(runtime.settings.data_dir), self.name)
 
-            while not self._stop.wait(interval):
-                try:
-                    self.last_report = handler(scheduled_event(expression), None, runtime=runtime)
-                except Exception as exc:  # noqa: BLE001 - keep the schedule alive; the next run retries
-                    self.last_report = {"error": type(exc).__name__}
-                self.runs += 1
+        def run() -> None:
+            from functions.rotate import handler as rotate
 
-        self._thread = threading.Thread(target=loop, daemon=True, name="rotation-schedule")
+            try:
+                self.last_report = rotate.handler(scheduled_event(expression), None, runtime=runtime)
+            except Exception as exc:  # noqa: BLE001 - keep the schedule alive; the next run retries
+                self.last_report = {"error": type(exc).__name__}
+            self.runs += 1
+
+        self._thread = threading.Thread(target=run_on_schedule, args=(last_run, interval, run, self._stop),
+                                        daemon=True, name="rotation-schedule")
         self._thread.start()
         return {"schedule": expression, "on_demand": "openkcm rotate run"}
 

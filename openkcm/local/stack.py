@@ -3,11 +3,19 @@
 Starts the durable moto server (AWS), creates the tables, loads or creates the root key and the CA, then
 starts every local service registered in :mod:`openkcm.local.services` (KMIP listener, HTTP API adapter,
 web UI, rotation schedule ... each issue adds its own). Writes ``<data-dir>/stack.json`` so that
-``openkcm local status`` and the other CLI commands find the running stack.
+``openkcm local status`` and the other CLI commands find the running stack (removed again on a clean stop).
+
+One stack per data directory: ``up`` holds an exclusive ``flock`` on ``<data-dir>/.lock`` for the stack's
+life (the kernel drops it when the process dies, however it dies). The local AWS (moto) and the
+password-less OIDC issuer are for this machine only: moto always listens on 127.0.0.1, and a ``host``
+other than a loopback address needs ``unsafe_expose`` (``--unsafe-expose``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import ipaddress
 import json
 import os
 import signal
@@ -37,6 +45,45 @@ class StackOptions:
     moto_port: int = 4566
     health_port: int = 8470
     ports: dict[str, int] = field(default_factory=dict)  # per service overrides (kmip, api ...)
+    unsafe_expose: bool = False  # allow a non-loopback host (API, UI, KMIP, health; never moto)
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start or is not running (the CLI prints the message, exit code 2)."""
+
+
+MOTO_HOST = "127.0.0.1"  # the local AWS has no authentication: never reachable from another machine
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a --host value or a client address) is this machine only."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def stack_running(data_dir: Path) -> bool | None:
+    """True when a stack holds ``<data-dir>/.lock``, False when none does, None when no stack with a
+    lock has ever run there."""
+    path = Path(data_dir) / ".lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the shared lock if it was taken
+    return False
 
 
 def local_environment(data_dir: Path, endpoint: str, region: str = "us-east-1") -> dict[str, str]:
@@ -52,24 +99,52 @@ def local_environment(data_dir: Path, endpoint: str, region: str = "us-east-1") 
 def read_stack_file(data_dir: Path) -> dict[str, Any]:
     path = Path(data_dir) / "stack.json"
     if not path.exists():
-        raise FileNotFoundError(f"no local stack has run in {data_dir} (start it with `openkcm local up`)")
+        raise FileNotFoundError(f"no local stack is running in {data_dir} (start it with `openkcm local up`)")
     return json.loads(path.read_text())
 
 
 class LocalStack:
     def __init__(self, options: StackOptions) -> None:
+        if not is_loopback(options.host) and not options.unsafe_expose:
+            raise ValueError(
+                f"--host {options.host} would expose the local stack (its password-less sign-in and the "
+                "unauthenticated API behind it) beyond this machine; use a loopback address, or add "
+                "--unsafe-expose if you really mean it"
+            )
         self.options = options
         self.data_dir = Path(options.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.moto = DurableMotoServer(self.data_dir / "aws", options.host, options.moto_port)
+        self.moto = DurableMotoServer(self.data_dir / "aws", MOTO_HOST, options.moto_port)
+        self._lock_fd: int | None = None
         self.runtime: Runtime | None = None
         self.services: list[LocalService] = []
         self.info: dict[str, Any] = {}
         self._health: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
 
+    def _lock(self) -> None:
+        path = self.data_dir / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StackError(f"another `openkcm local up` is running on {self.data_dir} (it holds {path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
     def up(self) -> dict[str, Any]:
-        endpoint = self.moto.start()
+        self._lock()  # before anything reads or writes the data directory
+        try:
+            endpoint = self.moto.start()
+        except OSError as exc:
+            raise _listen_error("AWS (moto)", MOTO_HOST, self.options.moto_port, exc) from exc
         os.environ.update(local_environment(self.data_dir, endpoint))
         settings = Settings(data_dir=self.data_dir)
         self.runtime = build_runtime(settings, create=True, audit_wal_dir=self.data_dir / "audit-wal")
@@ -84,10 +159,19 @@ class LocalStack:
             "services": {},
         }
         for service in registered_services():
-            details = service.start(self)
+            try:
+                details = service.start(self)
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                    raise
+                port = self.options.ports.get(service.name, getattr(service, "DEFAULT_PORT", 0))
+                raise _listen_error(service.name, self.options.host, port, exc) from exc
             self.services.append(service)
             self.info["services"][service.name] = details
-        self._start_health()
+        try:
+            self._start_health()
+        except OSError as exc:
+            raise _listen_error("health", self.options.host, self.options.health_port, exc) from exc
         (self.data_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
         return self.info
 
@@ -96,7 +180,7 @@ class LocalStack:
         for service in self.services:
             try:
                 status[service.name] = bool(service.healthy())
-            except Exception:
+            except Exception:  # noqa: BLE001 (a broken check is an unhealthy service)
                 status[service.name] = False
         return status
 
@@ -104,7 +188,7 @@ class LocalStack:
         stack = self
 
         class Health(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:  # http.server's naming
                 if self.path.rstrip("/") not in ("/healthz", ""):
                     self.send_error(404)
                     return
@@ -133,10 +217,19 @@ class LocalStack:
         for service in reversed(self.services):
             try:
                 service.stop()
-            except Exception as exc:  # keep stopping the others
+            except Exception as exc:  # noqa: BLE001 (keep stopping the others)
                 print(f"stopping {service.name} failed: {exc}")
         if self._health is not None:
             self._health.shutdown()
         if self.runtime is not None:
             self.runtime.close()
         self.moto.stop()
+        if self._lock_fd is not None:  # only the stack that wrote stack.json removes it
+            (self.data_dir / "stack.json").unlink(missing_ok=True)
+        self._unlock()
+
+
+def _listen_error(what: str, host: str, port: int, exc: OSError) -> OSError:
+    where = f"{host}:{port}" if port else host
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return OSError(exc.errno, f"{what} cannot listen on {where}: {reason}")

@@ -1103,15 +1103,24 @@ class LocalProvisioningQueue:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         pending: dict[str, dict[str, Any]] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line was never acknowledged
-                if "accepted" in entry:
-                    pending[entry["accepted"]["_qid"]] = entry["accepted"]
-                else:
-                    pending.pop(entry.get("finished", ""), None)
+            good = 0  # bytes up to the end of the last complete line
+            with open(path, "rb") as handle:
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        break  # a torn last line: that message was never acknowledged
+                    good += len(raw)
+                    try:
+                        entry = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if "accepted" in entry:
+                        pending[entry["accepted"]["_qid"]] = entry["accepted"]
+                    else:
+                        pending.pop(entry.get("finished", ""), None)
+            if good != path.stat().st_size:
+                # Cut the torn fragment off before appending: the next accepted message would otherwise be
+                # glued to it, unreadable, and lost on the next restart.
+                os.truncate(path, good)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._journal = os.fdopen(fd, "a", encoding="utf-8")
         for message in pending.values():

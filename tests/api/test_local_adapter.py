@@ -274,3 +274,86 @@ def test_frame_ancestors_list_only_configured_origins(monkeypatch):
     monkeypatch.setenv("OPENKCM_UI_FRAME_ANCESTORS", "*")
     with pytest.raises(ValueError):
         frame_ancestors_from_env()
+
+
+# ---- found by a review (these fail before the fix) -------------------------------------------------
+STUB_EVENTS: list[dict] = []
+
+
+def stub_handler(event, context):
+    STUB_EVENTS.append(event)
+    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
+
+
+@pytest.fixture
+def stub_adapter(tmp_path, monkeypatch):
+    from openkcm.local import http_adapter
+
+    monkeypatch.setattr(http_adapter, "REQUEST_TIMEOUT", 1.0, raising=False)  # the class default is 30 s
+    STUB_EVENTS.clear()
+    target = f"{__name__}:stub_handler"
+    server = http_adapter.LocalHttpAdapter(data_dir=tmp_path, port=0, ui_dir=tmp_path, cmk_handler=target,
+                                           webhook_handler=target)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        time.sleep(0.5)
+        s.settimeout(3)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_chunked_request_is_refused_not_split_into_two(stub_adapter):
+    body = b'{"event_id":"e1"}'
+    request = (b"POST /v1/marketplace/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}".encode() + b"\r\n" + body + b"\r\n0\r\n\r\n")
+    reply = _raw(stub_adapter.port, request)
+    # before: an empty-body invocation answered 200, then the chunk bytes parsed as a second request
+    assert STUB_EVENTS == []
+    assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 411 "), reply
+    assert b"Connection: close" in reply
+
+
+def test_silent_client_is_disconnected(stub_adapter):
+    import socket
+
+    assert stub_adapter._handler_class().timeout == 1.0
+    with socket.create_connection(("127.0.0.1", stub_adapter.port), timeout=10) as s:
+        s.sendall(b"GET /v1/health HTTP/1.1\r\n")  # never finishes its headers
+        start = time.monotonic()
+        try:
+            data = s.recv(1)
+        except TimeoutError:
+            data = None  # before: the server thread waits forever
+        assert data == b"" and time.monotonic() - start < 9
+
+
+def test_handler_class_default_timeout_is_30_seconds():
+    from openkcm.local.http_adapter import LocalHttpAdapter
+
+    handler = LocalHttpAdapter(data_dir=".", port=0)._handler_class()
+    assert getattr(handler, "timeout", None) == 30
+
+
+def test_oidc_issuer_answers_loopback_clients_only(adapter):
+    discovery = "/oidc/.well-known/openid-configuration"
+    for client in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert adapter.dispatch("GET", discovery, [], b"", client)[0] == 200, client
+    for client in ("192.0.2.7", "10.0.0.5", "::ffff:192.0.2.7", "2001:db8::1"):
+        status, _, body = adapter.dispatch("POST", "/oidc/authorize", [], b"username=x&role=platform-operator&mfa=1",
+                                           client)
+        assert status == 403 and b"access_denied" in body, client
+    # the API itself still answers other machines (an --unsafe-expose stack; the JWT decides)
+    assert adapter.dispatch("GET", "/v1/health", [], b"", "192.0.2.7")[0] == 200
