@@ -7,10 +7,13 @@ checked by the core on every request (cached, refreshed with the tenant epoch).
 
 Limits (all configurable): message size (an oversized or malformed frame closes the connection and is
 audited, at most once a minute per certificate with a count), per
-client connections (by tenant and certificate serial), total connections, an idle timeout between
+client connections (by tenant and certificate serial), total connections, TLS handshakes in progress (a
+TCP connection is counted from its accept, and dropped at once over the limit, so silent peers cannot hold
+sockets without bound; the handshake has its own, shorter timeout), an idle timeout between
 requests, a read timeout once a message has started (slow clients), a write timeout (clients that never
 read), and a bounded worker pool running the core (no global lock). Requests of one connection are
-answered in order, one at a time.
+answered in order, one at a time; a client that half-closes (TCP FIN after its last request) still gets
+the answers it is owed before the connection closes.
 
 Why an ``asyncio.Protocol`` and not streams: under load, ``StreamReader.readexactly``, a timeout context
 per read and ``drain`` were ~20-24 % of a worker's CPU (bench/README.md, "Performance"; the bench's
@@ -22,11 +25,14 @@ loop" share of a loaded worker's profile 20 % -> 5 %. With the fsync'd audit sin
 hand-off dominated and the figures moved within noise (Get 325 vs 339 µs). So a connection is a small
 state machine:
 
-- frames are cut from a ``bytearray`` in ``data_received``; a warm read-only request is answered on the
-  loop (``KmipCore.try_inline``) and its answer held until one audit sync covers every answer computed in
-  that loop pass (``KmipServer._commit``: a write to the OS on the loop, or one fsync in the pool);
-  anything else runs in the worker pool (``KmipCore.handle``) while the connection's reading is paused,
-  and buffered (pipelined) frames are processed once that answer is written;
+- frames are cut from a ``bytearray`` in ``data_received``; a small, warm read-only request of an
+  accepted certificate is answered on the loop (``KmipCore.try_inline_or_decoded``; anything larger than
+  ``KmipConfig.inline_max_size``, or from a certificate not known to be accepted, is not even decoded
+  there: one client's hostile messages must not stall the loop every connection shares) and its answer
+  held until one audit sync covers every answer computed in that loop pass (``KmipServer._commit``: a
+  write to the OS on the loop, or one fsync in the pool); anything else runs in the worker pool
+  (``KmipCore.handle``, or ``handle_decoded`` with what the loop already decoded) while the connection's
+  reading is paused, and buffered (pipelined) frames are processed once that answer is written;
 - when the transport's write buffer passes its high-water mark (``pause_writing``) the connection stops
   processing and reading until it drains, so a client that never reads holds at most one read chunk plus
   the transport's buffer;
@@ -39,6 +45,7 @@ Health: ``GET /healthz`` (or a bare TCP connect) on the health port. Metrics: EM
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import json
 import logging
@@ -98,6 +105,10 @@ class ServerConfig:
     max_message_size: int = 1 << 20
     max_connections: int = 2048
     max_connections_per_client: int = 64
+    # TLS handshakes in progress, counted from the TCP accept (and never more than max_connections): a
+    # peer that connects and says nothing holds a socket until handshake_timeout, whoever it is
+    max_handshakes: int = 256
+    handshake_timeout: float = 5.0
     idle_timeout: float = 300.0
     read_timeout: float = 15.0
     write_timeout: float = 15.0
@@ -120,6 +131,79 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
     return context
 
 
+class _Accepted(asyncio.Protocol):
+    """A TCP connection before TLS: :meth:`KmipServer._accept` counts it against the handshake limit
+    (or drops it) and hands it to ``loop.start_tls``; it never reads (reading is paused until then)."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: KmipServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        self.server._accept(transport)
+
+
+class _HalfClose(asyncio.BufferedProtocol):
+    """Between the TCP transport and asyncio's TLS protocol. A TCP EOF from the peer (``shutdown(SHUT_WR)``
+    after its last request) reaches TLS only once the connection has written the answers it owes: TLS
+    would start closing at once and drop them. Everything else is passed through."""
+
+    # The calls of every read and write go straight to TLS's own methods, bound per instance (these slots
+    # shadow BufferedProtocol's methods): no extra Python frame per read on the hot path.
+    __slots__ = (
+        "buffer_updated",
+        "connection",
+        "connection_made",
+        "deferred",
+        "get_buffer",
+        "pause_writing",
+        "raw",
+        "resume_writing",
+        "tls",
+    )
+
+    def __init__(self, tls: Any, raw: Any, connection: KmipConnection) -> None:
+        self.tls, self.raw, self.connection = tls, raw, connection
+        self.deferred = False
+        self.get_buffer = tls.get_buffer
+        self.buffer_updated = tls.buffer_updated
+        self.pause_writing = tls.pause_writing
+        self.resume_writing = tls.resume_writing
+        self.connection_made = tls.connection_made
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.deferred = False
+        self.tls.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        if self.deferred:
+            return True
+        if self.connection.owes_answers():
+            self.deferred = True  # the socket stays open (reading stops) until release()
+            self.connection.half_closed = self
+            return True
+        return self.tls.eof_received()
+
+    def release(self) -> None:
+        """The connection has written what it owed: let TLS see the EOF now (it then closes)."""
+        connection = self.connection
+        if not self.deferred or (not connection.closed and connection.owes_answers()):
+            return  # nothing held, or a request came in meanwhile: called again once it is answered
+        self.deferred = False
+        connection.half_closed = None
+        if connection.closed:
+            return
+        try:
+            keep_open = self.tls.eof_received()
+        except Exception:
+            log.exception("kmip half-close failed")
+            self.raw.abort()
+            return
+        if not keep_open:
+            self.raw.close()
+
+
 class KmipConnection(asyncio.Protocol):
     """One mTLS client connection: framing, in-order dispatch, flow control and deadline stamps.
 
@@ -133,6 +217,7 @@ class KmipConnection(asyncio.Protocol):
         "buf",
         "busy",
         "closed",
+        "half_closed",
         "held_paused",
         "identity",
         "key",
@@ -157,12 +242,22 @@ class KmipConnection(asyncio.Protocol):
         self.busy = False
         self.held_paused = False  # reading paused because data came while an answer was held
         self.closed = False
+        self.half_closed: _HalfClose | None = None  # the peer's EOF, held until its answers are written
         self.write_paused = False
         self.stamp = _monotonic()
         self.write_stamp = 0.0
 
     # ---- accept ------------------------------------------------------------------------------------
+    def _guard(self, raw: Any) -> None:
+        """Put a :class:`_HalfClose` between the TCP transport and the TLS protocol ``start_tls`` just
+        gave it (scheduled before that protocol's ``connection_made``, so before any byte is read)."""
+        tls = raw.get_protocol()
+        if isinstance(tls, asyncio.sslproto.SSLProtocol) and not raw.is_closing():
+            raw.set_protocol(_HalfClose(tls, raw, self))
+
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        """Called by :meth:`KmipServer._handshake` once the TLS handshake is done (``start_tls`` does not
+        call it); bytes that came before were kept in ``buf``."""
         self.transport = transport
         server = self.server
         server._live.add(self)
@@ -209,6 +304,10 @@ class KmipConnection(asyncio.Protocol):
             self.key = key
             self.identity = identity
             self.stamp = _monotonic()
+            if self.buf:  # the first request came with the end of the handshake
+                self._process()
+                if self.half_closed is not None:
+                    self._settled()
         except Exception:
             log.exception("kmip connection failed")
             self.abort()
@@ -234,6 +333,8 @@ class KmipConnection(asyncio.Protocol):
     # ---- requests ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.closed or self.identity is None:
+            if self.transport is None and not self.closed:
+                self.buf += data  # after the handshake, before connection_made: kept for it
             return  # refused or closing: nothing is read
         buf = self.buf
         if not buf and not self.busy:
@@ -287,14 +388,17 @@ class KmipConnection(asyncio.Protocol):
             self.abort()
 
     def _dispatch(self, core: KmipCore, request: bytes, identity: ClientIdentity, address: str) -> None:
-        # Warm read-only requests are answered on the loop (no worker hand-off); anything that may touch
-        # the store goes to the bounded worker pool. Audit is synced before either answer.
-        response = core.try_inline(request, identity, address, defer_sync=True)
-        if response is None:
+        # Small warm read-only requests of accepted certificates are answered on the loop (no worker
+        # hand-off); anything else goes to the bounded worker pool, with what the loop decoded, if
+        # anything. Audit is synced before either answer.
+        answer = core.try_inline_or_decoded(request, identity, address, defer_sync=True)
+        if answer.__class__ is bytes:
+            self.busy = True  # the answer waits for its audit record (KmipServer._commit)
+            self.server._hold(self, answer)  # type: ignore[arg-type]
+        elif answer is None:
             self._offload(core.handle, request, identity, address)
         else:
-            self.busy = True  # the answer waits for its audit record (KmipServer._commit)
-            self.server._hold(self, response)
+            self._offload(core.handle_decoded, answer, identity, address)
 
     def _release(self, response: bytes) -> None:
         """A held answer whose audit record the server has made durable: send it, go on reading."""
@@ -309,6 +413,8 @@ class KmipConnection(asyncio.Protocol):
         if self.held_paused and not (self.busy or self.write_paused or self.closed):
             self.held_paused = False
             self.transport.resume_reading()
+        if self.half_closed is not None:
+            self._settled()
 
     def _offload(self, function: Any, *args: Any) -> None:
         """Run ``function(*args)`` -> response bytes in the pool; reading pauses until it is written."""
@@ -341,6 +447,8 @@ class KmipConnection(asyncio.Protocol):
             self.held_paused = False
             self.transport.resume_reading()
             self._process()  # frames that arrived (pipelined) while the pool worked
+        if self.half_closed is not None:
+            self._settled()
 
     def _answer(self, response: bytes) -> None:
         self.transport.write(response)  # may call pause_writing synchronously
@@ -361,6 +469,25 @@ class KmipConnection(asyncio.Protocol):
         self.held_paused = False
         self.transport.resume_reading()
         self._process()
+        if self.half_closed is not None:
+            self._settled()
+
+    # ---- half-close ----------------------------------------------------------------------------------
+    def owes_answers(self) -> bool:
+        """A request was received and its answer is not written yet (or bytes came before
+        ``connection_made``, which may hold one)."""
+        if self.closed:
+            return False
+        if self.transport is None:
+            return bool(self.buf)
+        return self.identity is not None and (self.busy or self.write_paused)
+
+    def _settled(self) -> None:
+        """The peer half-closed and this connection may owe nothing more: let the EOF through, after the
+        bytes TLS still holds for us were read (resume_reading's delivery is scheduled before this)."""
+        guard = self.half_closed
+        if guard is not None and not (self.busy or self.write_paused or self.closed):
+            self.loop.call_soon(guard.release)
 
     # ---- deadlines and closing -----------------------------------------------------------------------
     def expired(self, now: float, idle: float, read: float, write: float) -> bool:
@@ -386,7 +513,7 @@ class KmipConnection(asyncio.Protocol):
             self.transport.abort()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        return None  # the peer's TLS close_notify: close our side too (a TCP FIN: see _HalfClose)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -414,6 +541,9 @@ class KmipServer:
         self._framing_refusals = RefusalThrottle(LIMIT_AUDIT_SECONDS)  # per certificate
         self._connections = 0
         self._live: set[KmipConnection] = set()
+        # TCP connections whose TLS handshake is in progress -> the task running it
+        self._handshaking: dict[Any, asyncio.Task[None]] = {}
+        self._tls: ssl.SSLContext | None = None
         self._server: asyncio.AbstractServer | None = None
         self._health: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -427,15 +557,13 @@ class KmipServer:
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        factory = self.connection_class
+        self._tls = tls_context(self.config)
+        # Plain TCP first, TLS by start_tls (_handshake): asyncio's ssl= server calls the protocol only
+        # after the handshake, so connections that never finish it could be neither counted nor closed.
         self._server = await loop.create_server(
-            lambda: factory(self),
+            lambda: _Accepted(self),
             self.config.host,
             self.config.port,
-            ssl=tls_context(self.config),
-            ssl_handshake_timeout=self.config.read_timeout,
-            # a graceful close waits for the peer's close_notify at most this long, then aborts
-            ssl_shutdown_timeout=self.config.write_timeout,
             backlog=512,
             reuse_port=self.config.reuse_port or None,
         )
@@ -495,6 +623,11 @@ class KmipServer:
                 server.close()
         for connection in list(self._live):
             connection.abort()
+        handshakes = list(self._handshaking.values())
+        for raw in list(self._handshaking):
+            raw.abort()
+        if handshakes:
+            await asyncio.wait(handshakes, timeout=2)
         for server in (self._server, self._health):
             if server is not None:
                 with contextlib.suppress(Exception):
@@ -510,6 +643,63 @@ class KmipServer:
         return self._server is not None and self._server.is_serving()
 
     # ---- connections ---------------------------------------------------------------------------
+    def _accept(self, raw: Any) -> None:
+        """A TCP connection was accepted: start its TLS handshake, or drop it at once when the handshakes
+        in progress are at their limit (they are counted until they finish, fail or time out)."""
+        config = self.config
+        if len(self._handshaking) >= min(config.max_handshakes, config.max_connections):
+            raw.abort()
+            self._handshake_refused(raw)
+            return
+        raw.pause_reading()  # not a byte before TLS owns the transport
+        self._handshaking[raw] = self._loop.create_task(self._handshake(raw))  # type: ignore[union-attr]
+
+    async def _handshake(self, raw: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        connection = self.connection_class(self)
+        loop.call_soon(connection._guard, raw)  # runs once start_tls has put its protocol on raw
+        try:
+            transport = await loop.start_tls(
+                raw,
+                connection,
+                self._tls,  # type: ignore[arg-type]
+                server_side=True,
+                ssl_handshake_timeout=self.config.handshake_timeout,
+                # a graceful close waits for the peer's close_notify at most this long, then aborts
+                ssl_shutdown_timeout=self.config.write_timeout,
+            )
+        except OSError:  # failed, reset or timed out (SSLError, ConnectionError, TimeoutError)
+            return  # start_tls closed the socket
+        except Exception:
+            log.exception("kmip handshake failed")
+            raw.abort()
+            return
+        finally:
+            self._handshaking.pop(raw, None)
+        if transport is None or connection.closed:
+            return  # lost at the end of the handshake
+        connection.connection_made(transport)
+
+    def _handshake_refused(self, raw: Any) -> None:
+        """A connection dropped at the handshake limit: logged and audited at most once a minute, with
+        the count of those dropped in between (no identity is known yet)."""
+        count = self._limit_refusals.admit("handshakes")
+        if count is None:
+            return
+        peer = raw.get_extra_info("peername") or ("?", 0)
+        log.warning(
+            json.dumps({"event": "kmip_handshake_limit", "handshakes": len(self._handshaking), "more": count})
+        )
+        event = _connect_refused(
+            PLATFORM_TENANT,
+            f"{peer[0]}:{peer[1]}",
+            f"the server's limit of TLS handshakes in progress was reached; {count} more refused since "
+            "the last record",
+        )
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+            self._pool.submit(self._record_quietly, event)
+
     def _limit_refused(
         self, tenant_id: str, serial: str, address: str, limit: str, *, subject: str = ""
     ) -> None:

@@ -1,11 +1,15 @@
 """The bytes-in/bytes-out KMIP core: ``KmipCore.handle(request, identity) -> response``.
 
 Every transport (the mTLS socket server, tests, a future HTTP binding) calls this one function. Per
-request message it: decodes (strictly, bounded), authorizes the certificate's tenant (known, Ready, the
-certificate serial not revoked: cached, refreshed with the tenant epoch), runs each batch item through the
-dispatch table with a frozen :class:`RequestContext`, records one audit event per item with
-``sync=False`` and makes them durable with ONE ``audit.sync()`` before the response is encoded (group
-commit). There is no global lock and no request state outside the call.
+request message it: decodes (strictly, bounded in bytes, items and nesting), authorizes the certificate's
+tenant (known, Ready, the certificate serial not revoked: cached, refreshed with the tenant epoch), runs
+each batch item through the dispatch table with a frozen :class:`RequestContext`, records one audit event
+per item with ``sync=False`` and makes them durable with ONE ``audit.sync()`` before the response is
+encoded (group commit). There is no global lock and no request state outside the call.
+
+A refused certificate or tenant gets its refusal on every message, but the security record of it (and its
+EventBridge event) at most once a minute per certificate, refusal and operation, with the count of those
+refused in between: a revoked client retrying in a loop must not become a flood of audit writes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from openkcm.domain.audit import EventTemplate, NullAuditSink, acceptable_text
+from openkcm.domain.audit import EventTemplate, NullAuditSink, RefusalThrottle, acceptable_text
 from openkcm.domain.hierarchy import derive_l4
 from openkcm.domain.objects import ManagedObject, ObjectStore
 from openkcm.domain.pki import ClientIdentity
@@ -53,6 +57,10 @@ _INLINE_OPS = frozenset(
     }
 )
 _LISTING_KEPT = _INLINE_OPS | {Op.LOCATE}  # items after which a batch's Locate listing still holds
+# Operations that change nothing: only their results may be replaced by Response Too Large (a committed
+# Create, Register, Destroy... keeps its real result, or the client would never learn what it did).
+_READ_ONLY = _LISTING_KEPT
+REFUSAL_AUDIT_SECONDS = 60.0  # authorization refusals: one security record a minute per certificate
 _NO_OBJECT_OPS = frozenset({Op.DISCOVER_VERSIONS, Op.QUERY})
 
 
@@ -60,7 +68,11 @@ _NO_OBJECT_OPS = frozenset({Op.DISCOVER_VERSIONS, Op.QUERY})
 class KmipConfig:
     max_message_size: int = 1 << 20
     max_depth: int = 16
+    max_items: int = ttlv.DEFAULT_MAX_ITEMS  # TTLV items in one request (a 64-item batch needs ~2,400)
     max_batch_items: int = 64
+    # Larger requests never take the inline path: decoding them on a listener's event loop would stall
+    # every other connection (a warm Get is ~100 bytes; 4 KiB is at most 512 items, ~0.4 ms to decode).
+    inline_max_size: int = 4096
     server_name: str = "OpenKCM KMIP server"
     inline_warm: bool = True  # let transports answer warm read-only requests without a worker hand-off
 
@@ -144,6 +156,7 @@ class KmipCore:
         # events share those fields, validated and encoded once (see EventTemplate).
         self._templates: dict[tuple[str, str, str, str], EventTemplate] = {}
         self._cert_lock = threading.Lock()
+        self._refusals = RefusalThrottle(REFUSAL_AUDIT_SECONDS)
         self._poll = runtime.settings.epoch_poll_seconds
         # request ids: unique per process start + a counter (no random syscall per request)
         self._request_prefix = uuid.uuid4().hex[:12]
@@ -156,6 +169,7 @@ class KmipCore:
         self._inline_fsync = bool(getattr(runtime.settings, "audit_wal_fsync", True)) and not isinstance(
             audit, NullAuditSink
         )
+        self._inline_max = self.config.inline_max_size
 
     # ---- authorization -------------------------------------------------------------------------
     def _certificate_refusal(self, tenant_id: str, serial_hex: str, epoch: int) -> str | None:
@@ -272,11 +286,25 @@ class KmipCore:
     def handle(self, request: bytes, identity: ClientIdentity, client_address: str = "") -> bytes:
         """Answer one request message (may read the store: run it off the event loop)."""
         started = time.perf_counter()
-        try:
-            message: RequestMessage | MessageError = self._decode(request)
-        except MessageError as exc:
-            message = exc
+        message: RequestMessage | MessageError
+        if len(request) > self._inline_max and self.authorize(identity) is not None:
+            # A refused certificate's large message is not decoded (only its header, for the version):
+            # it gets the refusal as one answer for the whole message. Decoding what will be refused
+            # anyway would let a revoked client keep the workers (and the GIL) busy at will.
+            message = MessageError("not read", version=messages.peek_version(request))
+        else:
+            try:
+                message = self._decode(request)
+            except MessageError as exc:
+                message = exc
         return self._process(message, identity, client_address, started, sync=True)
+
+    def handle_decoded(
+        self, message: RequestMessage | MessageError, identity: ClientIdentity, client_address: str = ""
+    ) -> bytes:
+        """:meth:`handle` for a message that :meth:`try_inline_or_decoded` already decoded (or found
+        malformed) and handed back: the worker does not decode it a second time."""
+        return self._process(message, identity, client_address, time.perf_counter(), sync=True)
 
     # ---- the non-blocking fast path ------------------------------------------------------------
     @property
@@ -293,33 +321,57 @@ class KmipCore:
     def try_inline(
         self, request: bytes, identity: ClientIdentity, client_address: str = "", *, defer_sync: bool = False
     ) -> bytes | None:
-        """The response when the request can be answered from memory alone (warm caches, read-only
-        operations, a WAL-backed audit sink), else None: the caller then uses :meth:`handle` in a worker.
-        Audit records are kept; with ``inline_needs_sync`` the caller syncs them before answering. With
-        ``defer_sync`` the caller always does: one :meth:`sync_audit` for all the answers it holds (a
-        listener answering many connections in one loop pass pays one WAL write instead of one each)."""
-        if not self._inline_ok:
+        """The response when the request can be answered from memory alone, else None (see
+        :meth:`try_inline_or_decoded`, which also hands back what it decoded)."""
+        answer = self.try_inline_or_decoded(request, identity, client_address, defer_sync=defer_sync)
+        return answer if answer.__class__ is bytes else None  # type: ignore[return-value]
+
+    def try_inline_or_decoded(
+        self, request: bytes, identity: ClientIdentity, client_address: str = "", *, defer_sync: bool = False
+    ) -> bytes | RequestMessage | MessageError | None:
+        """Bytes: the response, when the request could be answered from memory alone (warm caches, a
+        Ready tenant, a certificate accepted at this epoch, read-only operations, a WAL-backed audit
+        sink). Otherwise what the caller passes to a worker: the decoded message (or why it is malformed)
+        for :meth:`handle_decoded`, or None when nothing was decoded, for :meth:`handle`.
+
+        Cheap checks come first: a request over ``inline_max_size`` or from a certificate or tenant that
+        is not warm and accepted is never decoded here (on a listener's event loop it would delay every
+        other connection). Audit records are kept; with ``inline_needs_sync`` the caller syncs them
+        before answering. With ``defer_sync`` the caller always does: one :meth:`sync_audit` for all the
+        answers it holds (a listener answering many connections in one loop pass pays one WAL write
+        instead of one each)."""
+        if not self._inline_ok or len(request) > self._inline_max:
+            return None
+        # Before any decoding: the tenant's state is in memory and Ready, and this certificate was
+        # accepted at the tenant's current epoch, recently enough (its expiry is checked by authorize).
+        keyring = self.services.keyring
+        tenant = identity.tenant_id
+        if not keyring.warm(tenant):
+            return None
+        epoch, status = keyring.tenant_state(tenant)
+        with self._cert_lock:
+            hit = self._cert_cache.get((tenant, identity.serial_hex))
+        if (
+            hit is None
+            or hit[1] != epoch
+            or hit[2] is not None
+            or status != READY
+            or time.monotonic() - hit[0] >= self._poll
+        ):
             return None
         started = time.perf_counter()
         try:
             message = self._decode(request)
-        except MessageError:
-            return None  # rare: the ordinary path answers it
-        if not self._warm(message, identity):
-            return None
+        except MessageError as exc:
+            return exc  # rare: the ordinary path answers it, without decoding again
+        if not self._warm(message, tenant):
+            return message
         sync = not (defer_sync or self._inline_fsync)
         return self._process(message, identity, client_address, started, sync=sync)
 
-    def _warm(self, message: RequestMessage, identity: ClientIdentity) -> bool:
+    def _warm(self, message: RequestMessage, tenant: str) -> bool:
+        """Every item is a read-only operation on an object (and L2 key) already in memory."""
         keyring, store = self.services.keyring, self.services.store
-        tenant = identity.tenant_id
-        if not keyring.warm(tenant):
-            return False
-        epoch, _ = keyring.tenant_state(tenant)
-        with self._cert_lock:
-            hit = self._cert_cache.get((tenant, identity.serial_hex))
-        if hit is None or hit[1] != epoch or time.monotonic() - hit[0] >= self._poll:
-            return False
         for item in message.items:
             if item.operation not in _INLINE_OPS:
                 return False
@@ -339,8 +391,9 @@ class KmipCore:
         return True
 
     def _decode(self, request: bytes) -> RequestMessage:
+        config = self.config
         return messages.decode_request(
-            request, max_size=self.config.max_message_size, max_depth=self.config.max_depth
+            request, max_size=config.max_message_size, max_depth=config.max_depth, max_items=config.max_items
         )
 
     def _process(
@@ -361,22 +414,7 @@ class KmipCore:
             # malformed message must not be a way round authorization (nor a different answer to it).
             refused = self.authorize(identity)
             if refused is not None:
-                security = refused.reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
-                with contextlib.suppress(OpenKCMError):
-                    self._audit(
-                        identity,
-                        PLATFORM_TENANT if security else identity.tenant_id,
-                        "Message",
-                        result="denied",
-                        kind="security",
-                        reason=refused.message,
-                        client_address=client_address,
-                        request_id=request_id,
-                        details={
-                            "claimed_tenant": identity.tenant_id[:64],
-                            "serial": identity.serial_hex[:64],
-                        },
-                    )
+                self._audit_refusal(identity, refused, "Message", client_address, request_id)
                 exc = MessageError(refused.message, refused.reason, exc.version)
                 counted.append(("Message", "denied"))
             else:
@@ -396,11 +434,19 @@ class KmipCore:
             return messages.error_response(exc, now)
         header = message.header
         version = header.version
-        refusal = self.authorize(identity)
+        refusal = unauthorized = self.authorize(identity)
         if refusal is None and len(message.items) > self.config.max_batch_items:
             refusal = KmipError(Reason.INVALID_MESSAGE, "too many batch items")
         if refusal is None and header.asynchronous:
             refusal = KmipError(Reason.FEATURE_NOT_SUPPORTED, "asynchronous operations are not supported")
+        if (
+            refusal is None
+            and header.batch_error_continuation == BatchContinuation.UNDO
+            and len(message.items) > 1  # one item has nothing before it to undo: Undo is Stop
+        ):
+            refusal = KmipError(
+                Reason.FEATURE_NOT_SUPPORTED, "Batch Error Continuation Option Undo is not supported"
+            )
         if refusal is None:
             try:
                 self.services.audit.ensure_writable()
@@ -426,20 +472,25 @@ class KmipCore:
                     )
                 )
                 counted.append((name, "denied"))
-            try:
-                self._audit(
-                    identity,
-                    tenant,
-                    operation_name(message.items[0].operation),
-                    result="denied",
-                    kind="security" if security else "operation",
-                    reason=refusal.message,
-                    client_address=client_address,
-                    request_id=request_id,
-                    details={"claimed_tenant": identity.tenant_id[:64], "serial": identity.serial_hex[:64]},
-                )
-            except OpenKCMError:
-                pass
+            operation = operation_name(message.items[0].operation)
+            if unauthorized is not None:
+                self._audit_refusal(identity, unauthorized, operation, client_address, request_id)
+            else:
+                with contextlib.suppress(OpenKCMError):
+                    self._audit(
+                        identity,
+                        tenant,
+                        operation,
+                        result="denied",
+                        kind="security" if security else "operation",
+                        reason=refusal.message,
+                        client_address=client_address,
+                        request_id=request_id,
+                        details={
+                            "claimed_tenant": identity.tenant_id[:64],
+                            "serial": identity.serial_hex[:64],
+                        },
+                    )
         else:
             ctx = RequestContext(
                 identity.tenant_id,
@@ -471,7 +522,11 @@ class KmipCore:
         response = messages.encode_response(version, results, now)
         limit = header.max_response_size
         if limit is not None and len(response) > limit:
-            too_large = [
+            # Only what changed nothing is withheld: a state-changing item ran, was audited and may have
+            # created an object, so it keeps its real result (its id) even when that alone is over the
+            # limit; failing it here would leave the client believing nothing happened. (Refusing such
+            # a message up front would need its response size before running it, which is unknowable.)
+            results = [
                 ResponseItem(
                     r.operation,
                     Status.OPERATION_FAILED,
@@ -479,11 +534,45 @@ class KmipCore:
                     "the response exceeds Maximum Response Size",
                     item_id=r.item_id,
                 )
+                if r.operation in _READ_ONLY and r.status == Status.SUCCESS
+                else r
                 for r in results
             ]
-            response = messages.encode_response(version, too_large, now)
+            response = messages.encode_response(version, results, now)
         self.metrics.observe(counted, time.perf_counter() - started)
         return response
+
+    def _audit_refusal(
+        self,
+        identity: ClientIdentity,
+        refusal: KmipError,
+        operation: str,
+        client_address: str,
+        request_id: str,
+    ) -> None:
+        """The security record of a message refused for its certificate or tenant: the first at once,
+        then at most one a minute per (certificate, refusal, operation) with the count refused between
+        (operations KMIP does not define share one key: the key space stays bounded)."""
+        kind = "Operation?" if operation.startswith("Operation") else operation
+        count = self._refusals.admit((identity.tenant_id, identity.serial_hex, refusal.message, kind))
+        if count is None:
+            return
+        security = refusal.reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
+        reason = refusal.message
+        if count:
+            reason = f"{reason}; {count} more refused since the last record"
+        with contextlib.suppress(OpenKCMError):
+            self._audit(
+                identity,
+                PLATFORM_TENANT if security else identity.tenant_id,
+                operation,
+                result="denied",
+                kind="security",
+                reason=reason,
+                client_address=client_address,
+                request_id=request_id,
+                details={"claimed_tenant": identity.tenant_id[:64], "serial": identity.serial_hex[:64]},
+            )
 
     def _sync(self) -> None:
         try:

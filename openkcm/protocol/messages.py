@@ -7,10 +7,11 @@ format differs; what an operation returns per version is the operations' busines
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from openkcm.protocol import ttlv
-from openkcm.protocol.tags import REASONS_1X, Reason, Status, Tag
+from openkcm.protocol.tags import REASONS_1X, BatchContinuation, Reason, Status, Tag
 from openkcm.protocol.ttlv import TTLV, TTLVError
 
 Version = tuple[int, int]
@@ -23,6 +24,7 @@ _T_BATCH_ITEM = Tag.BATCH_ITEM
 _T_OPERATION = Tag.OPERATION
 _T_PAYLOAD = Tag.REQUEST_PAYLOAD
 _T_BATCH_ID = Tag.UNIQUE_BATCH_ITEM_ID
+_CONTINUATIONS = frozenset({BatchContinuation.CONTINUE, BatchContinuation.STOP, BatchContinuation.UNDO})
 
 
 class MessageError(Exception):
@@ -104,10 +106,16 @@ def answer_version(requested: Version | None) -> Version:
 
 
 def decode_request(
-    data: bytes, *, max_size: int = ttlv.DEFAULT_MAX_SIZE, max_depth: int = ttlv.DEFAULT_MAX_DEPTH
+    data: bytes,
+    *,
+    max_size: int = ttlv.DEFAULT_MAX_SIZE,
+    max_depth: int = ttlv.DEFAULT_MAX_DEPTH,
+    max_items: int = ttlv.DEFAULT_MAX_ITEMS,
 ) -> RequestMessage:
+    """A request message from the network: bounded in size, nesting and number of TTLV items (a message
+    over a bound is an Invalid Message, like any other malformed one)."""
     try:
-        root = ttlv.decode(data, max_size=max_size, max_depth=max_depth)
+        root = ttlv.decode(data, max_size=max_size, max_depth=max_depth, max_items=max_items)
     except TTLVError as exc:
         raise MessageError(f"malformed TTLV: {exc}") from None
     if root.tag != _T_REQUEST_MESSAGE or root.type != ttlv.STRUCTURE:
@@ -147,6 +155,12 @@ def decode_request(
         )
         if batch_count is None:
             raise MessageError("the Request Header has no Batch Count")
+        continuation = header.batch_error_continuation
+        if continuation is not None and continuation not in _CONTINUATIONS:
+            raise MessageError(
+                f"Batch Error Continuation Option {continuation} is not defined",
+                Reason.UNKNOWN_ENUMERATION,  # 1.x: Invalid Field (reason_for)
+            )
         items: list[RequestItem] = []
         for node in children[1:]:  # type: ignore[index]
             if node.tag != _T_BATCH_ITEM or node.type != ttlv.STRUCTURE:
@@ -182,6 +196,20 @@ def decode_request(
     if len(items) > 1 and any(item.item_id is None for item in items):
         raise MessageError("every item of a batch needs a Unique Batch Item ID", version=version)
     return RequestMessage(header, items)
+
+
+def peek_version(data: bytes) -> Version | None:
+    """The version to answer a request in, read from its Request Header alone (the rest of the message
+    is not decoded); None when that header cannot be read."""
+    try:
+        head, length = ttlv.HEADER.unpack_from(data, 8)
+        if head >> 8 != _T_REQUEST_HEADER or head & 0xFF != ttlv.STRUCTURE:
+            return None
+        header = ttlv.decode(data[8 : 16 + length], max_size=4096, max_items=64)
+    except (TTLVError, struct.error):
+        return None
+    requested = _version_of(header.get(Tag.PROTOCOL_VERSION))
+    return None if requested is None else answer_version(requested)
 
 
 def protocol_version(version: Version) -> TTLV:

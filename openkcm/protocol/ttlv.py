@@ -7,8 +7,12 @@ The decoder is strict because it faces the network:
 - a Structure's length must be covered exactly by its children; the message must end where its outer
   item says; Boolean values are 0 or 1; Text Strings are UTF-8;
 - tags are KMIP tags (0x42xxxx) or extension tags (0x54xxxx);
-- ``max_size`` bounds the message and ``max_depth`` the nesting, so a hostile message costs at most
-  linear work and bounded recursion.
+- ``max_size`` bounds the message, ``max_items`` the number of items in it and ``max_depth`` the nesting,
+  so a hostile message costs bounded work and recursion: decoding costs ~1 us of Python and a few
+  objects per item, so 1 MiB of empty items (8 bytes each) would be ~130 ms of one core and 131,071
+  objects (garbage-collector pressure) without the item bound, which is checked before any is built;
+- Big Integers are minimal (no leading 8-byte block that only repeats the sign of the next byte), so
+  whatever is accepted re-encodes to the same bytes.
 
 Items are small ``__slots__`` objects; a Structure's value is a list of items. This is deliberately not
 PyKMIP's object model: the hot path decodes a Get in a few microseconds.
@@ -45,6 +49,7 @@ TYPE_NAMES = {
 
 DEFAULT_MAX_SIZE = 1 << 20
 DEFAULT_MAX_DEPTH = 16
+DEFAULT_MAX_ITEMS = 4096  # the test suite sends <= 400; 64 Registers with 8 attributes each ~2,400
 HEADER = struct.Struct(">II")
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
@@ -186,7 +191,8 @@ def _encode_into(item: TTLV, out: list[bytes]) -> int:
         return 8 + n + _pad(n)
     if t == BIG_INTEGER:
         v = int(item.value)  # type: ignore[call-overload]
-        n = max(8, ((v.bit_length() + 8) // 8 + 7) // 8 * 8)
+        magnitude = v if v >= 0 else ~v  # minimal two's complement: -2**63 fits 8 bytes, 2**63 does not
+        n = max(8, ((magnitude.bit_length() + 8) // 8 + 7) // 8 * 8)
         out.append(HEADER.pack(head, n) + v.to_bytes(n, "big", signed=True))
         return 8 + n
     raise TTLVError(f"unknown item type {t}")
@@ -260,6 +266,8 @@ def _decode_items(buf: bytes, pos: int, end: int, depth: int, max_depth: int) ->
         elif t == BIG_INTEGER:
             if length == 0 or length % 8 or pos + length > end:
                 raise TTLVError("Big Integer length must be a non-zero multiple of 8")
+            if length > 8 and buf[pos : pos + 8] == (b"\xff" * 8 if buf[pos + 8] & 0x80 else _ZERO):
+                raise TTLVError("Big Integer is not minimally encoded")  # a block of sign extension only
             value = int.from_bytes(buf[pos : pos + length], "big", signed=True)
             pos += length
         else:
@@ -268,6 +276,20 @@ def _decode_items(buf: bytes, pos: int, end: int, depth: int, max_depth: int) ->
     if pos != end:
         raise TTLVError("item overruns its parent")
     return items
+
+
+def _count_items(buf: bytes, end: int, limit: int) -> None:
+    """Refuse a message of more than ``limit`` items before building any: one linear walk over the item
+    headers (a Structure's children follow its header), no allocation that could outlive it. Lengths are
+    not checked here; the decoder does that."""
+    unpack = HEADER.unpack_from
+    pos = count = 0
+    while pos + 8 <= end:
+        count += 1
+        if count > limit:
+            raise TTLVError(f"too many items in one message (the limit is {limit})")
+        head, length = unpack(buf, pos)
+        pos += 8 if head & 0xFF == STRUCTURE else 8 + length + (-length & 7)
 
 
 def message_length(header: bytes) -> int:
@@ -282,13 +304,24 @@ def message_length(header: bytes) -> int:
     return 8 + length
 
 
-def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH) -> TTLV:
-    """Decode exactly one item that spans all of ``data``."""
-    if len(data) > max_size:
+def decode(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_items: int | None = None,
+) -> TTLV:
+    """Decode exactly one item that spans all of ``data``; ``max_items`` bounds the items it may hold
+    (requests from the network: :func:`openkcm.protocol.messages.decode_request`)."""
+    n = len(data)
+    if n > max_size:
         raise TTLVError(f"message larger than {max_size} bytes")
-    if len(data) < 8:
+    if n < 8:
         raise TTLVError("truncated message")
-    items = _decode_items(bytes(data), 0, len(data), 0, max_depth)
+    buf = bytes(data)
+    if max_items is not None and n > 8 * max_items:  # shorter messages cannot hold more (8 bytes an item)
+        _count_items(buf, n, max_items)
+    items = _decode_items(buf, 0, n, 0, max_depth)
     if len(items) != 1:
         raise TTLVError("trailing bytes after the message")
     return items[0]
