@@ -9,32 +9,17 @@ from typing import Any
 
 import pytest
 
+from tests.infra.template import as_list, of_type, ref_of
+
 pytestmark = pytest.mark.infra
 
 HANDLER = "functions/audit_schedule/handler.handler"
 
 
-def _ref(value: Any) -> str | None:
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return value["Ref"]
-        if "Fn::GetAtt" in value:
-            return value["Fn::GetAtt"][0]
-    return None
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
-
-
 def _schedule_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     found = [
         (lid, res["Properties"])
-        for lid, res in _of_type(template, "AWS::Lambda::Function").items()
+        for lid, res in of_type(template, "AWS::Lambda::Function").items()
         if res["Properties"].get("Handler") == HANDLER
     ]
     assert len(found) == 1, found
@@ -43,16 +28,16 @@ def _schedule_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def _role_statements(template: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
     statements: dict[str, dict[str, Any]] = {}
-    for policy in _of_type(template, "AWS::IAM::Policy").values():
+    for policy in of_type(template, "AWS::IAM::Policy").values():
         props = policy["Properties"]
-        if role in [_ref(r) for r in props["Roles"]]:
+        if role in [ref_of(r) for r in props["Roles"]]:
             for statement in props["PolicyDocument"]["Statement"]:
                 statements[statement.get("Sid", f"#{len(statements)}")] = statement
     return statements
 
 
 def _logical_of(template: dict[str, Any], prefix: str, kind: str) -> str:
-    return next(lid for lid in _of_type(template, kind) if lid.startswith(prefix))
+    return next(lid for lid in of_type(template, kind) if lid.startswith(prefix))
 
 
 @pytest.mark.parametrize("which", ["default", "external"])
@@ -100,18 +85,18 @@ def test_audit_schedule_function_runs_on_a_rate(synth, which: str) -> None:
     # The rule: rate(5 minutes) by default, targeting this function.
     rules = [
         r["Properties"]
-        for r in _of_type(template, "AWS::Events::Rule").values()
-        if any(_ref(target["Arn"]) == lid for target in r["Properties"].get("Targets", []))
+        for r in of_type(template, "AWS::Events::Rule").values()
+        if any(ref_of(target["Arn"]) == lid for target in r["Properties"].get("Targets", []))
     ]
     assert [r["ScheduleExpression"] for r in rules] == ["rate(5 minutes)"]
     permissions = [
         p["Properties"]
-        for p in _of_type(template, "AWS::Lambda::Permission").values()
-        if _ref(p["Properties"]["FunctionName"]) == lid
+        for p in of_type(template, "AWS::Lambda::Permission").values()
+        if ref_of(p["Properties"]["FunctionName"]) == lid
     ]
     assert permissions and permissions[0]["Principal"] == "events.amazonaws.com"
     # Its own log group with a retention.
-    group = template["Resources"][_ref(props["LoggingConfig"]["LogGroup"])]
+    group = template["Resources"][ref_of(props["LoggingConfig"]["LogGroup"])]
     assert group["Properties"]["RetentionInDays"] >= 365
 
 
@@ -122,7 +107,7 @@ def test_audit_schedule_role_has_least_privilege(synth) -> None:
 
     template = synth.template
     _, props = _schedule_function(template)
-    role = _ref(props["Role"])
+    role = ref_of(props["Role"])
     assert role is not None and "ManagedPolicyArns" not in template["Resources"][role]["Properties"]
     statements = _role_statements(template, role)
 
@@ -131,22 +116,22 @@ def test_audit_schedule_role_has_least_privilege(synth) -> None:
     # Tables: only tenants (scan for the ids) and audit; nothing else.
     tables = {sid for sid in statements if sid.startswith("Table") and not sid.startswith("TableKey")}
     assert tables == {"TableTenants", "TableAudit"}
-    assert _as_list(statements["TableTenants"]["Action"]) == ["dynamodb:Scan"]
-    assert {_ref(r) for r in _as_list(statements["TableTenants"]["Resource"]) if _ref(r)} == {tenants}
-    assert set(_as_list(statements["TableAudit"]["Action"])) == {f"dynamodb:{a}" for a in AUDIT_ARCHIVE}
+    assert as_list(statements["TableTenants"]["Action"]) == ["dynamodb:Scan"]
+    assert {ref_of(r) for r in as_list(statements["TableTenants"]["Resource"]) if ref_of(r)} == {tenants}
+    assert set(as_list(statements["TableAudit"]["Action"])) == {f"dynamodb:{a}" for a in AUDIT_ARCHIVE}
     assert {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"} <= set(
         statements["TableAudit"]["Action"]
     )
-    assert not {"dynamodb:DeleteItem", "dynamodb:Scan"} & set(_as_list(statements["TableAudit"]["Action"]))
-    audit_resources = _as_list(statements["TableAudit"]["Resource"])
-    assert {_ref(r) for r in audit_resources if _ref(r)} == {audit}
+    assert not {"dynamodb:DeleteItem", "dynamodb:Scan"} & set(as_list(statements["TableAudit"]["Action"]))
+    audit_resources = as_list(statements["TableAudit"]["Resource"])
+    assert {ref_of(r) for r in audit_resources if ref_of(r)} == {audit}
     # ... the tenant-time index too (the same actions, by ARN).
     assert any("Fn::Join" in r and "/index/tenant-time" in str(r) for r in audit_resources)
 
     # Signing key: sign, verify, public key; on that key only.
     signing = statements["AuditSigning"]
     assert set(signing["Action"]) == {"kms:Sign", "kms:Verify", "kms:GetPublicKey"}
-    assert _ref(signing["Resource"]).startswith("DataAuditSigningKey")
+    assert ref_of(signing["Resource"]).startswith("DataAuditSigningKey")
 
     # Root key: only the audit writer context (wrap its own writer key, unwrap writers' keys to check links).
     purpose, keys = ROOT_CONTEXTS["writer"]
@@ -156,7 +141,7 @@ def test_audit_schedule_role_has_least_privilege(synth) -> None:
     assert set(writer["Action"]) == {"kms:Encrypt", "kms:Decrypt"}
     assert writer["Condition"]["StringEquals"] == {"kms:EncryptionContext:purpose": purpose}
     assert writer["Condition"]["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"] == keys
-    assert _ref(writer["Resource"]).startswith("DataRootKey")
+    assert ref_of(writer["Resource"]).startswith("DataRootKey")
 
     # Archive: list under the prefix, get + put objects under it, never delete.
     prefix = Settings.model_fields["audit_archive_prefix"].default
@@ -168,14 +153,14 @@ def test_audit_schedule_role_has_least_privilege(synth) -> None:
     assert f"/{prefix}*" in str(objects["Resource"]) and "DataAuditArchive" in str(objects["Resource"])
 
     # Nothing else: no events, SNS, secrets, queues, STS or VPC permissions.
-    services = {a.split(":")[0] for s in statements.values() for a in _as_list(s["Action"])}
+    services = {a.split(":")[0] for s in statements.values() for a in as_list(s["Action"])}
     assert services == {"dynamodb", "kms", "s3", "logs", "xray"}, services
 
     # The key policies name the role too (both sides must agree).
-    signing_key = template["Resources"][_ref(signing["Resource"])]["Properties"]["KeyPolicy"]["Statement"]
-    assert any(_ref(s["Principal"].get("AWS")) == role and "kms:Sign" in s["Action"] for s in signing_key)
-    root_key = template["Resources"][_ref(writer["Resource"])]["Properties"]["KeyPolicy"]["Statement"]
-    mine = [s for s in root_key if _ref(s["Principal"].get("AWS")) == role]
+    signing_key = template["Resources"][ref_of(signing["Resource"])]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(ref_of(s["Principal"].get("AWS")) == role and "kms:Sign" in s["Action"] for s in signing_key)
+    root_key = template["Resources"][ref_of(writer["Resource"])]["Properties"]["KeyPolicy"]["Statement"]
+    mine = [s for s in root_key if ref_of(s["Principal"].get("AWS")) == role]
     assert mine and all(
         s["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"] == purpose for s in mine
     )
@@ -186,8 +171,8 @@ def test_audit_schedule_errors_alarm(synth) -> None:
     lid, _ = _schedule_function(template)
     alarms = [
         a["Properties"]
-        for a in _of_type(template, "AWS::CloudWatch::Alarm").values()
-        if any(_ref(d.get("Value")) == lid for d in a["Properties"].get("Dimensions", []))
+        for a in of_type(template, "AWS::CloudWatch::Alarm").values()
+        if any(ref_of(d.get("Value")) == lid for d in a["Properties"].get("Dimensions", []))
     ]
     assert {a["MetricName"] for a in alarms} == {"Errors", "Throttles"}
     for alarm in alarms:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.infra.template import as_list, ref_of
+
 pytestmark = pytest.mark.infra
 
 
@@ -20,25 +22,11 @@ def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return doc.get("Statement", [])
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _ref_of(value: Any) -> str | None:
-    """The logical id a {"Ref": ...} or {"Fn::GetAtt": [...]} points at."""
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return value["Ref"]
-        if "Fn::GetAtt" in value:
-            return value["Fn::GetAtt"][0]
-    return None
-
-
 def _key_list(value: Any) -> list[str]:
     """Logical ids of the keys in OPENKCM_ROOT_KMS_KEY_IDS (a join of ARNs, or one ARN)."""
     if isinstance(value, dict) and "Fn::Join" in value:
-        return [_ref_of(item) for item in value["Fn::Join"][1]]
-    return [_ref_of(value)]
+        return [ref_of(item) for item in value["Fn::Join"][1]]
+    return [ref_of(value)]
 
 
 def _logical_ids(synth, kind: str, template=None) -> set[str]:
@@ -64,7 +52,7 @@ def test_tables_match_the_models_and_are_protected(synth) -> None:
         assert props["DeletionProtectionEnabled"] is True
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props["SSESpecification"]["SSEType"] == "KMS"
-        assert _ref_of(props["SSESpecification"]["KMSMasterKeyId"]) in keys
+        assert ref_of(props["SSESpecification"]["KMSMasterKeyId"]) in keys
         assert "StreamSpecification" not in props  # nothing consumes streams
         spec = specs[logical]
         key_schema = {k["AttributeName"]: k["KeyType"] for k in props["KeySchema"]}
@@ -110,7 +98,7 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
     users: dict[str, set[str]] = {}
     by_purpose: dict[tuple[str, str], set[str]] = {}
     for statement in _statements(props["KeyPolicy"]):
-        actions = set(_as_list(statement["Action"]))
+        actions = set(as_list(statement["Action"]))
         crypto = {
             a for a in actions if a in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey")
         }
@@ -118,7 +106,7 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
         if not crypto:
             continue
         assert "kms:*" not in actions
-        role = _ref_of(principal)
+        role = ref_of(principal)
         assert role in roles, f"root key usable by a non-role principal: {principal}"
         cond = statement["Condition"]
         purpose = cond["StringEquals"]["kms:EncryptionContext:purpose"]
@@ -130,14 +118,14 @@ def test_root_key_is_used_only_by_service_roles_with_an_encryption_context(synth
         by_purpose.setdefault((role, purpose), set()).update(crypto)
     # The account itself may administer the key but not use it.
     account_statements = [
-        s for s in _statements(props["KeyPolicy"]) if _ref_of(s["Principal"]["AWS"]) is None
+        s for s in _statements(props["KeyPolicy"]) if ref_of(s["Principal"]["AWS"]) is None
     ]
     assert account_statements and all(
-        not {"kms:Encrypt", "kms:Decrypt", "kms:*"} & set(_as_list(s["Action"])) for s in account_statements
+        not {"kms:Encrypt", "kms:Decrypt", "kms:*"} & set(as_list(s["Action"])) for s in account_statements
     )
     # API, worker and rotation wrap and unwrap L2 keys; KMIP only unwraps them.
     l2, creds, writer = (ROOT_CONTEXTS[name][0] for name in ("l2", "credentials", "writer"))
-    kmip_role = _ref_of(synth.resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"]["TaskRoleArn"])
+    kmip_role = ref_of(synth.resources("AWS::ECS::TaskDefinition").popitem()[1]["Properties"]["TaskRoleArn"])
     assert by_purpose[(kmip_role, l2)] == by_purpose[(kmip_role, creds)] == {"kms:Decrypt"}
     assert (
         sum(1 for (_, p), acts in by_purpose.items() if p == l2 and acts == {"kms:Encrypt", "kms:Decrypt"})
@@ -232,7 +220,7 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
     statements = _policies(template)
     assert statements
     for lid, statement in statements:
-        actions = _as_list(statement["Action"])
+        actions = as_list(statement["Action"])
         assert "*" not in actions, (lid, statement)
         assert not any(a.endswith(":*") for a in actions), (lid, statement)
         if _is_cdk_internal(lid):
@@ -242,7 +230,7 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
         ]
         if data_actions:
             assert statement["Resource"] != "*", (lid, statement)
-            assert "*" not in _as_list(statement["Resource"]), (lid, statement)
+            assert "*" not in as_list(statement["Resource"]), (lid, statement)
         if any(a.startswith("dynamodb:") for a in actions):
             # Only the schedules scan (rotation: every tenant/object/keystore; audit: tenant ids), and the
             # CMK API the accounts table alone (a platform operator's list of accounts).
@@ -251,7 +239,7 @@ def test_no_wildcard_actions_and_data_actions_are_scoped(synth, which: str) -> N
             scans = scans or (
                 lid.startswith("ApiCmkApiRole")
                 and statement.get("Sid") == "TableAccounts"
-                and [_ref_of(r) for r in _as_list(statement["Resource"])] == accounts
+                and [ref_of(r) for r in as_list(statement["Resource"])] == accounts
             )
             assert not any(a in ("dynamodb:Scan",) for a in actions) or scans, (lid, actions)
     # No managed policies on our roles.
@@ -264,8 +252,8 @@ def test_kms_statements_on_the_root_key_carry_conditions(synth) -> None:
     root_lid, _ = _root_key(synth)
     found = 0
     for _lid, statement in _policies(synth.template):
-        resources = _as_list(statement.get("Resource"))
-        if any(_ref_of(r) == root_lid for r in resources):
+        resources = as_list(statement.get("Resource"))
+        if any(ref_of(r) == root_lid for r in resources):
             found += 1
             assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"].startswith(
                 "openkcm-"
@@ -327,7 +315,7 @@ def test_functions_runtime_architecture_and_environment(synth) -> None:
         env = props["Environment"]["Variables"]
         assert env["OPENKCM_ROOT_KEY_PROVIDER"] == "aws-kms"
         assert env["OPENKCM_TABLE_PREFIX"] == "openkcm"
-        bus = synth.template["Resources"][_ref_of(env["OPENKCM_EVENT_BUS_NAME"])]
+        bus = synth.template["Resources"][ref_of(env["OPENKCM_EVENT_BUS_NAME"])]
         assert bus["Properties"]["Name"] == "openkcm-events"
         assert env["OPENKCM_TRUST_DOMAIN"] == "kcm.example.com"
         assert _key_list(env["OPENKCM_ROOT_KMS_KEY_IDS"]) == [_root_key(synth)[0]]
@@ -351,7 +339,7 @@ def test_provisioning_queue_has_a_dead_letter_queue(synth) -> None:
         q["Properties"]["RedrivePolicy"] for q in queues.values() if "RedrivePolicy" in q["Properties"]
     ]
     assert len(redrives) == 1 and redrives[0]["maxReceiveCount"] == 5
-    assert _ref_of(redrives[0]["deadLetterTargetArn"]) in queues
+    assert ref_of(redrives[0]["deadLetterTargetArn"]) in queues
     assert all("KmsMasterKeyId" in q["Properties"] for q in queues.values())
     mappings = synth.resources("AWS::Lambda::EventSourceMapping")
     assert len(mappings) == 1
@@ -382,11 +370,11 @@ def test_http_api_jwt_authorizer_and_webhook_route(synth) -> None:
     for key, route in routes.items():
         if key not in public:
             assert route["AuthorizationType"] == "JWT", key
-            assert _ref_of(route["AuthorizerId"]) == auth_lid
+            assert ref_of(route["AuthorizerId"]) == auth_lid
     assert {"GET /v1/{proxy+}", "POST /v1/{proxy+}", "DELETE /v1/{proxy+}"} <= set(routes)
     stage = synth.resources("AWS::ApiGatewayV2::Stage").popitem()[1]["Properties"]
     assert stage["StageName"] == "$default" and stage["AutoDeploy"] is True
-    assert _ref_of(stage["AccessLogSettings"]["DestinationArn"]) in synth.resources("AWS::Logs::LogGroup")
+    assert ref_of(stage["AccessLogSettings"]["DestinationArn"]) in synth.resources("AWS::Logs::LogGroup")
 
 
 def test_cognito_pool_requires_mfa_and_maps_claims(synth) -> None:
@@ -453,7 +441,7 @@ def test_rotation_schedule_and_event_bus(synth) -> None:
         for lid, f in synth.resources("AWS::Lambda::Function").items()
         if f["Properties"].get("Handler") == "functions/rotate/handler.handler"
     ]
-    assert _ref_of(target) == rotate[0]
+    assert ref_of(target) == rotate[0]
     on_bus = [r["Properties"] for r in rules.values() if "EventBusName" in r["Properties"]]
     assert on_bus and "security_event" in on_bus[0]["EventPattern"]["detail"]["type"]
 
@@ -561,7 +549,7 @@ def test_cloudfront_origin_access_control_and_security_headers(synth) -> None:
     t.resource_count_is("AWS::CloudFront::OriginAccessControl", 1)
     dist = synth.resources("AWS::CloudFront::Distribution").popitem()[1]["Properties"]["DistributionConfig"]
     s3_origin = next(o for o in dist["Origins"] if "S3OriginConfig" in o)
-    assert _ref_of(s3_origin["OriginAccessControlId"]) in synth.resources(
+    assert ref_of(s3_origin["OriginAccessControlId"]) in synth.resources(
         "AWS::CloudFront::OriginAccessControl"
     )
     assert s3_origin["S3OriginConfig"].get("OriginAccessIdentity", "") == ""
@@ -597,7 +585,7 @@ def test_alarms_and_dashboard(synth) -> None:
     topics = synth.resources("AWS::SNS::Topic")
     for alarm in alarms:
         if alarm.get("AlarmDescription", "").startswith("OpenKCM"):
-            assert _ref_of(alarm["AlarmActions"][0]) in topics
+            assert ref_of(alarm["AlarmActions"][0]) in topics
     _template(synth).resource_count_is("AWS::CloudWatch::Dashboard", 1)
     subscriptions = synth.resources("AWS::SNS::Subscription")
     assert any(s["Properties"]["Endpoint"] == "ops@example.com" for s in subscriptions.values())
@@ -637,7 +625,7 @@ def test_synthesis_is_fast_enough(synth) -> None:
 
 
 def test_customer_keystore_roles_need_an_external_id_in_another_account(synth) -> None:
-    assume = [(lid, s) for lid, s in _policies(synth.template) if "sts:AssumeRole" in _as_list(s["Action"])]
+    assume = [(lid, s) for lid, s in _policies(synth.template) if "sts:AssumeRole" in as_list(s["Action"])]
     holders = {lid.split("Role")[0] for lid, _ in assume}
     assert holders == {"ApiCmkApi", "RotationRotate", "KmipTask"}
     for _, statement in assume:
@@ -653,9 +641,9 @@ def test_keystore_access_roles_are_output_and_given_to_every_process(synth) -> N
     for lid, statement in _policies(synth.template):
         if statement.get("Sid") == "AssumeCustomerKeystoreRole":
             policy = synth.template["Resources"][lid]["Properties"]
-            assuming.update(_ref_of(r) for r in policy["Roles"])
+            assuming.update(ref_of(r) for r in policy["Roles"])
     output = synth.template["Outputs"]["KeystoreAccessRoleArns"]["Value"]
-    listed = [_ref_of(item) for item in output["Fn::Join"][1]]
+    listed = [ref_of(item) for item in output["Fn::Join"][1]]
     assert sorted(listed) == sorted(assuming) and len(listed) == 3
     values = [
         f["Properties"]["Environment"]["Variables"]["OPENKCM_KEYSTORE_ACCESS_ROLE_ARNS"]
@@ -695,7 +683,7 @@ def test_provisioned_concurrency_alias_is_what_the_api_invokes(synth) -> None:
         i["Properties"]["IntegrationUri"]
         for i in synth.resources("AWS::ApiGatewayV2::Integration", synth.external).values()
     ]
-    assert sum(1 for uri in uris if _ref_of(uri) == alias_lid) == 3  # /v1/{proxy+}, health, openapi
+    assert sum(1 for uri in uris if ref_of(uri) == alias_lid) == 3  # /v1/{proxy+}, health, openapi
 
 
 def test_root_key_versions_are_listed_oldest_first_and_all_conditioned(synth) -> None:
@@ -713,7 +701,7 @@ def test_root_key_versions_are_listed_oldest_first_and_all_conditioned(synth) ->
     listed = _key_list(env["OPENKCM_ROOT_KMS_KEY_IDS"])
     assert listed == sorted(keys, key=lambda lid: keys[lid]["Description"])  # version 1, then 2
     for props in keys.values():
-        users = [s for s in props["KeyPolicy"]["Statement"] if "kms:Decrypt" in _as_list(s["Action"])]
+        users = [s for s in props["KeyPolicy"]["Statement"] if "kms:Decrypt" in as_list(s["Action"])]
         assert len(users) >= 4 and all(
             "kms:EncryptionContext:purpose" in s["Condition"]["StringEquals"] for s in users
         )

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.infra.template import as_list, of_type, ref_of
+
 pytestmark = pytest.mark.infra
 
 BOTH = pytest.mark.parametrize("which", ["default", "external"])
@@ -25,40 +27,23 @@ def _tpl(synth, which: str) -> dict[str, Any]:
     return synth.template if which == "default" else synth.external
 
 
-def _ref(value: Any) -> str | None:
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return value["Ref"]
-        if "Fn::GetAtt" in value:
-            return value["Fn::GetAtt"][0]
-    return None
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
-
-
 def _allows(statement: dict[str, Any], action: str) -> bool:
     """Whether an Allow statement's actions (wildcards included) cover ``action``."""
     if statement.get("Effect", "Allow") != "Allow":
         return False
-    return any(fnmatchcase(action.lower(), a.lower()) for a in _as_list(statement.get("Action", [])))
+    return any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement.get("Action", [])))
 
 
 def _role(template: dict[str, Any], prefix: str) -> str:
-    [lid] = [lid for lid in _of_type(template, "AWS::IAM::Role") if lid.startswith(prefix)]
+    [lid] = [lid for lid in of_type(template, "AWS::IAM::Role") if lid.startswith(prefix)]
     return lid
 
 
 def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
     out = []
-    for policy in _of_type(template, "AWS::IAM::Policy").values():
+    for policy in of_type(template, "AWS::IAM::Policy").values():
         props = policy["Properties"]
-        if role in [_ref(r) for r in props["Roles"]]:
+        if role in [ref_of(r) for r in props["Roles"]]:
             out += props["PolicyDocument"]["Statement"]
     for policy in template["Resources"][role]["Properties"].get("Policies", []):
         out += policy["PolicyDocument"]["Statement"]
@@ -68,7 +53,7 @@ def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]
 def _lambda_env(template: dict[str, Any], handler: str) -> dict[str, Any]:
     [env] = [
         f["Properties"]["Environment"]["Variables"]
-        for f in _of_type(template, "AWS::Lambda::Function").values()
+        for f in of_type(template, "AWS::Lambda::Function").values()
         if f["Properties"].get("Handler") == handler
     ]
     return env
@@ -82,13 +67,13 @@ def test_cmk_api_scans_the_accounts_table_and_nothing_else(synth, which: str) ->
     template = _tpl(synth, which)
     role = _role(template, "ApiCmkApiRole")
     accounts = next(
-        lid for lid in _of_type(template, "AWS::DynamoDB::Table") if lid.startswith("DataTableaccounts")
+        lid for lid in of_type(template, "AWS::DynamoDB::Table") if lid.startswith("DataTableaccounts")
     )
     scans = [s for s in _role_statements(template, role) if _allows(s, "dynamodb:Scan")]
     assert len(scans) == 1, scans  # AccountModel.scan() in openkcm/api/routes/accounts.py (list_accounts)
     [scan] = scans
     assert scan["Sid"] == "TableAccounts"
-    assert [_ref(r) for r in _as_list(scan["Resource"])] == [accounts]  # the table itself, no other ARN
+    assert [ref_of(r) for r in as_list(scan["Resource"])] == [accounts]  # the table itself, no other ARN
 
 
 # -- 2. Key administration cannot create grants -----------------------------------------------------------
@@ -97,7 +82,7 @@ def test_cmk_api_scans_the_accounts_table_and_nothing_else(synth, which: str) ->
 def _admin_keys(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         lid: res["Properties"]
-        for lid, res in _of_type(template, "AWS::KMS::Key").items()
+        for lid, res in of_type(template, "AWS::KMS::Key").items()
         if "internal root key" in res["Properties"]["Description"]
         or res["Properties"].get("KeyUsage") == "SIGN_VERIFY"
     }
@@ -110,7 +95,7 @@ def test_root_and_signing_key_policies_allow_no_create_grant(synth, which: str) 
     for lid, props in keys.items():
         statements = props["KeyPolicy"]["Statement"]
         for statement in statements:
-            actions = _as_list(statement["Action"])
+            actions = as_list(statement["Action"])
             assert not _allows(statement, "kms:CreateGrant"), (lid, statement)
             assert "kms:Create*" not in actions, (lid, statement)
         admin = [s for s in statements if s.get("Sid", "").startswith("AccountAdministers")]
@@ -124,7 +109,7 @@ def test_root_and_signing_key_policies_allow_no_create_grant(synth, which: str) 
 def test_rotation_role_cannot_write_the_audit_archive(synth, which: str) -> None:
     template = _tpl(synth, which)
     role = _role(template, "RotationRotateRole")
-    archive = next(lid for lid in _of_type(template, "AWS::S3::Bucket") if lid.startswith("DataAuditArchive"))
+    archive = next(lid for lid in of_type(template, "AWS::S3::Bucket") if lid.startswith("DataAuditArchive"))
     statements = _role_statements(template, role)
     writes = [s for s in statements if _allows(s, "s3:PutObject") and archive in json.dumps(s["Resource"])]
     assert writes == []
@@ -142,11 +127,11 @@ def test_rotation_role_cannot_write_the_audit_archive(synth, which: str) -> None
 @BOTH
 def test_api_behaviour_keeps_the_origins_content_security_policy(synth, which: str) -> None:
     template = _tpl(synth, which)
-    [dist] = _of_type(template, "AWS::CloudFront::Distribution").values()
+    [dist] = of_type(template, "AWS::CloudFront::Distribution").values()
     config = dist["Properties"]["DistributionConfig"]
 
     def csp_of(behaviour: dict[str, Any]) -> dict[str, Any] | None:
-        policy = template["Resources"][_ref(behaviour["ResponseHeadersPolicyId"])]
+        policy = template["Resources"][ref_of(behaviour["ResponseHeadersPolicyId"])]
         headers = policy["Properties"]["ResponseHeadersPolicyConfig"].get("SecurityHeadersConfig", {})
         return headers.get("ContentSecurityPolicy")
 
