@@ -36,6 +36,20 @@ def kmip_listener(api_runtime, tmp_path: Path):
     server.stop()
 
 
+def _assert_refused(port: int, directory: Path) -> None:
+    """The listener answers a Create with Authentication Not Successful for this bundle."""
+    from kmip.core import enums
+    from kmip.pie.exceptions import KmipOperationFailure
+
+    client = _client(port, directory)
+    try:
+        with pytest.raises(KmipOperationFailure) as refused:
+            client.create(enums.CryptographicAlgorithm.AES, 256, name="refused")
+        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
+    finally:
+        client.close()
+
+
 def _client(port: int, directory: Path):
     from kmip.pie.client import ProxyKmipClient
 
@@ -47,7 +61,6 @@ def _client(port: int, directory: Path):
 
 def test_issued_certificate_works_on_kmip_until_revoked(api, account, make_tenant, kmip_listener, tmp_path):
     from kmip.core import enums
-    from kmip.pie.exceptions import KmipOperationFailure
 
     tenant = make_tenant(account)
     key = ec.generate_private_key(ec.SECP256R1())  # stays here: the API only ever sees the CSR
@@ -74,13 +87,7 @@ def test_issued_certificate_works_on_kmip_until_revoked(api, account, make_tenan
     revoke = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/certificates/{issued['serial']}/revoke",
                       claims(account), body={"reason": "compromised host"})
     assert revoke.status == 200
-    client = _client(kmip_listener.port, tmp_path)
-    try:
-        with pytest.raises(KmipOperationFailure) as refused:
-            client.create(enums.CryptographicAlgorithm.AES, 256, name="after-revoke")
-        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
-    finally:
-        client.close()
+    _assert_refused(kmip_listener.port, tmp_path)
 
 
 def test_a_certificate_issued_outside_the_api_is_recorded_listed_and_revocable(
@@ -89,7 +96,6 @@ def test_a_certificate_issued_outside_the_api_is_recorded_listed_and_revocable(
     """``openkcm pki issue`` (and the local stack, the benchmark) issue through the same record: the
     certificate shows in the API's list and its revocation reaches the listener."""
     from kmip.core import enums
-    from kmip.pie.exceptions import KmipOperationFailure
 
     from openkcm.ops.certificates import issue_client_bundle
 
@@ -107,13 +113,7 @@ def test_a_certificate_issued_outside_the_api_is_recorded_listed_and_revocable(
     revoke = api.call("POST", f"/v1/tenants/{tenant.tenant_id}/certificates/{cert['serial']}/revoke",
                       claims(account), body={"reason": "host retired"})
     assert revoke.status == 200
-    client = _client(kmip_listener.port, tmp_path / "cli")
-    try:
-        with pytest.raises(KmipOperationFailure) as refused:
-            client.create(enums.CryptographicAlgorithm.AES, 256, name="after-revoke")
-        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
-    finally:
-        client.close()
+    _assert_refused(kmip_listener.port, tmp_path / "cli")
 
 
 def test_a_certificate_the_deployment_never_recorded_is_refused_and_audited(
@@ -121,8 +121,6 @@ def test_a_certificate_the_deployment_never_recorded_is_refused_and_audited(
 ):
     """Signed by the deployment's CA but never recorded (its key leaked from a test, a bug, an old tool):
     it could be neither listed nor revoked, so the listener does not accept it."""
-    from kmip.core import enums
-    from kmip.pie.exceptions import KmipOperationFailure
 
     from openkcm.domain.audit import read_events
     from openkcm.domain.pki import write_client_bundle
@@ -131,13 +129,7 @@ def test_a_certificate_the_deployment_never_recorded_is_refused_and_audited(
     ca = api_runtime_of(api).certificate_authority()
     cert, key_pem = ca.issue_client(tenant.tenant_id, "ghost")
     write_client_bundle(ca, cert, key_pem, tmp_path / "ghost")
-    client = _client(kmip_listener.port, tmp_path / "ghost")
-    try:
-        with pytest.raises(KmipOperationFailure) as refused:
-            client.create(enums.CryptographicAlgorithm.AES, 256, name="ghost")
-        assert refused.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
-    finally:
-        client.close()
+    _assert_refused(kmip_listener.port, tmp_path / "ghost")
     api_runtime_of(api).audit.flush()
     serial = format(cert.serial_number, "x")
     refusals = [

@@ -14,6 +14,7 @@ from openkcm.cli import main
 from openkcm.domain.audit import AuditEvent, ChainedAuditSink
 from openkcm.ops import audit
 from openkcm.ops import keystores as ks
+from openkcm.ops.certificates import record_certificate
 from openkcm.ops.rotation import rotate_tenant
 from openkcm.storage import CertificateModel
 from tests.audit.helpers import event
@@ -50,17 +51,8 @@ def busy_tenant(runtime, tenant_factory):
     ca = runtime.certificate_authority()
     for service, revoke in (("mongo-0", False), ("mongo-9", True)):
         cert, _ = ca.issue_client(tid, service)
-        serial = format(cert.serial_number, "x")
-        item = CertificateModel(
-            tid,
-            CertificateModel.sort_key(serial),
-            serial=serial,
-            service_id=service,
-            subject=cert.subject.rfc4514_string(),
-            issued_at=runtime.clock.now(),
-            not_after=cert.not_valid_after_utc,
-        )
-        item.save()
+        item = record_certificate(runtime, tid, service, cert)
+        serial = item.serial
         runtime.audit.record(
             AuditEvent(
                 tenant_id=tid,
