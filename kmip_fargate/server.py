@@ -192,8 +192,6 @@ class _HalfClose(asyncio.BufferedProtocol):
             return  # nothing held, or a request came in meanwhile: called again once it is answered
         self.deferred = False
         connection.half_closed = None
-        if connection.closed:
-            return
         try:
             keep_open = self.tls.eof_received()
         except Exception:
@@ -505,6 +503,8 @@ class KmipConnection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+            if self.half_closed is not None:  # the peer's FIN was held: TLS must see it to finish closing
+                self.loop.call_soon(self.half_closed.release)
 
     def abort(self) -> None:
         """Drop at once: for stale peers, where a graceful close would wait on them."""

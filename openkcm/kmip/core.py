@@ -551,10 +551,12 @@ class KmipCore:
         request_id: str,
     ) -> None:
         """The security record of a message refused for its certificate or tenant: the first at once,
-        then at most one a minute per (certificate, refusal, operation) with the count refused between
-        (operations KMIP does not define share one key: the key space stays bounded)."""
+        then at most one a minute per (certificate, refusal, operation, client host) with the count refused
+        between (operations KMIP does not define share one key). The host is in the key: a certificate
+        turning up from a new address is the sign of a stolen one and is recorded at once."""
         kind = "Operation?" if operation.startswith("Operation") else operation
-        count = self._refusals.admit((identity.tenant_id, identity.serial_hex, refusal.message, kind))
+        host = client_address.rsplit(":", 1)[0] if client_address.count(":") == 1 else client_address
+        count = self._refusals.admit((identity.tenant_id, identity.serial_hex, refusal.message, kind, host[:64]))
         if count is None:
             return
         security = refusal.reason == Reason.AUTHENTICATION_NOT_SUCCESSFUL
